@@ -1,0 +1,4 @@
+//! Subcommand implementations: the binary's edge, where library errors get
+//! `anyhow` context for the user.
+
+pub mod strategy;

@@ -1,0 +1,44 @@
+//! `shardgate`: the one binary. Every role and tool is a subcommand; this
+//! file only parses the command line, sets up logging and dispatches to
+//! `commands::*`, which call into the library crates under `host/`.
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+#[derive(Parser)]
+#[command(name = "shardgate", version, about = "A distributed cache whose key routing is pluggable, sandboxed WebAssembly")]
+struct Cli {
+    /// Log filter (tracing-subscriber EnvFilter syntax); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with partitioning strategies (WebAssembly components).
+    #[command(subcommand)]
+    Strategy(commands::strategy::StrategyCommand),
+    // Roles (node, meta, proxy, dev) and ctl are added by their crates' issues.
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let result = match cli.command {
+        Command::Strategy(cmd) => commands::strategy::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line per cause, never a backtrace.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `maglev`: Google's Maglev lookup table (NSDI '16), weighted.
+//!
+//! Each node walks its own permutation of the M table slots (offset and skip
+//! from the hash of its id) and claims the next free slot, in turns weighted
+//! by `weight / max weight`, until the table is full. M is the next prime at
+//! or above `table_factor * nodes` (default 100). Replicas: the next distinct
+//! owners after a key's slot. The host indexes the table natively.
+//!
+//! Config (TOML, every key optional):
+//! ```toml
+//! table_factor = 100   # M = next prime >= table_factor * nodes
+//! table_size = 65537   # or an explicit M (must be prime)
+//! ```
+
+use serde::Deserialize;
+use shardgate_strategy_sdk::{
+    export_strategy, fastrange, key_hash, mix64, parse_config, Metadata, Node, Strategy, Table,
+};
+
+pub const MAX_TABLE: u64 = 1 << 24;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_factor")]
+    table_factor: u64,
+    table_size: Option<u64>,
+}
+
+fn default_factor() -> u64 {
+    100
+}
+
+fn config(text: &str) -> Result<Config, String> {
+    let c: Config = parse_config("maglev", text)?;
+    if c.table_factor == 0 || c.table_factor > 10_000 {
+        return Err(format!("maglev config: table_factor must be between 1 and 10000, got {}", c.table_factor));
+    }
+    if let Some(m) = c.table_size {
+        if !(2..=MAX_TABLE).contains(&m) || !is_prime(m) {
+            return Err(format!("maglev config: table_size must be a prime between 2 and {MAX_TABLE}, got {m}"));
+        }
+    }
+    Ok(c)
+}
+
+pub fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+pub fn next_prime(mut n: u64) -> u64 {
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
+}
+
+/// Populates the Maglev table: entry s is the owning node position.
+pub fn populate(nodes: &[Node], m: u64) -> Vec<u32> {
+    let n = nodes.len();
+    let max_w = nodes.iter().map(|x| x.weight).fold(0.0, f64::max);
+    let (offset, skip): (Vec<u64>, Vec<u64>) = nodes
+        .iter()
+        .map(|x| {
+            let h = key_hash(x.id.as_bytes());
+            (h % m, mix64(h) % (m - 1) + 1)
+        })
+        .unzip();
+    let mut next = vec![0u64; n];
+    let mut credit = vec![0.0f64; n];
+    let mut table = vec![u32::MAX; m as usize];
+    let mut filled = 0u64;
+    while filled < m {
+        for i in 0..n {
+            credit[i] += nodes[i].weight / max_w;
+            while credit[i] >= 1.0 {
+                credit[i] -= 1.0;
+                loop {
+                    let slot = (offset[i] + next[i] * skip[i]) % m;
+                    next[i] += 1;
+                    if table[slot as usize] == u32::MAX {
+                        table[slot as usize] = i as u32;
+                        filled += 1;
+                        break;
+                    }
+                }
+                if filled == m {
+                    return table;
+                }
+            }
+        }
+    }
+    table
+}
+
+pub struct Maglev {
+    owners: Vec<u32>,
+    table: Vec<u32>,
+    width: usize,
+}
+
+impl Strategy for Maglev {
+    fn metadata() -> Metadata {
+        Metadata::new("maglev", "0.1.0", "Maglev lookup table (prime size ~100 x nodes), weighted turns")
+    }
+
+    fn validate_config(text: &str) -> Result<(), String> {
+        config(text).map(|_| ())
+    }
+
+    fn configure(text: &str, nodes: &[Node], replicas: u32) -> Result<Self, String> {
+        let c = config(text)?;
+        let m = match c.table_size {
+            Some(m) => m,
+            None => next_prime(c.table_factor * nodes.len() as u64),
+        };
+        if m > MAX_TABLE {
+            return Err(format!("maglev: table size {m} exceeds {MAX_TABLE}; lower table_factor"));
+        }
+        let owners = populate(nodes, m);
+        let width = (replicas as usize).min(nodes.len());
+        let mut table = Vec::with_capacity(owners.len() * width);
+        for s in 0..owners.len() {
+            let start = table.len();
+            let mut i = s;
+            while table.len() - start < width {
+                let p = owners[i % owners.len()];
+                if !table[start..].contains(&p) {
+                    table.push(p);
+                }
+                i += 1;
+                if i - s > owners.len() {
+                    return Err(format!("maglev: table of {m} slots holds fewer than {width} distinct nodes"));
+                }
+            }
+        }
+        Ok(Maglev { owners, table, width })
+    }
+
+    fn table(&self) -> Option<Table> {
+        Some(Table::Slots { width: self.width as u32, entries: self.table.clone() })
+    }
+
+    fn route(&self, key: &[u8], out: &mut Vec<u32>) {
+        let row = fastrange(key_hash(key), self.owners.len()) * self.width;
+        out.extend_from_slice(&self.table[row..row + self.width]);
+    }
+}
+
+export_strategy!(Maglev);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(weights: &[f64]) -> Vec<Node> {
+        weights.iter().enumerate().map(|(i, &w)| Node::new(format!("n{i}"), w, "")).collect()
+    }
+
+    #[test]
+    fn table_is_prime_and_balanced() {
+        let s = Maglev::configure("", &nodes(&[1.0; 10]), 1).unwrap();
+        assert_eq!(s.owners.len(), 1009);
+        let mut counts = [0; 10];
+        for &o in &s.owners {
+            counts[o as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (100..=101).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn weights_shape_the_table() {
+        let s = Maglev::configure("table_size = 10007", &nodes(&[1.0, 3.0]), 1).unwrap();
+        let heavy = s.owners.iter().filter(|&&o| o == 1).count() as f64 / 10007.0;
+        assert!((heavy - 0.75).abs() < 0.01, "{heavy}");
+    }
+
+    #[test]
+    fn replicas_are_distinct() {
+        let s = Maglev::configure("", &nodes(&[1.0; 4]), 3).unwrap();
+        for row in s.table.chunks(3) {
+            assert!(row[0] != row[1] && row[1] != row[2] && row[0] != row[2]);
+        }
+    }
+
+    #[test]
+    fn bad_config_rejected() {
+        assert!(Maglev::validate_config("table_size = 100").unwrap_err().contains("prime"));
+        assert!(Maglev::validate_config("size = 1").unwrap_err().contains("unknown field"));
+    }
+}
