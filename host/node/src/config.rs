@@ -1,0 +1,311 @@
+//! The `[node]` section of the Shardgate config file: what a cache node
+//! listens on, how much memory it may use, and the request limits it
+//! enforces. Parsed strictly (unknown keys are errors) and checked by
+//! [`NodeConfig::validate`] before [`crate::run`] starts serving.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{Limits, MAX_VALUE_SIZE_CEILING};
+use crate::store::ENTRY_OVERHEAD_BYTES;
+
+/// Which entries the store drops first when it is full.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EvictionPolicy {
+    /// Least recently used goes first; every accepted write is admitted
+    /// (memcached behaviour: a value you just stored can be read back).
+    #[default]
+    Lru,
+    /// TinyLFU admission + LRU: a new entry may be refused in favour of
+    /// more frequently used ones when the cache is full (better hit ratio
+    /// under scans and one-hit wonders, but a PUT can be dropped at once).
+    Tinylfu,
+}
+
+/// `[node]`: the cache node role.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Address the HTTP API listens on (`--listen` overrides it).
+    pub listen: SocketAddr,
+    /// Upper bound on the bytes the store accounts for: keys + values +
+    /// content types + a fixed per-entry overhead.
+    pub memory_limit: ByteSize,
+    /// Largest key, in bytes after percent-decoding.
+    pub max_key_size: ByteSize,
+    /// Largest value, in bytes.
+    pub max_value_size: ByteSize,
+    /// TTL of a write that does not give `?ttl=`.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Largest TTL a write may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Most keys in one batch request.
+    pub max_batch_keys: u32,
+    /// Largest batch request body, and the size at which a batch read
+    /// response stops including values.
+    pub max_batch_size: ByteSize,
+    /// Most simultaneously open client connections; further connections get
+    /// a 503 and are closed.
+    pub max_connections: u32,
+    /// Time a client has to send a complete request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a complete request body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// On shutdown, how long in-flight requests get to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Which entries go first when the store is full.
+    pub eviction_policy: EvictionPolicy,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            memory_limit: ByteSize::mib(256),
+            max_key_size: ByteSize::kib(1),
+            max_value_size: ByteSize::mib(1),
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_batch_keys: 1024,
+            max_batch_size: ByteSize::mib(32),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            eviction_policy: EvictionPolicy::Lru,
+        }
+    }
+}
+
+/// A `[node]` value that cannot work; `key` is the full key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Key path, e.g. `node.max_value_size`.
+    pub key: &'static str,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &'static str, message: impl Into<String>) -> Self {
+        ConfigError { key, message: message.into() }
+    }
+}
+
+impl NodeConfig {
+    /// Checks every value and the relations between them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let memory = self.memory_limit.as_u64();
+        let key = self.max_key_size.as_u64();
+        let value = self.max_value_size.as_u64();
+        if key == 0 || key > u64::from(u16::MAX) {
+            return Err(ConfigError::new(
+                "node.max_key_size",
+                format!("must be between 1 and 65535 bytes, got {key}"),
+            ));
+        }
+        if value == 0 || value > MAX_VALUE_SIZE_CEILING {
+            return Err(ConfigError::new(
+                "node.max_value_size",
+                format!("must be between 1 and {MAX_VALUE_SIZE_CEILING} bytes, got {value}"),
+            ));
+        }
+        // The largest entry must fit, or the store would drop it on insert.
+        let largest_entry = key + value + 255 + ENTRY_OVERHEAD_BYTES;
+        if memory < largest_entry {
+            return Err(ConfigError::new(
+                "node.memory_limit",
+                format!(
+                    "{memory} bytes cannot hold one entry of node.max_key_size + node.max_value_size \
+                     + overhead = {largest_entry} bytes"
+                ),
+            ));
+        }
+        if self.default_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::new("node.default_ttl", "must be at least 1s"));
+        }
+        if self.max_ttl < Duration::from_secs(1) || self.max_ttl.as_secs() > u64::from(u32::MAX) {
+            return Err(ConfigError::new(
+                "node.max_ttl",
+                format!("must be between 1s and {}s", u32::MAX),
+            ));
+        }
+        if self.default_ttl > self.max_ttl {
+            return Err(ConfigError::new(
+                "node.default_ttl",
+                format!(
+                    "{} is longer than node.max_ttl ({})",
+                    humantime::format_duration(self.default_ttl),
+                    humantime::format_duration(self.max_ttl)
+                ),
+            ));
+        }
+        if self.max_batch_keys == 0 {
+            return Err(ConfigError::new("node.max_batch_keys", "must be at least 1"));
+        }
+        if self.max_batch_size.as_u64() < value + key + 64 {
+            return Err(ConfigError::new(
+                "node.max_batch_size",
+                format!(
+                    "{} bytes cannot hold one key of node.max_key_size and one value of \
+                     node.max_value_size ({} bytes with framing)",
+                    self.max_batch_size.as_u64(),
+                    value + key + 64
+                ),
+            ));
+        }
+        if self.max_batch_size.as_u64() > u64::from(u32::MAX) {
+            return Err(ConfigError::new(
+                "node.max_batch_size",
+                format!("must be at most {} bytes", u32::MAX),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("node.max_connections", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("node.header_read_timeout", self.header_read_timeout),
+            ("node.body_read_timeout", self.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than 0s"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request limits this config implies (what HTTP handlers and the
+    /// batch codec enforce).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key_size: self.max_key_size.as_u64() as usize,
+            max_value_size: self.max_value_size.as_u64() as usize,
+            default_ttl: self.default_ttl,
+            max_ttl: self.max_ttl,
+            max_batch_keys: self.max_batch_keys as usize,
+            max_batch_size: self.max_batch_size.as_u64() as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn sizes_parse_from_strings_and_integers() {
+        let c: NodeConfig =
+            toml::from_str("memory_limit = \"64MiB\"\nmax_value_size = 4096\ndefault_ttl = \"5m\"")
+                .unwrap();
+        assert_eq!(c.memory_limit.as_u64(), 64 * 1024 * 1024);
+        assert_eq!(c.max_value_size.as_u64(), 4096);
+        assert_eq!(c.default_ttl, Duration::from_secs(300));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let err = toml::from_str::<NodeConfig>("listen = \"127.0.0.1:1\"\nmax_valeu_size = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_valeu_size"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_key_path() {
+        let c = NodeConfig { default_ttl: Duration::from_secs(100), max_ttl: Duration::from_secs(10), ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "node.default_ttl");
+        let c = NodeConfig { memory_limit: ByteSize::kib(64), ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "node.memory_limit");
+        let c = NodeConfig { max_key_size: ByteSize::b(0), ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "node.max_key_size");
+        let c = NodeConfig { max_batch_size: ByteSize::kib(4), ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "node.max_batch_size");
+        let c = NodeConfig { max_connections: 0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().to_string(), "node.max_connections: must be at least 1");
+    }
+}
+
+/// Why a config file could not give a `[node]` section.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// Syntax error or unknown key; toml's message carries line and column.
+    #[error("{0}")]
+    Toml(String),
+    #[error("version: this build reads config version 1, the file says {0}")]
+    UnsupportedVersion(i64),
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Just enough of the unified config file to take `[node]` from it: `version`
+/// and `[node]` are parsed strictly, the other role tables are allowed and
+/// ignored. (Stands in until the unified file type exists.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeConfigFile {
+    version: i64,
+    #[serde(default)]
+    node: NodeConfig,
+    #[serde(default, rename = "meta")]
+    _meta: Option<toml::Value>,
+    #[serde(default, rename = "proxy")]
+    _proxy: Option<toml::Value>,
+}
+
+impl NodeConfig {
+    /// Reads the `[node]` section of a config file's text (`version = 1`
+    /// required) and validates it.
+    pub fn from_config_file(text: &str) -> Result<NodeConfig, ConfigFileError> {
+        let file: NodeConfigFile = toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))?;
+        if file.version != 1 {
+            return Err(ConfigFileError::UnsupportedVersion(file.version));
+        }
+        file.node.validate()?;
+        Ok(file.node)
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn reads_node_table_and_ignores_other_roles() {
+        let text = "version = 1\n[node]\nmemory_limit = \"64MiB\"\n[meta]\nanything = 1\n[proxy]\nx = \"y\"\n";
+        let c = NodeConfig::from_config_file(text).unwrap();
+        assert_eq!(c.memory_limit.as_u64(), 64 << 20);
+        let c = NodeConfig::from_config_file("version = 1\n").unwrap();
+        assert_eq!(c.max_value_size, NodeConfig::default().max_value_size);
+    }
+
+    #[test]
+    fn errors_carry_line_and_key() {
+        let err = NodeConfig::from_config_file("version = 1\n[node]\nlisten = \"127.0.0.1:1\"\nbogus = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus") && err.contains("line 4"), "{err}");
+        let err = NodeConfig::from_config_file("version = 2\n").unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
+        let err = NodeConfig::from_config_file("version = 1\n[node]\nmax_ttl = \"1s\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("node.default_ttl"), "{err}");
+        let err = NodeConfig::from_config_file("[node]\n").unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
+    }
+}

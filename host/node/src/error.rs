@@ -1,0 +1,86 @@
+//! Errors: [`ApiError`] is what a request can fail with (each maps to one
+//! HTTP status and a JSON body `{"error": "..."}` that names the violated
+//! limit or parameter); [`NodeError`] is what stops the role itself.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::batch::BatchError;
+use crate::config::ConfigError;
+
+/// A request the node will not or cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("key not found")]
+    NotFound,
+    #[error("no such endpoint")]
+    NoRoute,
+    #[error("key must not be empty")]
+    EmptyKey,
+    #[error("key must be one percent-encoded path segment (encode '/' as %2F)")]
+    KeyNotOneSegment,
+    /// In the URL of a single-key request: 414.
+    #[error("key is {size} bytes; the limit node.max_key_size is {limit} bytes")]
+    KeyTooLong { size: usize, limit: usize },
+    #[error("value is {size} bytes; the limit node.max_value_size is {limit} bytes")]
+    ValueTooLarge { size: u64, limit: usize },
+    /// A body without (or with a lying) `Content-Length` grew past a limit.
+    #[error("request body is larger than {limit_name} ({limit} bytes)")]
+    BodyTooLarge { limit_name: &'static str, limit: usize },
+    #[error("query parameter ttl: {reason}")]
+    InvalidTtl { reason: String },
+    #[error("unknown query parameter {name:?}; this endpoint accepts {accepted}")]
+    UnknownQueryParameter { name: String, accepted: &'static str },
+    #[error("header {name}: {reason}")]
+    InvalidHeader { name: &'static str, reason: String },
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(&'static str),
+    #[error("request body not received within node.body_read_timeout ({0})")]
+    BodyTimeout(String),
+    #[error("request body could not be read: {0}")]
+    BodyRead(String),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::EmptyKey
+            | ApiError::KeyNotOneSegment
+            | ApiError::InvalidTtl { .. }
+            | ApiError::UnknownQueryParameter { .. }
+            | ApiError::InvalidHeader { .. }
+            | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::ValueTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Batch(e) => e.status(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() }).to_string();
+        let mut response = (self.status(), body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+/// Why the node role stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid node config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("listener address: {0}")]
+    Listener(#[source] std::io::Error),
+}

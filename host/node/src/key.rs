@@ -1,0 +1,82 @@
+//! Keys in URLs: a key is arbitrary bytes, sent as ONE percent-encoded path
+//! segment after `/v1/keys/`. The node (and the proxy, which must accept
+//! exactly the same URLs) decodes with [`decode_key_segment`]; clients and
+//! the proxy forwarding to a node build URLs with [`key_path`].
+
+use std::borrow::Cow;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str};
+
+use crate::error::ApiError;
+use crate::limits::Limits;
+
+/// Path prefix of the single-key endpoints.
+pub const KEY_PATH_PREFIX: &str = "/v1/keys/";
+
+/// Everything but RFC 3986 unreserved characters is encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Decodes the raw (still percent-encoded) segment after `/v1/keys/` to the
+/// key's bytes. Borrows when nothing was encoded. Invalid `%` sequences are
+/// taken literally (as browsers and `percent-encoding` do).
+pub fn decode_key_segment<'a>(segment: &'a str, limits: &Limits) -> Result<Cow<'a, [u8]>, ApiError> {
+    if segment.is_empty() {
+        return Err(ApiError::EmptyKey);
+    }
+    if segment.contains('/') {
+        return Err(ApiError::KeyNotOneSegment);
+    }
+    // Decoding never grows a segment and shrinks it at most 3x: reject
+    // hopeless sizes before allocating.
+    if segment.len() / 3 > limits.max_key_size {
+        return Err(ApiError::KeyTooLong { size: segment.len() / 3, limit: limits.max_key_size });
+    }
+    let key: Cow<'a, [u8]> = percent_decode_str(segment).into();
+    if key.len() > limits.max_key_size {
+        return Err(ApiError::KeyTooLong { size: key.len(), limit: limits.max_key_size });
+    }
+    Ok(key)
+}
+
+/// The key's percent-encoded path segment.
+pub fn encode_key_segment(key: &[u8]) -> String {
+    percent_encoding::percent_encode(key, SEGMENT).to_string()
+}
+
+/// `/v1/keys/<encoded key>`.
+pub fn key_path(key: &[u8]) -> String {
+    let mut path = String::with_capacity(KEY_PATH_PREFIX.len() + key.len());
+    path.push_str(KEY_PATH_PREFIX);
+    path.push_str(&encode_key_segment(key));
+    path
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_byte() {
+        let key: Vec<u8> = (0..=255u8).collect();
+        let seg = encode_key_segment(&key);
+        assert!(!seg.contains('/'));
+        let limits = Limits::default();
+        assert_eq!(&*decode_key_segment(&seg, &limits).unwrap(), &key[..]);
+    }
+
+    #[test]
+    fn plain_segment_borrows() {
+        let limits = Limits::default();
+        assert!(matches!(decode_key_segment("user-42", &limits).unwrap(), Cow::Borrowed(b"user-42")));
+    }
+
+    #[test]
+    fn rejects_empty_slash_and_long() {
+        let limits = Limits { max_key_size: 4, ..Limits::default() };
+        assert!(matches!(decode_key_segment("", &limits), Err(ApiError::EmptyKey)));
+        assert!(matches!(decode_key_segment("a/b", &limits), Err(ApiError::KeyNotOneSegment)));
+        assert!(matches!(decode_key_segment("abcde", &limits), Err(ApiError::KeyTooLong { size: 5, limit: 4 })));
+        assert!(decode_key_segment("%61%62%63%64", &limits).is_ok());
+    }
+}

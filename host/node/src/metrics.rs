@@ -1,0 +1,149 @@
+//! The node's Prometheus metrics, in a registry owned by one node instance
+//! (several nodes run in one process in tests and `shardgate dev`, so there
+//! is no global recorder). Handlers bump counters and time requests; the
+//! gauges are read from the store when `/metrics` is scraped.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::Store;
+
+/// Which endpoint a request went to (the `endpoint` label of the latency
+/// histogram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Get,
+    Head,
+    Put,
+    Delete,
+    BatchGet,
+    BatchPut,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 6] = [
+        Endpoint::Get,
+        Endpoint::Head,
+        Endpoint::Put,
+        Endpoint::Delete,
+        Endpoint::BatchGet,
+        Endpoint::BatchPut,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Get => "get",
+            Endpoint::Head => "head",
+            Endpoint::Put => "put",
+            Endpoint::Delete => "delete",
+            Endpoint::BatchGet => "batch_get",
+            Endpoint::BatchPut => "batch_put",
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Every metric of one node.
+pub struct NodeMetrics {
+    registry: Registry,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub sets: Counter,
+    pub deletes: Counter,
+    pub evictions: Counter,
+    pub expirations: Counter,
+    pub condition_failures: Counter,
+    pub connections_rejected: Counter,
+    pub connections_open: Gauge,
+    bytes_used: Gauge,
+    items: Gauge,
+    memory_limit: Gauge,
+    latency: [Histogram; 6],
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("shardgate_node");
+        let m = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let hits = m(&mut registry, "hits", "Reads that found a live value (per key in batches)");
+        let misses = m(&mut registry, "misses", "Reads that found no live value (per key in batches)");
+        let sets = m(&mut registry, "sets", "Values stored");
+        let deletes = m(&mut registry, "deletes", "Values deleted by request");
+        let evictions = m(&mut registry, "evictions", "Entries evicted to stay within node.memory_limit");
+        let expirations = m(&mut registry, "expirations", "Entries removed because their TTL passed");
+        let condition_failures =
+            m(&mut registry, "condition_failures", "Conditional writes refused (answered 412)");
+        let connections_rejected = m(
+            &mut registry,
+            "connections_rejected",
+            "Connections refused because node.max_connections were open",
+        );
+        let g = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let connections_open = g(&mut registry, "connections_open", "Client connections open");
+        let bytes_used = g(&mut registry, "bytes_used", "Weighed bytes held (keys, values, per-entry overhead)");
+        let items = g(&mut registry, "items", "Entries held");
+        let memory_limit = g(&mut registry, "memory_limit_bytes", "node.memory_limit");
+        let family = Family::<Labels, Histogram, _>::new_with_constructor(|| {
+            // 10 us .. ~1.3 s
+            Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by endpoint",
+            family.clone(),
+        );
+        let latency = Endpoint::ALL.map(|e| family.get_or_create_owned(&vec![("endpoint", e.label())]));
+        NodeMetrics {
+            registry,
+            hits,
+            misses,
+            sets,
+            deletes,
+            evictions,
+            expirations,
+            condition_failures,
+            connections_rejected,
+            connections_open,
+            bytes_used,
+            items,
+            memory_limit,
+            latency,
+        }
+    }
+
+    /// Records one request's duration.
+    pub fn observe(&self, endpoint: Endpoint, seconds: f64) {
+        self.latency[endpoint as usize].observe(seconds);
+    }
+
+    /// Prometheus text exposition, with the store gauges brought up to date.
+    pub fn render(&self, store: &Store) -> String {
+        store.run_pending_tasks();
+        self.bytes_used.set(store.weighted_size() as i64);
+        self.items.set(store.entry_count() as i64);
+        self.memory_limit.set(store.memory_limit() as i64);
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

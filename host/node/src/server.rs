@@ -1,0 +1,414 @@
+//! The node's HTTP/1.1 front: the accept loop (connection limit, header
+//! read timeout, graceful shutdown) and the axum handlers that turn
+//! requests into [`Store`] calls. Requests arrive here from clients or from
+//! the proxy; everything below this module is HTTP-free.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::batch::{self, GetResponseEncoder, PutResult};
+use crate::config::NodeConfig;
+use crate::error::{ApiError, NodeError};
+use crate::etag::{ReadCondition, WriteCondition, format_etag};
+use crate::key::{KEY_PATH_PREFIX, decode_key_segment};
+use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN};
+use crate::metrics::{Endpoint, NodeMetrics};
+use crate::store::{DeleteResult, Store};
+use crate::ttl::{check_ttl_seconds, ttl_from_query};
+
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+
+/// What every handler of one node shares.
+struct NodeState {
+    store: Store,
+    metrics: NodeMetrics,
+    limits: Limits,
+    body_read_timeout: Duration,
+    ready: AtomicBool,
+}
+
+/// Serves the node API on `listener` until `shutdown` resolves, then stops
+/// accepting, lets in-flight requests finish (up to
+/// `node.shutdown_timeout`) and returns. `config.listen` is not used: the
+/// caller binds, so tests can bind `127.0.0.1:0`.
+pub async fn run(
+    listener: TcpListener,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    let local = listener.local_addr().map_err(NodeError::Listener)?;
+    let metrics = NodeMetrics::new();
+    let store = Store::new(
+        config.memory_limit.as_u64(),
+        config.eviction_policy,
+        metrics.evictions.clone(),
+        metrics.expirations.clone(),
+    );
+    let state = Arc::new(NodeState {
+        store,
+        metrics,
+        limits: config.limits(),
+        body_read_timeout: config.body_read_timeout,
+        ready: AtomicBool::new(true),
+    });
+    let service = TowerToHyperService::new(router(state.clone()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(config.max_connections as usize));
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    tokio::pin!(shutdown);
+    info!(addr = %local, memory_limit = config.memory_limit.as_u64(), "node listening");
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            state.metrics.connections_rejected.inc();
+            debug!(%peer, limit = config.max_connections, "rejecting connection");
+            tokio::spawn(reject_connection(stream, config.max_connections));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        let state = state.clone();
+        state.metrics.connections_open.inc();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "connection ended with an error");
+            }
+            state.metrics.connections_open.dec();
+            drop(permit);
+        });
+    }
+
+    state.ready.store(false, Ordering::Relaxed);
+    drop(listener);
+    info!(addr = %local, "node shutting down; finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => info!(addr = %local, "node stopped"),
+        () = tokio::time::sleep(config.shutdown_timeout) => {
+            warn!(addr = %local, timeout = ?config.shutdown_timeout, "node stopped with requests still in flight");
+        }
+    }
+    housekeeping.abort();
+    Ok(())
+}
+
+/// Applies expirations and evictions once a second, so metrics and memory
+/// follow TTLs even when the node is idle.
+async fn housekeeping(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.store.run_pending_tasks()).await;
+    }
+}
+
+/// Answers a connection over `node.max_connections` with a 503 and closes it.
+async fn reject_connection(mut stream: TcpStream, limit: u32) {
+    let body = serde_json::json!({
+        "error": format!("too many connections; the limit node.max_connections is {limit}")
+    })
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+fn router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route(KEY_PATH_PREFIX, any(|| async { ApiError::EmptyKey }))
+        .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete))
+        .route("/v1/batch/get", post(batch_get))
+        .route("/v1/batch/put", post(batch_put))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NoRoute })
+        .with_state(state)
+}
+
+/// The raw key segment of a `/v1/keys/...` URI.
+fn key_segment(uri: &Uri) -> &str {
+    uri.path().strip_prefix(KEY_PATH_PREFIX).unwrap_or("")
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn key_get(State(node): State<Arc<NodeState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let start = Instant::now();
+    let response = respond(get_one(&node, &uri, &headers));
+    let endpoint = if method == Method::HEAD { Endpoint::Head } else { Endpoint::Get };
+    node.metrics.observe(endpoint, start.elapsed().as_secs_f64());
+    response
+}
+
+fn get_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let key = decode_key_segment(key_segment(uri), &node.limits)?;
+    let condition = ReadCondition::from_headers(headers)?;
+    let Some(item) = node.store.get(&key) else {
+        node.metrics.misses.inc();
+        return Err(ApiError::NotFound);
+    };
+    node.metrics.hits.inc();
+    let etag = format_etag(item.version());
+    if condition.not_modified(item.version()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let content_type = match item.content_type() {
+        [] => OCTET_STREAM,
+        ct => HeaderValue::from_bytes(ct).unwrap_or(OCTET_STREAM),
+    };
+    let mut response = Response::new(Body::from(item.value_bytes()));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::ETAG, etag);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(item.value().len()));
+    Ok(response)
+}
+
+async fn key_put(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let response = respond(put_one(&node, &uri, &headers, body).await);
+    node.metrics.observe(Endpoint::Put, start.elapsed().as_secs_f64());
+    response
+}
+
+async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let key = decode_key_segment(key_segment(uri), &node.limits)?;
+    let ttl = ttl_from_query(uri.query(), &node.limits)?;
+    let condition = WriteCondition::from_headers(headers)?;
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => &[][..],
+        Some(ct) if ct.len() > MAX_CONTENT_TYPE_LEN => {
+            return Err(ApiError::InvalidHeader {
+                name: "Content-Type",
+                reason: format!("is {} bytes; the limit is {MAX_CONTENT_TYPE_LEN} bytes", ct.len()),
+            });
+        }
+        Some(ct) => ct.as_bytes(),
+    };
+    let limit = node.limits.max_value_size;
+    if let Some(size) = content_length(headers)?
+        && size > limit as u64
+    {
+        return Err(ApiError::ValueTooLarge { size, limit });
+    }
+    let value = read_body(body, limit, "node.max_value_size", node.body_read_timeout).await?;
+    let result = node.store.put(&key, content_type, &value, ttl, &condition);
+    Ok(match result {
+        PutResult::Created { version } => {
+            node.metrics.sets.inc();
+            (StatusCode::CREATED, [(header::ETAG, format_etag(version))]).into_response()
+        }
+        PutResult::Replaced { version } => {
+            node.metrics.sets.inc();
+            (StatusCode::NO_CONTENT, [(header::ETAG, format_etag(version))]).into_response()
+        }
+        PutResult::ConditionFailed => {
+            node.metrics.condition_failures.inc();
+            return Err(ApiError::PreconditionFailed(condition.failure_reason()));
+        }
+    })
+}
+
+async fn key_delete(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap) -> Response {
+    let start = Instant::now();
+    let response = respond(delete_one(&node, &uri, &headers));
+    node.metrics.observe(Endpoint::Delete, start.elapsed().as_secs_f64());
+    response
+}
+
+fn delete_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let key = decode_key_segment(key_segment(uri), &node.limits)?;
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::UnknownQueryParameter {
+            name: uri.query().unwrap_or_default().chars().take(64).collect(),
+            accepted: "nothing",
+        });
+    }
+    let condition = WriteCondition::from_headers(headers)?;
+    match node.store.delete(&key, &condition) {
+        DeleteResult::Deleted => {
+            node.metrics.deletes.inc();
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        DeleteResult::NotFound => Err(ApiError::NotFound),
+        DeleteResult::ConditionFailed => {
+            node.metrics.condition_failures.inc();
+            Err(ApiError::PreconditionFailed(condition.failure_reason()))
+        }
+    }
+}
+
+async fn batch_get(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let response = respond(get_many(&node, &headers, body).await);
+    node.metrics.observe(Endpoint::BatchGet, start.elapsed().as_secs_f64());
+    response
+}
+
+async fn get_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = read_batch_body(node, headers, body).await?;
+    let keys = batch::decode_get_request(body, &node.limits)?;
+    let mut encoder = GetResponseEncoder::new(keys.len(), node.limits.max_batch_size);
+    let (mut hits, mut misses) = (0, 0);
+    for key in &keys {
+        match node.store.get(key) {
+            Some(item) => {
+                hits += 1;
+                encoder.push_hit(item.version(), item.content_type(), item.value());
+            }
+            None => {
+                misses += 1;
+                encoder.push_miss();
+            }
+        }
+    }
+    node.metrics.hits.inc_by(hits);
+    node.metrics.misses.inc_by(misses);
+    Ok(batch_response(encoder.finish()))
+}
+
+async fn batch_put(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let response = respond(put_many(&node, &headers, body).await);
+    node.metrics.observe(Endpoint::BatchPut, start.elapsed().as_secs_f64());
+    response
+}
+
+async fn put_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = read_batch_body(node, headers, body).await?;
+    let items = batch::decode_put_request(body, &node.limits)?;
+    // Check everything before writing anything: a bad batch changes nothing.
+    for (index, item) in items.iter().enumerate() {
+        if !item.content_type.is_empty() && HeaderValue::from_bytes(&item.content_type).is_err() {
+            return Err(ApiError::InvalidHeader {
+                name: "Content-Type",
+                reason: format!("batch entry {index}: not a valid header value"),
+            });
+        }
+        if let Some(secs) = item.ttl_seconds {
+            check_ttl_seconds(secs.into(), &node.limits)?;
+        }
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for item in &items {
+        let ttl = item.ttl_seconds.map_or(node.limits.default_ttl, |s| Duration::from_secs(s.into()));
+        let result = node.store.put(&item.key, &item.content_type, &item.value, ttl, &item.condition);
+        match result {
+            PutResult::ConditionFailed => node.metrics.condition_failures.inc(),
+            _ => node.metrics.sets.inc(),
+        };
+        results.push(result);
+    }
+    Ok(batch_response(batch::encode_put_response(&results)))
+}
+
+fn batch_response(body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(batch::CONTENT_TYPE));
+    response
+}
+
+async fn read_batch_body(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = node.limits.max_batch_size;
+    if let Some(size) = content_length(headers)?
+        && size > limit as u64
+    {
+        return Err(batch::BatchError::TooLarge { size: size.try_into().unwrap_or(usize::MAX), limit }.into());
+    }
+    read_body(body, limit, "node.max_batch_size", node.body_read_timeout).await
+}
+
+async fn readyz(State(node): State<Arc<NodeState>>) -> Response {
+    if node.ready.load(Ordering::Relaxed) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
+    let node2 = node.clone();
+    let text = tokio::task::spawn_blocking(move || node2.metrics.render(&node2.store))
+        .await
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    // hyper has already rejected malformed or conflicting Content-Length.
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| ApiError::InvalidHeader {
+                name: "Content-Length",
+                reason: "is not a number".into(),
+            })
+        })
+        .transpose()
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout`.
+async fn read_body(body: Body, limit: usize, limit_name: &'static str, timeout: Duration) -> Result<Bytes, ApiError> {
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(ApiError::BodyTimeout(humantime::format_duration(timeout).to_string())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) => {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(ApiError::BodyTooLarge { limit_name, limit })
+            } else {
+                Err(ApiError::BodyRead(error.to_string()))
+            }
+        }
+    }
+}
