@@ -1,0 +1,237 @@
+//! The Raft wiring: openraft's type configuration for the metadata cluster,
+//! the HTTP transport between members (client side: [`NetworkFactory`];
+//! server side: the `/raft/...` routes in [`raft_routes`]), and the openraft
+//! `Config` built from `[meta]`.
+//!
+//! Modelled on openraft's `raft-kv-memstore` + `network-v2-http` examples at
+//! the pinned version (0.10.0-alpha.34): JSON over HTTP/1 POSTs, snapshots
+//! sent whole. Members are addressed by their API address (one listener
+//! serves Raft RPCs and the JSON API).
+
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use openraft::OptionalSend;
+use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::state::{Command, Outcome};
+use crate::store::StateMachineStore;
+
+openraft::declare_raft_types!(
+    /// openraft types of the metadata cluster: entries carry a [`Command`],
+    /// apply answers an [`Outcome`], members are `BasicNode { addr }` with
+    /// their API address.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+);
+
+pub type NodeId = u64;
+pub type Member = openraft::impls::BasicNode;
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+pub type SnapshotData = Cursor<Vec<u8>>;
+pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = VoteOf<TypeConfig>;
+pub type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
+pub type StorageError = openraft::StorageError<TypeConfig>;
+
+/// Creates one [`PeerClient`] per target member; all share one HTTP
+/// connection pool.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    client: reqwest::Client,
+}
+
+impl NetworkFactory {
+    pub fn new(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, _target: NodeId, node: &Member) -> Self::Network {
+        PeerClient { addr: node.addr.clone(), client: self.client.clone() }
+    }
+}
+
+/// Sends Raft RPCs to one member: `POST {addr}/raft/{rpc}` with a JSON body.
+pub struct PeerClient {
+    addr: String,
+    client: reqwest::Client,
+}
+
+impl PeerClient {
+    async fn request<Req, Resp>(&self, rpc: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Result<Resp, RaftError<TypeConfig>>: DeserializeOwned,
+    {
+        let url = format!("{}/raft/{rpc}", self.addr);
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .client
+            .post(&url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(option.hard_ttl())
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if !status.is_success() {
+            return Err(RPCError::Network(NetworkError::from_string(format!(
+                "HTTP {status} from {url}: {}",
+                String::from_utf8_lossy(&bytes)
+            ))));
+        }
+        let res: Result<Resp, RaftError<TypeConfig>> =
+            serde_json::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // A remote Fatal (the member is shutting down) counts as unreachable.
+        res.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request("append", &req, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        req: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request("vote", &req, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        req: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request("pre-vote", &req, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = self.request("snapshot", &req, &option) => Ok(res?),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request("transfer-leader", &req, &option).await
+    }
+}
+
+/// Server side of the transport: `POST /raft/{append,vote,pre-vote,snapshot,transfer-leader}`.
+pub fn raft_routes(raft: Arc<Raft>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/pre-vote", post(pre_vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/transfer-leader", post(transfer_leader))
+        .with_state(raft)
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed raft rpc body: {e}")).into_response())
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => ([(http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => encode(&raft.append_entries(req).await),
+        Err(resp) => resp,
+    }
+}
+
+async fn vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => encode(&raft.vote(req).await),
+        Err(resp) => resp,
+    }
+}
+
+async fn pre_vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => encode(&raft.pre_vote(req).await),
+        Err(resp) => resp,
+    }
+}
+
+async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = match decode(&body) {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    let snapshot = Snapshot { meta, snapshot: Cursor::new(data) };
+    let res: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+        raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal);
+    encode(&res)
+}
+
+async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(req) => {
+            let res: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> =
+                raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
+            encode(&res)
+        }
+        Err(resp) => resp,
+    }
+}

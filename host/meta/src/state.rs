@@ -1,0 +1,496 @@
+//! The replicated state: cache nodes, the strategy registry, the routing
+//! config and its history, and the pure function that applies one Raft log
+//! entry ([`Command`]) to it.
+//!
+//! Sits under the Raft state machine (`store::StateMachineStore` calls
+//! [`MetaState::apply`] for every committed entry) and in front of it: the
+//! leader runs [`MetaState::simulate`] before proposing, so a change that
+//! would be refused never reaches the log. Apply is all-or-nothing per
+//! entry: a batch with one bad change changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Change, HistoryEntry, NodeState, NodeView, RoutingState, StrategyInfo, StrategyRef};
+
+/// How many routing configs `/v1/routing/history` keeps for rollback.
+pub const HISTORY_LIMIT: usize = 100;
+/// Largest replica count an activation may ask for.
+pub const MAX_REPLICAS: u32 = 32;
+/// Largest strategy TOML config, in bytes.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// Longest node id and zone label.
+pub const MAX_LABEL_CHARS: usize = 64;
+
+/// Why the state machine (or the leader, before proposing) refused a change.
+/// A refused change changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Rejection {
+    #[error("unknown node {0:?}")]
+    UnknownNode(String),
+    #[error("node {0:?} already exists")]
+    DuplicateNode(String),
+    #[error("unknown strategy {0}: upload it first (POST /v1/strategies)")]
+    UnknownStrategy(String),
+    #[error("no routing config at epoch {0} in the history (it keeps the last {HISTORY_LIMIT})")]
+    UnknownEpoch(u64),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A Raft log entry's application payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Command {
+    /// Nodes and routing changes, applied together or not at all.
+    Changes { changes: Vec<Change> },
+    /// Store a strategy component (admitted by the leader before proposing).
+    PutStrategy {
+        info: StrategyInfo,
+        #[serde(with = "base64_bytes")]
+        component: Arc<Vec<u8>>,
+    },
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Changes { changes } => {
+                f.write_str("changes[")?;
+                for (i, c) in changes.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str("]")
+            }
+            Command::PutStrategy { info, .. } => write!(f, "put_strategy {} ({})", info.hash, info.name),
+        }
+    }
+}
+
+/// What applying a log entry answered: the Raft response type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied { epoch: u64 },
+    Rejected(Rejection),
+}
+
+/// A cache node in the replicated state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheNode {
+    pub id: String,
+    pub addr: String,
+    pub weight: f64,
+    pub zone: String,
+    pub state: NodeState,
+    /// Join order: a counter that increases with every add (so nodes added
+    /// later sort after earlier ones, also within one batch).
+    pub join_seq: u64,
+}
+
+/// A strategy in the registry, with its component bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredStrategy {
+    pub info: StrategyInfo,
+    #[serde(with = "base64_bytes")]
+    pub component: Arc<Vec<u8>>,
+}
+
+/// The active routing config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRouting {
+    pub hash: String,
+    pub config: String,
+    pub replicas: u32,
+}
+
+/// Everything the metadata cluster replicates (besides Raft membership).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub nodes: BTreeMap<String, CacheNode>,
+    pub strategies: BTreeMap<String, StoredStrategy>,
+    pub routing: Option<ActiveRouting>,
+    pub history: Vec<HistoryEntry>,
+    pub epoch: u64,
+    pub next_join_seq: u64,
+}
+
+impl MetaState {
+    /// Apply a committed entry at `index`. On `Err` nothing changed.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<u64, Rejection> {
+        match cmd {
+            Command::PutStrategy { info, component } => {
+                // Content-addressed: uploading the same bytes twice is a no-op.
+                self.strategies
+                    .entry(info.hash.clone())
+                    .or_insert_with(|| StoredStrategy { info: info.clone(), component: component.clone() });
+                Ok(self.epoch)
+            }
+            Command::Changes { changes } => {
+                let next = self.simulate(index, changes)?;
+                *self = next;
+                Ok(self.epoch)
+            }
+        }
+    }
+
+    /// The state after applying `changes` at `index`, without touching `self`.
+    pub fn simulate(&self, index: u64, changes: &[Change]) -> Result<MetaState, Rejection> {
+        if changes.is_empty() {
+            return Err(Rejection::Invalid("empty change batch: send at least one change".into()));
+        }
+        let mut next = self.clone();
+        for change in changes {
+            next.apply_change(index, change)?;
+        }
+        next.epoch = index;
+        Ok(next)
+    }
+
+    fn apply_change(&mut self, index: u64, change: &Change) -> Result<(), Rejection> {
+        match change {
+            Change::AddNode { id, addr, weight, zone } => {
+                validate_node_id(id)?;
+                validate_addr("addr", addr)?;
+                validate_weight(*weight)?;
+                validate_zone(zone)?;
+                if self.nodes.contains_key(id) {
+                    return Err(Rejection::DuplicateNode(id.clone()));
+                }
+                if let Some(other) = self.nodes.values().find(|n| n.addr == *addr) {
+                    return Err(Rejection::Invalid(format!("addr {addr} is already used by node {:?}", other.id)));
+                }
+                let join_seq = self.next_join_seq;
+                self.next_join_seq += 1;
+                self.nodes.insert(
+                    id.clone(),
+                    CacheNode {
+                        id: id.clone(),
+                        addr: addr.clone(),
+                        weight: *weight,
+                        zone: zone.clone(),
+                        state: NodeState::Active,
+                        join_seq,
+                    },
+                );
+            }
+            Change::UpdateNode { id, weight, state } => {
+                if let Some(w) = weight {
+                    validate_weight(*w)?;
+                }
+                let node = self.nodes.get_mut(id).ok_or_else(|| Rejection::UnknownNode(id.clone()))?;
+                if weight.is_none() && state.is_none() {
+                    return Err(Rejection::Invalid("node update changes nothing: give weight and/or state".into()));
+                }
+                if let Some(w) = weight {
+                    node.weight = *w;
+                }
+                if let Some(s) = state {
+                    node.state = *s;
+                }
+            }
+            Change::RemoveNode { id } => {
+                if self.nodes.remove(id).is_none() {
+                    return Err(Rejection::UnknownNode(id.clone()));
+                }
+            }
+            Change::Activate { hash, config, replicas } => {
+                validate_replicas(*replicas)?;
+                validate_config_len(config)?;
+                if !self.strategies.contains_key(hash) {
+                    return Err(Rejection::UnknownStrategy(hash.clone()));
+                }
+                self.set_routing(index, ActiveRouting { hash: hash.clone(), config: config.clone(), replicas: *replicas });
+            }
+            Change::Rollback { epoch } => {
+                let entry = self
+                    .history
+                    .iter()
+                    .find(|h| h.epoch == *epoch)
+                    .cloned()
+                    .ok_or(Rejection::UnknownEpoch(*epoch))?;
+                if !self.strategies.contains_key(&entry.hash) {
+                    return Err(Rejection::UnknownStrategy(entry.hash));
+                }
+                self.set_routing(index, ActiveRouting { hash: entry.hash, config: entry.config, replicas: entry.replicas });
+            }
+        }
+        Ok(())
+    }
+
+    fn set_routing(&mut self, index: u64, routing: ActiveRouting) {
+        // Two routing changes in one batch: the last one wins and the
+        // history keeps one entry for the epoch.
+        self.history.retain(|h| h.epoch != index);
+        self.history.push(HistoryEntry {
+            epoch: index,
+            hash: routing.hash.clone(),
+            config: routing.config.clone(),
+            replicas: routing.replicas,
+        });
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+        self.routing = Some(routing);
+    }
+
+    /// Nodes in join order.
+    pub fn nodes_in_join_order(&self) -> Vec<&CacheNode> {
+        let mut nodes: Vec<&CacheNode> = self.nodes.values().collect();
+        nodes.sort_by_key(|n| n.join_seq);
+        nodes
+    }
+
+    /// The nodes handed to the strategy: active ones, join order.
+    pub fn strategy_nodes(&self) -> Vec<&CacheNode> {
+        self.nodes_in_join_order().into_iter().filter(|n| n.state == NodeState::Active).collect()
+    }
+
+    pub fn routing_state(&self, leader: Option<String>) -> RoutingState {
+        let (strategy, config, replicas) = match &self.routing {
+            Some(r) => {
+                let info = self.strategies.get(&r.hash).map(|s| &s.info);
+                (
+                    Some(StrategyRef {
+                        hash: r.hash.clone(),
+                        name: info.map(|i| i.name.clone()).unwrap_or_default(),
+                        version: info.map(|i| i.version.clone()).unwrap_or_default(),
+                    }),
+                    r.config.clone(),
+                    r.replicas,
+                )
+            }
+            None => (None, String::new(), 0),
+        };
+        RoutingState {
+            epoch: self.epoch,
+            nodes: self
+                .nodes_in_join_order()
+                .into_iter()
+                .map(|n| NodeView {
+                    id: n.id.clone(),
+                    addr: n.addr.clone(),
+                    weight: n.weight,
+                    zone: n.zone.clone(),
+                    state: n.state,
+                })
+                .collect(),
+            strategy,
+            config,
+            replicas,
+            leader,
+        }
+    }
+}
+
+pub fn validate_node_id(id: &str) -> Result<(), Rejection> {
+    if id.is_empty() || id.chars().count() > MAX_LABEL_CHARS {
+        return Err(Rejection::Invalid(format!(
+            "node id {id:?} must be 1 to {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(Rejection::Invalid(format!(
+            "node id {id:?} may only contain ASCII letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_zone(zone: &str) -> Result<(), Rejection> {
+    if zone.chars().count() > MAX_LABEL_CHARS || zone.chars().any(|c| c.is_control()) {
+        return Err(Rejection::Invalid(format!(
+            "zone {zone:?} must be at most {MAX_LABEL_CHARS} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_weight(weight: f64) -> Result<(), Rejection> {
+    if !weight.is_finite() || weight <= 0.0 || weight > 1e6 {
+        return Err(Rejection::Invalid(format!("weight {weight} must be finite, > 0 and <= 1000000")));
+    }
+    Ok(())
+}
+
+fn validate_replicas(replicas: u32) -> Result<(), Rejection> {
+    if replicas == 0 || replicas > MAX_REPLICAS {
+        return Err(Rejection::Invalid(format!("replicas {replicas} must be between 1 and {MAX_REPLICAS}")));
+    }
+    Ok(())
+}
+
+fn validate_config_len(config: &str) -> Result<(), Rejection> {
+    if config.len() > MAX_CONFIG_BYTES {
+        return Err(Rejection::Invalid(format!(
+            "strategy config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+            config.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Check an HTTP base address `http://host:port` (no path, query or
+/// userinfo). `what` names the field in the error.
+pub fn validate_addr(what: &str, addr: &str) -> Result<(), Rejection> {
+    let bad = |why: &str| Rejection::Invalid(format!("{what} {addr:?} is not http://host:port: {why}"));
+    let uri: http::Uri = addr.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad("the scheme must be http"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("user info is not allowed"));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("missing host"));
+    }
+    if authority.port_u16().is_none() {
+        return Err(bad("missing port"));
+    }
+    if !(uri.path() == "/" || uri.path().is_empty()) || uri.query().is_some() || addr.ends_with('/') {
+        return Err(bad("no path, query or trailing slash"));
+    }
+    Ok(())
+}
+
+/// Serde for component bytes: base64 in JSON (log entries, snapshots).
+mod base64_bytes {
+    use std::sync::Arc;
+
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Arc<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Vec<u8>>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(Arc::new)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(id: &str, port: u16) -> Change {
+        Change::AddNode { id: id.into(), addr: format!("http://127.0.0.1:{port}"), weight: 1.0, zone: String::new() }
+    }
+
+    fn with_strategy() -> MetaState {
+        let mut s = MetaState::default();
+        let info = StrategyInfo {
+            hash: "ab".into(),
+            name: "x".into(),
+            version: "1".into(),
+            description: String::new(),
+            size: 3,
+            uploaded_at: 1,
+        };
+        s.apply(1, &Command::PutStrategy { info, component: Arc::new(vec![1, 2, 3]) }).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_batch_with_one_bad_change_changes_nothing() {
+        let mut s = with_strategy();
+        s.apply(2, &Command::Changes { changes: vec![add("a", 1)] }).unwrap();
+        let before = s.clone();
+        let err = s
+            .apply(3, &Command::Changes { changes: vec![add("b", 2), Change::RemoveNode { id: "nope".into() }] })
+            .unwrap_err();
+        assert_eq!(err, Rejection::UnknownNode("nope".into()));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn epoch_is_the_index_of_the_last_routing_change_and_uploads_do_not_bump_it() {
+        let mut s = with_strategy();
+        assert_eq!(s.epoch, 0);
+        assert_eq!(s.apply(5, &Command::Changes { changes: vec![add("a", 1)] }).unwrap(), 5);
+        let again = with_strategy().strategies["ab"].clone();
+        assert_eq!(s.apply(6, &Command::PutStrategy { info: again.info, component: again.component }).unwrap(), 5);
+        assert_eq!(s.epoch, 5);
+    }
+
+    #[test]
+    fn nodes_keep_join_order_within_and_across_batches() {
+        let mut s = MetaState::default();
+        s.apply(2, &Command::Changes { changes: vec![add("z", 1), add("a", 2)] }).unwrap();
+        s.apply(3, &Command::Changes { changes: vec![add("m", 3)] }).unwrap();
+        let order: Vec<_> = s.nodes_in_join_order().iter().map(|n| n.id.clone()).collect();
+        assert_eq!(order, ["z", "a", "m"]);
+        s.apply(4, &Command::Changes { changes: vec![Change::UpdateNode { id: "a".into(), weight: None, state: Some(NodeState::Draining) }] })
+            .unwrap();
+        let active: Vec<_> = s.strategy_nodes().iter().map(|n| n.id.clone()).collect();
+        assert_eq!(active, ["z", "m"]);
+    }
+
+    #[test]
+    fn duplicate_ids_unknown_hashes_and_bad_fields_are_refused() {
+        let mut s = with_strategy();
+        s.apply(2, &Command::Changes { changes: vec![add("a", 1)] }).unwrap();
+        let cases: Vec<(Change, &str)> = vec![
+            (add("a", 9), "already exists"),
+            (add("b", 1), "already used"),
+            (Change::AddNode { id: "b c".into(), addr: "http://h:1".into(), weight: 1.0, zone: String::new() }, "node id"),
+            (Change::AddNode { id: "b".into(), addr: "h:1".into(), weight: 1.0, zone: String::new() }, "http://host:port"),
+            (Change::AddNode { id: "b".into(), addr: "http://h".into(), weight: 1.0, zone: String::new() }, "missing port"),
+            (Change::AddNode { id: "b".into(), addr: "http://h:1/x".into(), weight: 1.0, zone: String::new() }, "no path"),
+            (Change::AddNode { id: "b".into(), addr: "http://h:1".into(), weight: f64::NAN, zone: String::new() }, "weight"),
+            (Change::Activate { hash: "cd".into(), config: String::new(), replicas: 1 }, "unknown strategy cd"),
+            (Change::Activate { hash: "ab".into(), config: String::new(), replicas: 0 }, "between 1 and 32"),
+            (Change::Rollback { epoch: 77 }, "epoch 77"),
+            (Change::UpdateNode { id: "a".into(), weight: None, state: None }, "changes nothing"),
+        ];
+        for (change, needle) in cases {
+            let before = s.clone();
+            let err = s.apply(3, &Command::Changes { changes: vec![change.clone()] }).unwrap_err();
+            assert!(err.to_string().contains(needle), "{change:?}: {err}");
+            assert_eq!(s, before);
+        }
+    }
+
+    #[test]
+    fn rollback_reactivates_an_earlier_config_at_a_new_epoch() {
+        let mut s = with_strategy();
+        s.apply(2, &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: "a = 1".into(), replicas: 1 }] })
+            .unwrap();
+        s.apply(3, &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: "a = 2".into(), replicas: 2 }] })
+            .unwrap();
+        s.apply(4, &Command::Changes { changes: vec![Change::Rollback { epoch: 2 }] }).unwrap();
+        assert_eq!(s.routing, Some(ActiveRouting { hash: "ab".into(), config: "a = 1".into(), replicas: 1 }));
+        assert_eq!(s.epoch, 4);
+        assert_eq!(s.history.iter().map(|h| h.epoch).collect::<Vec<_>>(), [2, 3, 4]);
+    }
+
+    #[test]
+    fn history_is_capped() {
+        let mut s = with_strategy();
+        for i in 0..(HISTORY_LIMIT as u64 + 10) {
+            s.apply(10 + i, &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: String::new(), replicas: 1 }] })
+                .unwrap();
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(s.history[0].epoch, 20);
+    }
+
+    #[test]
+    fn component_bytes_round_trip_through_json_as_base64() {
+        let s = with_strategy();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"AQID\""), "{json}");
+        let back: MetaState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+}
