@@ -13,12 +13,12 @@
 //!
 //! Config (TOML, every key optional):
 //! ```toml
-//! slots = 65536   # 0 = no table, jump per key
+//! slots = 262144  # rows (default 2^18); 0 = no table, jump per key
 //! ```
 
 use serde::Deserialize;
 use shardgate_strategy_sdk::{
-    default_slots, export_strategy, key_hash, mix64, parse_config, tabulate, Metadata, Node, Strategy,
+    DEFAULT_SLOTS, export_strategy, key_hash, mix64, parse_config, tabulate, Metadata, Node, Strategy,
     Table, MAX_SLOTS,
 };
 
@@ -97,7 +97,7 @@ impl Strategy for Jump {
         }
         let buckets = nodes.len() as u32;
         let width = (replicas as usize).min(nodes.len());
-        let slots = c.slots.unwrap_or_else(|| default_slots(nodes.len()));
+        let slots = c.slots.unwrap_or(DEFAULT_SLOTS);
         let table = (slots > 0).then(|| tabulate(slots, width, |h, out| jump_top(h, buckets, width, out)));
         Ok(Jump { buckets, width, table })
     }

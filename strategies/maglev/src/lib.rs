@@ -2,14 +2,19 @@
 //!
 //! Each node walks its own permutation of the M table slots (offset and skip
 //! from the hash of its id) and claims the next free slot, in turns weighted
-//! by `weight / max weight`, until the table is full. M is the next prime at
-//! or above `table_factor * nodes` (default 100). Replicas: the next distinct
-//! owners after a key's slot. The host indexes the table natively.
+//! by `weight / max weight`, until the table is full. Replicas: the next
+//! distinct owners after a key's slot. The host indexes the table natively.
+//!
+//! Table size M: a key's slot is `fastrange(hash, M)`, so M must not change
+//! with membership or nearly every key moves. The default is the paper's
+//! M = 65537, which is at least 100 x N up to 655 nodes; beyond that M is the
+//! next prime >= 100 x N (and then changes with N). `table_factor = F` sizes
+//! M as the next prime >= F x N instead, for a cluster that never resizes.
 //!
 //! Config (TOML, every key optional):
 //! ```toml
-//! table_factor = 100   # M = next prime >= table_factor * nodes
-//! table_size = 65537   # or an explicit M (must be prime)
+//! table_size = 65537   # an explicit prime M (default 65537, or 100 x N)
+//! table_factor = 100   # or: M = next prime >= table_factor * nodes
 //! ```
 
 use serde::Deserialize;
@@ -22,19 +27,22 @@ pub const MAX_TABLE: u64 = 1 << 24;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    #[serde(default = "default_factor")]
-    table_factor: u64,
+    table_factor: Option<u64>,
     table_size: Option<u64>,
 }
 
-fn default_factor() -> u64 {
-    100
-}
+/// The paper's table size, the default while it is >= 100 x N.
+pub const DEFAULT_TABLE: u64 = 65_537;
 
 fn config(text: &str) -> Result<Config, String> {
     let c: Config = parse_config("maglev", text)?;
-    if c.table_factor == 0 || c.table_factor > 10_000 {
-        return Err(format!("maglev config: table_factor must be between 1 and 10000, got {}", c.table_factor));
+    if let Some(f) = c.table_factor {
+        if f == 0 || f > 10_000 {
+            return Err(format!("maglev config: table_factor must be between 1 and 10000, got {f}"));
+        }
+        if c.table_size.is_some() {
+            return Err("maglev config: set table_size or table_factor, not both".into());
+        }
     }
     if let Some(m) = c.table_size {
         if !(2..=MAX_TABLE).contains(&m) || !is_prime(m) {
@@ -120,9 +128,11 @@ impl Strategy for Maglev {
 
     fn configure(text: &str, nodes: &[Node], replicas: u32) -> Result<Self, String> {
         let c = config(text)?;
-        let m = match c.table_size {
-            Some(m) => m,
-            None => next_prime(c.table_factor * nodes.len() as u64),
+        let n = nodes.len() as u64;
+        let m = match (c.table_size, c.table_factor) {
+            (Some(m), _) => m,
+            (None, Some(f)) => next_prime(f * n),
+            (None, None) => DEFAULT_TABLE.max(next_prime(100 * n)),
         };
         if m > MAX_TABLE {
             return Err(format!("maglev: table size {m} exceeds {MAX_TABLE}; lower table_factor"));
@@ -169,13 +179,15 @@ mod tests {
 
     #[test]
     fn table_is_prime_and_balanced() {
-        let s = Maglev::configure("", &nodes(&[1.0; 10]), 1).unwrap();
+        let s = Maglev::configure("table_factor = 100", &nodes(&[1.0; 10]), 1).unwrap();
         assert_eq!(s.owners.len(), 1009);
         let mut counts = [0; 10];
         for &o in &s.owners {
             counts[o as usize] += 1;
         }
         assert!(counts.iter().all(|&c| (100..=101).contains(&c)), "{counts:?}");
+        assert_eq!(Maglev::configure("", &nodes(&[1.0; 10]), 1).unwrap().owners.len(), 65_537);
+        assert_eq!(Maglev::configure("", &nodes(&[1.0; 700]), 1).unwrap().owners.len(), 70_001);
     }
 
     #[test]
@@ -197,5 +209,6 @@ mod tests {
     fn bad_config_rejected() {
         assert!(Maglev::validate_config("table_size = 100").unwrap_err().contains("prime"));
         assert!(Maglev::validate_config("size = 1").unwrap_err().contains("unknown field"));
+        assert!(Maglev::validate_config("table_size = 7\ntable_factor = 3").unwrap_err().contains("not both"));
     }
 }

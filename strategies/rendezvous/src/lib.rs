@@ -2,17 +2,18 @@
 //!
 //! Every node scores a key with `-ln(u)/w` and the best `replicas` scores own
 //! it, best first. By default the strategy tabulates HRW over hash slots
-//! (`slots`, about 4096 per node) so the host routes with one native table
+//! (`slots`, 2^18 rows by default, independent of the node list so that
+//! membership changes move only the keys they must) so the host routes with one native table
 //! lookup; `slots = 0` routes every key exactly, calling the strategy per key.
 //!
 //! Config (TOML, every key optional):
 //! ```toml
-//! slots = 65536   # rows of the routing table; 0 = exact per-key HRW
+//! slots = 262144  # rows of the routing table (default 2^18); 0 = exact per-key HRW
 //! ```
 
 use serde::Deserialize;
 use shardgate_strategy_sdk::{
-    default_slots, export_strategy, hrw::Hrw, key_hash, parse_config, tabulate, Metadata, Node,
+    DEFAULT_SLOTS, export_strategy, hrw::Hrw, key_hash, parse_config, tabulate, Metadata, Node,
     Strategy, Table, MAX_SLOTS,
 };
 
@@ -49,7 +50,7 @@ impl Strategy for Rendezvous {
         let c = config(text)?;
         let hrw = Hrw::new(nodes);
         let width = (replicas as usize).min(nodes.len());
-        let slots = c.slots.unwrap_or_else(|| default_slots(nodes.len()));
+        let slots = c.slots.unwrap_or(DEFAULT_SLOTS);
         let table = (slots > 0).then(|| tabulate(slots, width, |h, out| hrw.top(h, width, out)));
         Ok(Rendezvous { hrw, width, table })
     }
@@ -91,7 +92,7 @@ mod tests {
         match s.table().unwrap() {
             Table::Slots { width, entries } => {
                 assert_eq!(width, 2);
-                assert_eq!(entries.len(), 2 * default_slots(10) as usize);
+                assert_eq!(entries.len(), 2 * DEFAULT_SLOTS as usize);
             }
             other => panic!("expected slots, got {other:?}"),
         }

@@ -79,7 +79,11 @@ fn misbehave(fault: Fault) {
         Fault::Grow => {
             let mut hog: Vec<Vec<u8>> = Vec::new();
             loop {
-                hog.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                // Reserve 1 MiB at a time without filling it: memory grows
+                // fast while fuel is barely spent.
+                let mut chunk = Vec::<u8>::with_capacity(1 << 20);
+                chunk.push(1);
+                hog.push(std::hint::black_box(chunk));
             }
         }
         _ => {}
