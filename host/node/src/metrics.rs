@@ -10,7 +10,30 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::time::Instant;
+
 use crate::store::Store;
+
+/// Times one request (see [`NodeMetrics::start`]).
+pub struct RequestTimer<'a> {
+    metrics: &'a NodeMetrics,
+    endpoint: Endpoint,
+    start: Instant,
+}
+
+impl RequestTimer<'_> {
+    /// Re-labels the request (a GET handler serving HEAD).
+    pub fn set_endpoint(&mut self, endpoint: Endpoint) {
+        self.endpoint = endpoint;
+    }
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.latency[self.endpoint as usize].observe(self.start.elapsed().as_secs_f64());
+        self.metrics.requests_in_flight.dec();
+    }
+}
 
 /// Which endpoint a request went to (the `endpoint` label of the latency
 /// histogram).
@@ -60,6 +83,7 @@ pub struct NodeMetrics {
     pub condition_failures: Counter,
     pub connections_rejected: Counter,
     pub connections_open: Gauge,
+    requests_in_flight: Gauge,
     bytes_used: Gauge,
     items: Gauge,
     memory_limit: Gauge,
@@ -99,6 +123,8 @@ impl NodeMetrics {
             g
         };
         let connections_open = g(&mut registry, "connections_open", "Client connections open");
+    let requests_in_flight =
+        g(&mut registry, "requests_in_flight", "Key and batch requests being handled");
         let bytes_used = g(&mut registry, "bytes_used", "Weighed bytes held (keys, values, per-entry overhead)");
         let items = g(&mut registry, "items", "Entries held");
         let memory_limit = g(&mut registry, "memory_limit_bytes", "node.memory_limit");
@@ -123,6 +149,7 @@ impl NodeMetrics {
             condition_failures,
             connections_rejected,
             connections_open,
+            requests_in_flight,
             bytes_used,
             items,
             memory_limit,
@@ -130,9 +157,11 @@ impl NodeMetrics {
         }
     }
 
-    /// Records one request's duration.
-    pub fn observe(&self, endpoint: Endpoint, seconds: f64) {
-        self.latency[endpoint as usize].observe(seconds);
+    /// Starts timing a request; the returned guard records its duration
+    /// and leaves the in-flight gauge when dropped.
+    pub fn start(&self, endpoint: Endpoint) -> RequestTimer<'_> {
+        self.requests_in_flight.inc();
+        RequestTimer { metrics: self, endpoint, start: Instant::now() }
     }
 
     /// Prometheus text exposition, with the store gauges brought up to date.

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -177,11 +177,8 @@ fn respond(result: Result<Response, ApiError>) -> Response {
 }
 
 async fn key_get(State(node): State<Arc<NodeState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let start = Instant::now();
-    let response = respond(get_one(&node, &uri, &headers));
-    let endpoint = if method == Method::HEAD { Endpoint::Head } else { Endpoint::Get };
-    node.metrics.observe(endpoint, start.elapsed().as_secs_f64());
-    response
+    let _timer = node.metrics.start(if method == Method::HEAD { Endpoint::Head } else { Endpoint::Get });
+    respond(get_one(&node, &uri, &headers))
 }
 
 fn get_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
@@ -209,10 +206,8 @@ fn get_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response,
 }
 
 async fn key_put(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    let start = Instant::now();
-    let response = respond(put_one(&node, &uri, &headers, body).await);
-    node.metrics.observe(Endpoint::Put, start.elapsed().as_secs_f64());
-    response
+    let _timer = node.metrics.start(Endpoint::Put);
+    respond(put_one(&node, &uri, &headers, body).await)
 }
 
 async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -254,10 +249,8 @@ async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -
 }
 
 async fn key_delete(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap) -> Response {
-    let start = Instant::now();
-    let response = respond(delete_one(&node, &uri, &headers));
-    node.metrics.observe(Endpoint::Delete, start.elapsed().as_secs_f64());
-    response
+    let _timer = node.metrics.start(Endpoint::Delete);
+    respond(delete_one(&node, &uri, &headers))
 }
 
 fn delete_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
@@ -283,10 +276,8 @@ fn delete_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Respon
 }
 
 async fn batch_get(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Body) -> Response {
-    let start = Instant::now();
-    let response = respond(get_many(&node, &headers, body).await);
-    node.metrics.observe(Endpoint::BatchGet, start.elapsed().as_secs_f64());
-    response
+    let _timer = node.metrics.start(Endpoint::BatchGet);
+    respond(get_many(&node, &headers, body).await)
 }
 
 async fn get_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -312,10 +303,8 @@ async fn get_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<R
 }
 
 async fn batch_put(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Body) -> Response {
-    let start = Instant::now();
-    let response = respond(put_many(&node, &headers, body).await);
-    node.metrics.observe(Endpoint::BatchPut, start.elapsed().as_secs_f64());
-    response
+    let _timer = node.metrics.start(Endpoint::BatchPut);
+    respond(put_many(&node, &headers, body).await)
 }
 
 async fn put_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {

@@ -388,3 +388,4 @@ mod tests {
         assert!(evictions.get() >= 1000 - limit / 10_000, "{}", evictions.get());
     }
 }
+
