@@ -119,7 +119,7 @@ pub struct Maglev {
 
 impl Strategy for Maglev {
     fn metadata() -> Metadata {
-        Metadata::new("maglev", "0.1.0", "Maglev lookup table (prime size ~100 x nodes), weighted turns")
+        Metadata::new("maglev", "0.1.0", "Maglev lookup table (M = 65537 by default), weighted turns")
     }
 
     fn validate_config(text: &str) -> Result<(), String> {
