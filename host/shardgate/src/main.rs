@@ -21,6 +21,8 @@ enum Command {
     /// Work with partitioning strategies (WebAssembly components).
     #[command(subcommand)]
     Strategy(commands::strategy::StrategyCommand),
+    /// Run a cache node: in-memory values behind the HTTP API.
+    Node(commands::node::NodeArgs),
     // Roles (node, meta, proxy, dev) and ctl are added by their crates' issues.
 }
 
@@ -32,6 +34,7 @@ fn main() -> std::process::ExitCode {
 
     let result = match cli.command {
         Command::Strategy(cmd) => commands::strategy::run(cmd),
+        Command::Node(args) => commands::node::run(args),
     };
     match result {
         Ok(code) => code,

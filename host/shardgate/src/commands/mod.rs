@@ -1,4 +1,5 @@
 //! Subcommand implementations: the binary's edge, where library errors get
 //! `anyhow` context for the user.
 
+pub mod node;
 pub mod strategy;
