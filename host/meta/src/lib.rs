@@ -1,5 +1,32 @@
-//! Shardgate's metadata cluster (`shardgate meta`).
+//! Shardgate's metadata cluster (`shardgate meta`): a Raft group (openraft,
+//! storage on redb) that holds the cache nodes, the registry of strategy
+//! components, the active routing config with its history, and a routing
+//! epoch. Every member serves the JSON API and the Raft RPCs on one
+//! listener; proxies follow the routing through `/v1/watch`.
+//!
+//! Request flow: client or proxy -> any member ([`api`]) -> forwarded to the
+//! leader for writes and linearizable reads -> simulated against the
+//! [`state`] -> admitted by the strategy host ([`admission`]) -> one Raft log
+//! entry ([`raft`], [`store`]) -> applied on every member -> `/v1/watch`
+//! ([`watch`]) pushes the new [`model::RoutingState`].
+//!
+//! Entry point: [`run`]. Client: [`client::MetaClient`].
+
+pub mod admission;
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod raft;
+pub mod server;
 pub mod state;
 pub mod store;
+pub mod watch;
+
+pub use client::{ClientError, MetaClient, WatchStream};
+pub use config::{ConfigError, InitialMember, MetaConfig};
+pub use error::{ApiError, MetaError};
+pub use model::RoutingState;
+pub use server::run;

@@ -1,0 +1,565 @@
+//! The JSON API under `/v1/...` (and `/metrics`), served by every member on
+//! the same listener as the Raft RPCs.
+//!
+//! Request flow: a request reaches any member; [`to_leader`] forwards writes
+//! and linearizable reads to the leader (one hop, marked with
+//! `x-shardgate-forwarded` so it never loops) unless `?stale=true` asks for a
+//! local read. On the leader a write is simulated against the current state
+//! (structural errors answer 4xx), admitted by the strategy host when it
+//! changes the routing (422 on refusal), checked for quorum (503 without
+//! one, nothing proposed), then proposed as one Raft log entry. `/v1/watch`
+//! and `/v1/raft/status` always answer locally.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::ReadPolicy;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::admission::{AdmissionGate, DEFAULT_PREVIEW_SAMPLE, MAX_PREVIEW_SAMPLE, RoutingInput};
+use crate::config::MetaConfig;
+use crate::error::ApiError;
+use crate::metrics::MetaMetrics;
+use crate::model::*;
+use crate::raft::{ClientWriteError, Member as RaftMember, NodeId, Raft};
+use crate::state::{Command, MetaState, Outcome, Rejection, validate_addr};
+use crate::store::StateMachineStore;
+
+/// Resolves once `stopping` turns `true` (or its sender is gone).
+pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    loop {
+        if *stopping.borrow_and_update() {
+            return;
+        }
+        if stopping.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Header set on a request one member forwards to the leader.
+pub const FORWARDED_HEADER: &str = "x-shardgate-forwarded";
+
+/// One meta member: what every handler needs.
+pub struct MemberContext {
+    pub id: NodeId,
+    pub addr: String,
+    pub raft: Arc<Raft>,
+    pub sm: StateMachineStore,
+    pub config: MetaConfig,
+    pub http: reqwest::Client,
+    pub gate: AdmissionGate,
+    pub metrics: MetaMetrics,
+    /// Turns `true` when the member shuts down; ends watch streams.
+    pub stopping: watch::Receiver<bool>,
+}
+
+type Ctx = State<Arc<MemberContext>>;
+
+impl MemberContext {
+    /// The leader's id and API address, as this member knows them.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        self.leader().map(|(_, a)| a)
+    }
+
+    pub fn routing_state(&self) -> RoutingState {
+        let leader = self.leader_addr();
+        self.sm.read(|s| s.routing_state(leader))
+    }
+
+    /// Nothing is proposed without a quorum: the leader's lease, or a fresh
+    /// round of heartbeats (read index) within the write timeout.
+    async fn ensure_quorum(&self, policy: ReadPolicy) -> Result<(), ApiError> {
+        let t = self.config.write_timeout;
+        if policy == ReadPolicy::LeaseRead && self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok() {
+            return Ok(());
+        }
+        match tokio::time::timeout(t, self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let leader = self.leader().filter(|(id, _)| *id != self.id).map(|(_, a)| a);
+                if leader.is_some() {
+                    Err(ApiError::NotLeader { leader })
+                } else {
+                    Err(ApiError::NoQuorum { reason: e.to_string(), leader: None })
+                }
+            }
+            Err(_) => Err(ApiError::NoQuorum {
+                reason: format!("the leader heard from no majority within {t:?} (meta.write_timeout); nothing was written"),
+                leader: self.leader_addr(),
+            }),
+        }
+    }
+
+    /// Propose `cmd` and wait for it to apply.
+    async fn write(&self, cmd: Command) -> Result<WriteReceipt, ApiError> {
+        if let Err(e) = self.ensure_quorum(ReadPolicy::LeaseRead).await {
+            self.metrics.write("no_quorum");
+            return Err(e);
+        }
+        let t = self.config.write_timeout;
+        let start = Instant::now();
+        let resp = match tokio::time::timeout(t, self.raft.client_write(cmd)).await {
+            Err(_) => {
+                self.metrics.write("timeout");
+                return Err(ApiError::WriteTimeout(t));
+            }
+            Ok(Err(e)) => {
+                self.metrics.write("not_leader");
+                return Err(match e.api_error() {
+                    Some(ClientWriteError::ForwardToLeader(f)) => {
+                        ApiError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) }
+                    }
+                    _ => ApiError::Internal(e.to_string()),
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        self.metrics.commit_seconds.observe(start.elapsed().as_secs_f64());
+        match resp.data {
+            Outcome::Applied { epoch } => {
+                self.metrics.write("committed");
+                Ok(WriteReceipt { index: resp.log_id.index(), epoch })
+            }
+            Outcome::Rejected(r) => {
+                self.metrics.write("rejected");
+                Err(r.into())
+            }
+        }
+    }
+
+    /// Simulate, admit and commit a batch of changes.
+    pub async fn commit_changes(&self, changes: Vec<Change>) -> Result<WriteReceipt, ApiError> {
+        let (before, after, component) = self.sm.read(|s| -> Result<_, Rejection> {
+            let placeholder_index = self.sm.applied_index().unwrap_or(0) + 1;
+            let next = s.simulate(placeholder_index, &changes)?;
+            let after = RoutingInput::of(&next);
+            let component = after.as_ref().and_then(|a| next.strategies.get(&a.hash)).map(|s| s.component.clone());
+            Ok((RoutingInput::of(s), after, component))
+        })?;
+        if before != after
+            && let (Some(input), Some(component)) = (after, component)
+        {
+            if let Err(e) = self.gate.admit_routing(input, component).await {
+                self.metrics.admission_refused.inc();
+                info!(reason = %e, "admission refused a routing change");
+                return Err(e);
+            }
+        }
+        self.write(Command::Changes { changes }).await
+    }
+}
+
+/// Read a JSON body; malformed JSON is a 400 naming line and column.
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+fn created(receipt: WriteReceipt) -> Response {
+    (StatusCode::CREATED, Json(receipt)).into_response()
+}
+
+pub fn router(ctx: Arc<MemberContext>) -> Router {
+    let upload_limit = ctx.config.max_component_size.as_u64() as usize;
+    let leader_routes = Router::new()
+        .route("/v1/nodes", get(list_nodes).post(add_node))
+        .route("/v1/nodes/{id}", get(get_node).patch(update_node).delete(remove_node))
+        .route("/v1/changes", post(apply_changes))
+        .route(
+            "/v1/strategies",
+            get(list_strategies).post(upload_strategy).layer(DefaultBodyLimit::max(upload_limit + 1)),
+        )
+        .route("/v1/strategies/{hash}", get(get_strategy))
+        .route("/v1/strategies/{hash}/component", get(get_component))
+        .route("/v1/strategies/{hash}/activate", post(activate))
+        .route("/v1/routing", get(get_routing))
+        .route("/v1/routing/history", get(get_history))
+        .route("/v1/routing/rollback", post(rollback))
+        .route("/v1/preview", post(preview))
+        .route("/v1/raft/learners", post(add_learner))
+        .route("/v1/raft/members/{id}/promote", post(promote))
+        .route("/v1/raft/members/{id}", axum::routing::delete(remove_member))
+        .layer(middleware::from_fn_with_state(ctx.clone(), to_leader));
+    Router::new()
+        .merge(leader_routes)
+        .route("/v1/watch", get(crate::watch::watch))
+        .route("/v1/raft/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+fn wants_stale(req: &Request) -> bool {
+    req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "stale=true" || p == "stale=1" || p == "stale"))
+}
+
+/// Forward to the leader unless this member leads (or a stale read is asked).
+async fn to_leader(State(ctx): Ctx, req: Request, next: Next) -> Response {
+    let is_read = req.method() == Method::GET;
+    if is_read && wants_stale(&req) {
+        return next.run(req).await;
+    }
+    match ctx.leader() {
+        Some((id, _)) if id == ctx.id => {
+            if is_read {
+                if let Err(e) = ctx.ensure_quorum(ReadPolicy::ReadIndex).await {
+                    return e.into_response();
+                }
+            }
+            next.run(req).await
+        }
+        Some((_, addr)) => {
+            if req.headers().contains_key(FORWARDED_HEADER) {
+                // Forwarded to us, but we are not the leader (any more).
+                ApiError::NotLeader { leader: Some(addr) }.into_response()
+            } else {
+                forward(&ctx, req, &addr).await.unwrap_or_else(|e| e.into_response())
+            }
+        }
+        None => ApiError::NoLeader.into_response(),
+    }
+}
+
+async fn forward(ctx: &MemberContext, req: Request, leader: &str) -> Result<Response, ApiError> {
+    ctx.metrics.forwarded.inc();
+    let (parts, body) = req.into_parts();
+    let limit = ctx.config.max_component_size.as_u64() as usize + 1;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge {
+        size: parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(limit as u64),
+        limit: limit as u64 - 1,
+    })?;
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let url = format!("{leader}{path}");
+    debug!(%url, method = %parts.method, "forwarding to the leader");
+    let mut rb = ctx
+        .http
+        .request(parts.method.clone(), &url)
+        .header(FORWARDED_HEADER, ctx.id.to_string())
+        .timeout(ctx.config.write_timeout * 2 + Duration::from_secs(1))
+        .body(body);
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        rb = rb.header(header::CONTENT_TYPE, ct.clone());
+    }
+    let unreachable = |e: reqwest::Error| ApiError::LeaderUnreachable { addr: leader.to_string(), reason: e.to_string() };
+    let resp = rb.send().await.map_err(unreachable)?;
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let bytes = resp.bytes().await.map_err(unreachable)?;
+    let mut out = Response::new(Body::from(bytes));
+    *out.status_mut() = status;
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(out)
+}
+
+async fn list_nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
+    Json(ctx.routing_state().nodes)
+}
+
+async fn get_node(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<NodeView>, ApiError> {
+    ctx.routing_state()
+        .nodes
+        .into_iter()
+        .find(|n| n.id == id)
+        .map(Json)
+        .ok_or_else(|| Rejection::UnknownNode(id).into())
+}
+
+async fn add_node(State(ctx): Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let n: NewNode = parse_json(&body)?;
+    let receipt =
+        ctx.commit_changes(vec![Change::AddNode { id: n.id, addr: n.addr, weight: n.weight, zone: n.zone }]).await?;
+    Ok(created(receipt))
+}
+
+async fn update_node(State(ctx): Ctx, Path(id): Path<String>, body: Bytes) -> Result<Json<WriteReceipt>, ApiError> {
+    let u: NodeUpdate = parse_json(&body)?;
+    Ok(Json(ctx.commit_changes(vec![Change::UpdateNode { id, weight: u.weight, state: u.state }]).await?))
+}
+
+async fn remove_node(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<WriteReceipt>, ApiError> {
+    Ok(Json(ctx.commit_changes(vec![Change::RemoveNode { id }]).await?))
+}
+
+async fn apply_changes(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>, ApiError> {
+    let batch: ChangeBatch = parse_json(&body)?;
+    Ok(Json(ctx.commit_changes(batch.changes).await?))
+}
+
+async fn list_strategies(State(ctx): Ctx) -> Json<Vec<StrategyInfo>> {
+    Json(ctx.sm.read(|s| s.strategies.values().map(|s| s.info.clone()).collect()))
+}
+
+async fn get_strategy(State(ctx): Ctx, Path(hash): Path<String>) -> Result<Json<StrategyInfo>, ApiError> {
+    ctx.sm
+        .read(|s| s.strategies.get(&hash).map(|s| s.info.clone()))
+        .map(Json)
+        .ok_or_else(|| Rejection::UnknownStrategy(hash).into())
+}
+
+async fn get_component(State(ctx): Ctx, Path(hash): Path<String>) -> Result<Response, ApiError> {
+    let bytes = ctx
+        .sm
+        .read(|s| s.strategies.get(&hash).map(|s| s.component.clone()))
+        .ok_or(Rejection::UnknownStrategy(hash))?;
+    let mut resp = Response::new(Body::from(bytes.as_ref().clone()));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+    Ok(resp)
+}
+
+async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiError> {
+    let limit = ctx.config.max_component_size.as_u64();
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(size) = declared.filter(|s| *s > limit) {
+        return Err(ApiError::TooLarge { size, limit });
+    }
+    let body = axum::body::to_bytes(req.into_body(), limit as usize + 1)
+        .await
+        .map_err(|_| ApiError::TooLarge { size: declared.unwrap_or(limit + 1), limit })?;
+    if body.len() as u64 > limit {
+        return Err(ApiError::TooLarge { size: body.len() as u64, limit });
+    }
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("empty body: send the component bytes".into()));
+    }
+    let bytes = Arc::new(body.to_vec());
+    let strategy = match ctx.gate.admit_upload(bytes.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.metrics.admission_refused.inc();
+            info!(reason = %e, "admission refused an upload");
+            return Err(e);
+        }
+    };
+    let hash = strategy.hash().to_string();
+    if let Some(existing) = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.clone())) {
+        return Ok((StatusCode::OK, Json(existing)).into_response());
+    }
+    let meta = strategy.metadata();
+    let mut info = StrategyInfo {
+        hash: hash.clone(),
+        name: meta.name.clone(),
+        version: meta.version.clone(),
+        description: meta.description.clone(),
+        size: bytes.len() as u64,
+        uploaded_at: 0,
+    };
+    let receipt = ctx.write(Command::PutStrategy { info: info.clone(), component: bytes }).await?;
+    info.uploaded_at = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.uploaded_at)).unwrap_or(receipt.index);
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn activate(State(ctx): Ctx, Path(hash): Path<String>, body: Bytes) -> Result<Json<WriteReceipt>, ApiError> {
+    let a: Activation = if body.is_empty() { Activation { config: String::new(), replicas: 1 } } else { parse_json(&body)? };
+    Ok(Json(ctx.commit_changes(vec![Change::Activate { hash, config: a.config, replicas: a.replicas }]).await?))
+}
+
+async fn get_routing(State(ctx): Ctx) -> Json<RoutingState> {
+    Json(ctx.routing_state())
+}
+
+async fn get_history(State(ctx): Ctx) -> Json<Vec<HistoryEntry>> {
+    Json(ctx.sm.read(|s| s.history.clone()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    epoch: u64,
+}
+
+async fn rollback(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>, ApiError> {
+    let r: RollbackRequest = parse_json(&body)?;
+    Ok(Json(ctx.commit_changes(vec![Change::Rollback { epoch: r.epoch }]).await?))
+}
+
+async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, ApiError> {
+    let req: PreviewRequest = if body.is_empty() { PreviewRequest::default() } else { parse_json(&body)? };
+    let sample = req.sample.unwrap_or(DEFAULT_PREVIEW_SAMPLE);
+    if sample == 0 || sample > MAX_PREVIEW_SAMPLE {
+        return Err(ApiError::BadRequest(format!("sample {sample} must be between 1 and {MAX_PREVIEW_SAMPLE}")));
+    }
+    let (current, candidate) = ctx.sm.read(|s: &MetaState| -> Result<_, ApiError> {
+        let current = RoutingInput::of(s).and_then(|input| {
+            let bytes = s.strategies.get(&input.hash)?.component.clone();
+            Some((input, bytes))
+        });
+        let hash = req
+            .hash
+            .clone()
+            .or_else(|| s.routing.as_ref().map(|r| r.hash.clone()))
+            .ok_or_else(|| ApiError::BadRequest("no strategy is active: name one with \"hash\"".into()))?;
+        let bytes = s.strategies.get(&hash).ok_or_else(|| Rejection::UnknownStrategy(hash.clone()))?.component.clone();
+        let same_strategy = s.routing.as_ref().is_some_and(|r| r.hash == hash);
+        let config = match (&req.config, &s.routing) {
+            (Some(c), _) => c.clone(),
+            (None, Some(r)) if same_strategy => r.config.clone(),
+            _ => String::new(),
+        };
+        let replicas = req.replicas.or(s.routing.as_ref().map(|r| r.replicas)).unwrap_or(1);
+        let nodes = match &req.nodes {
+            Some(list) => {
+                let mut seen = BTreeSet::new();
+                for n in list {
+                    crate::state::validate_node_id(&n.id)?;
+                    validate_addr("addr", &n.addr)?;
+                    if !seen.insert(n.id.clone()) {
+                        return Err(Rejection::DuplicateNode(n.id.clone()).into());
+                    }
+                }
+                list.iter().map(|n| shardgate_strategy::NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }).collect()
+            }
+            None => s.strategy_nodes().into_iter().map(crate::admission::node_spec).collect(),
+        };
+        Ok((current, (RoutingInput { hash, config, replicas, nodes }, bytes)))
+    })?;
+    Ok(Json(ctx.gate.preview(current, candidate, sample).await?))
+}
+
+async fn status(State(ctx): Ctx) -> Json<RaftStatus> {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, n)| MemberView { id: *id, addr: n.addr.clone(), voter: voters.contains(id) })
+        .collect();
+    let leader_addr = m.current_leader.and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()));
+    let state = format!("{:?}", m.state).to_lowercase();
+    Json(RaftStatus {
+        id: m.id,
+        state,
+        leader: m.current_leader,
+        leader_addr,
+        term: m.current_term,
+        last_log_index: m.last_log_index,
+        committed_index: m.local_committed.as_ref().map(|l| l.index()),
+        applied_index: m.last_applied.as_ref().map(|l| l.index()),
+        snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
+        purged_index: m.purged.as_ref().map(|l| l.index()),
+        members,
+        epoch: ctx.sm.read(|s| s.epoch),
+    })
+}
+
+fn membership_error(e: openraft::errors::RaftError<crate::raft::TypeConfig, ClientWriteError>) -> ApiError {
+    match e.api_error() {
+        Some(ClientWriteError::ForwardToLeader(f)) => {
+            ApiError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) }
+        }
+        Some(ClientWriteError::ChangeMembershipError(c)) => ApiError::Membership(c.to_string()),
+        _ => ApiError::Internal(e.to_string()),
+    }
+}
+
+/// Membership changes may wait for a learner to catch up: give them longer.
+fn membership_timeout(ctx: &MemberContext) -> Duration {
+    ctx.config.write_timeout * 6
+}
+
+async fn add_learner(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>, ApiError> {
+    let m: NewMember = parse_json(&body)?;
+    if m.id == 0 {
+        return Err(ApiError::BadRequest("member id must be > 0".into()));
+    }
+    validate_addr("addr", &m.addr)?;
+    let existing = ctx.raft.metrics().borrow_watched().membership_config.membership().get_node(&m.id).cloned();
+    if let Some(node) = existing {
+        if node.addr == m.addr {
+            // Joining again (e.g. after a restart): already a member.
+            return Ok(Json(WriteReceipt { index: ctx.sm.applied_index().unwrap_or(0), epoch: ctx.sm.read(|s| s.epoch) }));
+        }
+        return Err(ApiError::Membership(format!("member {} already exists with address {}", m.id, node.addr)));
+    }
+    ctx.ensure_quorum(ReadPolicy::LeaseRead).await?;
+    let t = membership_timeout(&ctx);
+    info!(member = m.id, addr = %m.addr, "adding learner");
+    let resp = tokio::time::timeout(t, ctx.raft.add_learner(m.id, RaftMember { addr: m.addr.clone() }, true))
+        .await
+        .map_err(|_| ApiError::WriteTimeout(t))?
+        .map_err(membership_error)?;
+    Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
+}
+
+fn parse_member_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| ApiError::BadRequest(format!("member id {id:?} is not a number")))
+}
+
+async fn promote(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<WriteReceipt>, ApiError> {
+    let id = parse_member_id(&id)?;
+    let membership = ctx.raft.metrics().borrow_watched().membership_config.membership().clone();
+    if membership.get_node(&id).is_none() {
+        return Err(ApiError::NotFound(format!("unknown member {id}: add it as a learner first")));
+    }
+    if membership.voter_ids().any(|v| v == id) {
+        return Ok(Json(WriteReceipt { index: ctx.sm.applied_index().unwrap_or(0), epoch: ctx.sm.read(|s| s.epoch) }));
+    }
+    ctx.ensure_quorum(ReadPolicy::LeaseRead).await?;
+    let t = membership_timeout(&ctx);
+    info!(member = id, "promoting learner to voter");
+    let resp = tokio::time::timeout(t, ctx.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
+        .await
+        .map_err(|_| ApiError::WriteTimeout(t))?
+        .map_err(membership_error)?;
+    Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
+}
+
+async fn remove_member(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<WriteReceipt>, ApiError> {
+    let id = parse_member_id(&id)?;
+    let membership = ctx.raft.metrics().borrow_watched().membership_config.membership().clone();
+    if membership.get_node(&id).is_none() {
+        return Err(ApiError::NotFound(format!("unknown member {id}")));
+    }
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    if voters.contains(&id) && voters.len() == 1 {
+        return Err(ApiError::Membership(format!("member {id} is the last voter; it cannot be removed")));
+    }
+    ctx.ensure_quorum(ReadPolicy::LeaseRead).await?;
+    let t = membership_timeout(&ctx);
+    warn!(member = id, "removing member");
+    let change = if voters.contains(&id) {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    let resp = tokio::time::timeout(t, ctx.raft.change_membership(change, false))
+        .await
+        .map_err(|_| ApiError::WriteTimeout(t))?
+        .map_err(membership_error)?;
+    Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
+}
+
+async fn metrics(State(ctx): Ctx) -> Response {
+    let body = ctx.metrics.render(&ctx.raft, ctx.sm.read(|s| s.epoch));
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct WatchQuery {
+    pub from_epoch: Option<u64>,
+}
+
+/// Parse `?from_epoch=N` leniently into a clear 400.
+pub fn watch_query(q: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>) -> Result<WatchQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::BadRequest(format!("bad query: {e} (expected ?from_epoch=<u64>)")))
+}

@@ -1,0 +1,465 @@
+//! [`MetaClient`]: the Rust client of the metadata API, used by
+//! `shardgate ctl`, the proxy (its routing watch) and `join`.
+//!
+//! It talks to any member: members forward writes to the leader, and the
+//! client moves on to the next member when one is unreachable or answers
+//! that it has no leader/quorum yet (those answers mean nothing was
+//! written, so retrying is safe), until `retry_for` runs out. A write whose
+//! outcome is unknown (timeout) is never retried. [`MetaClient::watch`]
+//! follows `/v1/watch` across members with backoff, resuming from the last
+//! epoch it delivered.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use http::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::model::*;
+
+/// A failed API call. `Api` carries the member's answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach meta member {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("meta member {addr} did not answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    #[error("{message} (HTTP {status}, {kind})")]
+    Api { status: u16, kind: String, message: String, leader: Option<String> },
+    #[error("unexpected answer from {addr}: {reason}")]
+    Decode { addr: String, reason: String },
+    #[error("no meta member address given")]
+    NoMembers,
+    #[error("watch stream from {addr}: {reason}")]
+    Watch { addr: String, reason: String },
+}
+
+impl ClientError {
+    /// HTTP status of an `Api` error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Machine-readable kind of an `Api` error ("unknown_node", "admission", ...).
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+/// Client of the metadata API. Cheap to clone.
+#[derive(Clone)]
+pub struct MetaClient {
+    members: Arc<Vec<String>>,
+    http: reqwest::Client,
+    preferred: Arc<AtomicUsize>,
+    request_timeout: Duration,
+    retry_for: Duration,
+    stale_reads: bool,
+    watch_idle_timeout: Duration,
+}
+
+struct Body {
+    bytes: Bytes,
+    content_type: &'static str,
+}
+
+impl MetaClient {
+    /// A client for the members at these API addresses (`http://host:port`).
+    pub fn new(members: Vec<String>) -> Self {
+        let members: Vec<String> = members.into_iter().map(|m| m.trim_end_matches('/').to_string()).collect();
+        let request_timeout = Duration::from_secs(10);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            members: Arc::new(members),
+            http,
+            preferred: Arc::new(AtomicUsize::new(0)),
+            request_timeout,
+            retry_for: Duration::from_secs(10),
+            stale_reads: false,
+            watch_idle_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Per-request timeout (default 10 s).
+    pub fn with_request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// How long to keep trying other members / waiting for a leader (default 10 s).
+    pub fn with_retry_for(mut self, t: Duration) -> Self {
+        self.retry_for = t;
+        self
+    }
+
+    /// Serve reads from whichever member answers, without a leader round
+    /// trip (may be stale). Default: linearizable reads.
+    pub fn with_stale_reads(mut self, stale: bool) -> Self {
+        self.stale_reads = stale;
+        self
+    }
+
+    /// Reconnect a watch when nothing (not even a heartbeat) arrives for
+    /// this long (default 3 s; members send heartbeats every second).
+    pub fn with_watch_idle_timeout(mut self, t: Duration) -> Self {
+        self.watch_idle_timeout = t;
+        self
+    }
+
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Body>, retry_unknown: bool) -> Result<Bytes, ClientError> {
+        let n = self.members.len();
+        if n == 0 {
+            return Err(ClientError::NoMembers);
+        }
+        let deadline = Instant::now() + self.retry_for;
+        let mut index = self.preferred.load(Ordering::Relaxed);
+        let mut hint: Option<String> = None;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let addr = hint.take().unwrap_or_else(|| self.members[index % n].clone());
+            let mut rb = self.http.request(method.clone(), format!("{addr}{path}")).timeout(self.request_timeout);
+            if let Some(b) = &body {
+                rb = rb.header(http::header::CONTENT_TYPE, b.content_type).body(b.bytes.clone());
+            }
+            let err = match rb.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let bytes = match resp.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => return Err(self.transport_error(&addr, e)),
+                    };
+                    if status.is_success() {
+                        if let Some(i) = self.members.iter().position(|m| *m == addr) {
+                            self.preferred.store(i, Ordering::Relaxed);
+                        }
+                        return Ok(bytes);
+                    }
+                    let err = api_error(status, &bytes);
+                    let retry = status == StatusCode::SERVICE_UNAVAILABLE
+                        && matches!(err.kind(), Some("no_leader" | "not_leader" | "no_quorum"));
+                    if !retry {
+                        return Err(err);
+                    }
+                    match &err {
+                        ClientError::Api { leader: Some(l), .. } if *l != addr => hint = Some(l.clone()),
+                        _ => index += 1,
+                    }
+                    err
+                }
+                Err(e) => {
+                    let err = self.transport_error(&addr, e);
+                    // Connection refused: nothing was sent. Other failures
+                    // (timeouts) leave a write's outcome unknown.
+                    let not_sent = matches!(&err, ClientError::Unreachable { .. });
+                    if !(not_sent || retry_unknown) {
+                        return Err(err);
+                    }
+                    index += 1;
+                    err
+                }
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(err);
+            }
+            debug!(error = %err, "meta request failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    fn transport_error(&self, addr: &str, e: reqwest::Error) -> ClientError {
+        if e.is_timeout() {
+            ClientError::Timeout { addr: addr.to_string(), after: self.request_timeout }
+        } else {
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            ClientError::Unreachable { addr: addr.to_string(), reason }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let path = if self.stale_reads {
+            format!("{path}{}stale=true", if path.contains('?') { '&' } else { '?' })
+        } else {
+            path.to_string()
+        };
+        let bytes = self.call(Method::GET, &path, None, true).await?;
+        decode(&path, &bytes)
+    }
+
+    async fn send_json<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode { addr: path.into(), reason: e.to_string() })?;
+        let out = self.call(method, path, Some(Body { bytes: bytes.into(), content_type: "application/json" }), false).await?;
+        decode(path, &out)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.get("/v1/nodes").await
+    }
+
+    pub async fn node(&self, id: &str) -> Result<NodeView, ClientError> {
+        self.get(&format!("/v1/nodes/{id}")).await
+    }
+
+    pub async fn add_node(&self, node: &NewNode) -> Result<WriteReceipt, ClientError> {
+        self.send_json(Method::POST, "/v1/nodes", node).await
+    }
+
+    pub async fn update_node(&self, id: &str, update: &NodeUpdate) -> Result<WriteReceipt, ClientError> {
+        self.send_json(Method::PATCH, &format!("/v1/nodes/{id}"), update).await
+    }
+
+    pub async fn remove_node(&self, id: &str) -> Result<WriteReceipt, ClientError> {
+        let out = self.call(Method::DELETE, &format!("/v1/nodes/{id}"), None, false).await?;
+        decode("/v1/nodes", &out)
+    }
+
+    /// Apply several changes atomically (one Raft log entry).
+    pub async fn apply(&self, changes: Vec<Change>) -> Result<WriteReceipt, ClientError> {
+        self.send_json(Method::POST, "/v1/changes", &ChangeBatch { changes }).await
+    }
+
+    pub async fn strategies(&self) -> Result<Vec<StrategyInfo>, ClientError> {
+        self.get("/v1/strategies").await
+    }
+
+    pub async fn strategy(&self, hash: &str) -> Result<StrategyInfo, ClientError> {
+        self.get(&format!("/v1/strategies/{hash}")).await
+    }
+
+    /// Upload a component; answers its registry entry (also when it was
+    /// already stored).
+    pub async fn upload_strategy(&self, component: Vec<u8>) -> Result<StrategyInfo, ClientError> {
+        let body = Body { bytes: component.into(), content_type: "application/wasm" };
+        let out = self.call(Method::POST, "/v1/strategies", Some(body), false).await?;
+        decode("/v1/strategies", &out)
+    }
+
+    /// The component bytes of `hash`.
+    pub async fn component(&self, hash: &str) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/strategies/{hash}/component{}", if self.stale_reads { "?stale=true" } else { "" });
+        Ok(self.call(Method::GET, &path, None, true).await?.to_vec())
+    }
+
+    pub async fn activate(&self, hash: &str, activation: &Activation) -> Result<WriteReceipt, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/strategies/{hash}/activate"), activation).await
+    }
+
+    pub async fn routing(&self) -> Result<RoutingState, ClientError> {
+        self.get("/v1/routing").await
+    }
+
+    pub async fn history(&self) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.get("/v1/routing/history").await
+    }
+
+    pub async fn rollback(&self, epoch: u64) -> Result<WriteReceipt, ClientError> {
+        self.send_json(Method::POST, "/v1/routing/rollback", &serde_json::json!({ "epoch": epoch })).await
+    }
+
+    pub async fn preview(&self, req: &PreviewRequest) -> Result<PreviewReport, ClientError> {
+        // A preview changes nothing: safe to retry.
+        let bytes = serde_json::to_vec(req).map_err(|e| ClientError::Decode { addr: String::new(), reason: e.to_string() })?;
+        let out = self.call(Method::POST, "/v1/preview", Some(Body { bytes: bytes.into(), content_type: "application/json" }), true).await?;
+        decode("/v1/preview", &out)
+    }
+
+    /// Raft status of the first member that answers (each member reports its own view).
+    pub async fn status(&self) -> Result<RaftStatus, ClientError> {
+        let bytes = self.call(Method::GET, "/v1/raft/status", None, true).await?;
+        decode("/v1/raft/status", &bytes)
+    }
+
+    pub async fn add_learner(&self, id: u64, addr: &str) -> Result<WriteReceipt, ClientError> {
+        self.send_json(Method::POST, "/v1/raft/learners", &NewMember { id, addr: addr.to_string() }).await
+    }
+
+    pub async fn promote(&self, id: u64) -> Result<WriteReceipt, ClientError> {
+        let out = self.call(Method::POST, &format!("/v1/raft/members/{id}/promote"), None, false).await?;
+        decode("/v1/raft/members", &out)
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<WriteReceipt, ClientError> {
+        let out = self.call(Method::DELETE, &format!("/v1/raft/members/{id}"), None, false).await?;
+        decode("/v1/raft/members", &out)
+    }
+
+    /// Follow the routing state: every state with an epoch above
+    /// `from_epoch` (all states when `None`), across reconnects and
+    /// members. Errors are reported as items and the stream keeps
+    /// reconnecting (backoff 100 ms .. 2 s) until it is dropped.
+    pub fn watch(&self, from_epoch: Option<u64>) -> WatchStream {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(watch_loop(self.clone(), from_epoch, tx));
+        WatchStream { rx }
+    }
+}
+
+/// Routing states from [`MetaClient::watch`].
+pub struct WatchStream {
+    rx: mpsc::Receiver<Result<RoutingState, ClientError>>,
+}
+
+impl Stream for WatchStream {
+    type Item = Result<RoutingState, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sender<Result<RoutingState, ClientError>>) {
+    let n = client.members.len();
+    if n == 0 {
+        let _ = tx.send(Err(ClientError::NoMembers)).await;
+        return;
+    }
+    let mut last = from_epoch;
+    let mut index = client.preferred.load(Ordering::Relaxed);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let addr = client.members[index % n].clone();
+        let url = match last {
+            Some(e) => format!("{addr}/v1/watch?from_epoch={e}"),
+            None => format!("{addr}/v1/watch"),
+        };
+        let err = match client.http.get(&url).send().await {
+            Err(e) => client.transport_error(&addr, e),
+            Ok(resp) if !resp.status().is_success() => {
+                let status = resp.status();
+                let bytes = resp.bytes().await.unwrap_or_default();
+                api_error(status, &bytes)
+            }
+            Ok(mut resp) => {
+                let mut buf: Vec<u8> = Vec::new();
+                loop {
+                    let chunk = match tokio::time::timeout(client.watch_idle_timeout, resp.chunk()).await {
+                        Err(_) => {
+                            break ClientError::Watch {
+                                addr: addr.clone(),
+                                reason: format!("nothing received for {:?} (no heartbeat)", client.watch_idle_timeout),
+                            };
+                        }
+                        Ok(Err(e)) => break ClientError::Watch { addr: addr.clone(), reason: e.to_string() },
+                        Ok(Ok(None)) => break ClientError::Watch { addr: addr.clone(), reason: "stream closed".into() },
+                        Ok(Ok(Some(c))) => c,
+                    };
+                    backoff = Duration::from_millis(100);
+                    buf.extend_from_slice(&chunk);
+                    while let Some(end) = find_event_end(&buf) {
+                        let event: Vec<u8> = buf.drain(..end + 2).collect();
+                        match parse_event(&event) {
+                            Ok(Some(state)) => {
+                                if last.is_none_or(|l| state.epoch > l) {
+                                    last = Some(state.epoch);
+                                    if tx.send(Ok(state)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(reason) => {
+                                if tx.send(Err(ClientError::Decode { addr: addr.clone(), reason })).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        };
+        if tx.send(Err(err)).await.is_err() {
+            return;
+        }
+        index += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n")
+}
+
+/// One SSE event: `Some(state)` for `event: routing`, `None` for comments
+/// (heartbeats) and other events.
+fn parse_event(event: &[u8]) -> Result<Option<RoutingState>, String> {
+    let text = std::str::from_utf8(event).map_err(|e| format!("watch event is not UTF-8: {e}"))?;
+    let mut name = "message";
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    if name != "routing" || data.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&data).map(Some).map_err(|e| format!("bad routing event: {e}"))
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ClientError::Api { status: status.as_u16(), kind: b.kind, message: b.error, leader: b.leader },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            kind: "http".into(),
+            message: String::from_utf8_lossy(body).chars().take(300).collect(),
+            leader: None,
+        },
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode { addr: what.to_string(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_parse_and_heartbeats_are_skipped() {
+        let state = RoutingState { epoch: 7, nodes: vec![], strategy: None, config: "a = 1\n".into(), replicas: 1, leader: None };
+        let ev = crate::watch::encode_event(&state);
+        assert_eq!(find_event_end(&ev), Some(ev.len() - 2));
+        assert_eq!(parse_event(&ev).unwrap(), Some(state));
+        assert_eq!(parse_event(crate::watch::HEARTBEAT).unwrap(), None);
+        assert!(parse_event(b"event: routing\ndata: {nope\n\n").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! `[meta]` of the Shardgate config file: identity, addresses, data
+//! directory, how a new cluster forms (initial `members`, or `join` through an
+//! existing member), Raft timing, snapshot policy and limits.
+//!
+//! Read once at start by [`crate::run`]; `validate` names the offending key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::state::validate_addr;
+
+/// A member of a new cluster, for bootstrapping.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    pub id: u64,
+    /// The member's API address, `http://host:port`.
+    pub addr: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaConfig {
+    /// Raft id of this member, > 0, unique in the cluster.
+    pub id: u64,
+    /// Address to listen on (`shardgate meta` binds it; tests pass a listener).
+    pub listen: String,
+    /// API address the other members and clients use to reach this one,
+    /// `http://host:port`; default `http://` + the bound address.
+    pub advertise: Option<String>,
+    /// Where the Raft log, vote and snapshots live (`meta.redb`).
+    pub data_dir: PathBuf,
+    /// Initial voters of a NEW cluster (every initial member lists the same
+    /// set); the lowest id initializes it. Ignored once the data directory
+    /// holds state.
+    pub members: Vec<InitialMember>,
+    /// Join an existing cluster through any member (`http://host:port`):
+    /// added as learner, then promoted to voter. Ignored once this member is
+    /// part of a cluster.
+    pub join: Option<String>,
+    /// Leader heartbeat interval.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for this long (randomised up to 1.5x)
+    /// starts an election.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout: Duration,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind the snapshot (for lagging followers).
+    pub keep_logs: u64,
+    /// Largest strategy component accepted (string like "16MiB" or bytes).
+    pub max_component_size: ByteSize,
+    /// How long a write may wait for quorum and commit before the member
+    /// answers 503.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Heartbeat interval of `/v1/watch` streams.
+    #[serde(with = "humantime_serde")]
+    pub watch_heartbeat: Duration,
+    /// Keys routed (twice) when admitting a strategy activation.
+    pub admission_sample_keys: usize,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            listen: "127.0.0.1:7101".into(),
+            advertise: None,
+            data_dir: PathBuf::from("data/meta"),
+            members: Vec::new(),
+            join: None,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_every: 1000,
+            keep_logs: 1000,
+            max_component_size: ByteSize::mib(16),
+            write_timeout: Duration::from_secs(5),
+            watch_heartbeat: Duration::from_secs(1),
+            admission_sample_keys: 1000,
+        }
+    }
+}
+
+/// A config value is out of range; the message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { key: format!("meta.{key}"), reason: reason.into() }
+}
+
+/// Largest accepted `max_component_size`.
+pub const MAX_COMPONENT_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+impl MetaConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(err("id", "must be > 0"));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err("listen", format!("{:?} is not host:port with an IP address", self.listen)));
+        }
+        if let Some(a) = &self.advertise {
+            validate_addr("address", a).map_err(|e| err("advertise", e.to_string()))?;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(err("data_dir", "must not be empty"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if m.id == 0 {
+                return Err(err(&format!("members[{i}].id"), "must be > 0"));
+            }
+            if !seen.insert(m.id) {
+                return Err(err(&format!("members[{i}].id"), format!("duplicate member id {}", m.id)));
+            }
+            validate_addr("address", &m.addr).map_err(|e| err(&format!("members[{i}].addr"), e.to_string()))?;
+        }
+        if !self.members.is_empty() && !seen.contains(&self.id) {
+            return Err(err("members", format!("must include this member (id {})", self.id)));
+        }
+        if let Some(j) = &self.join {
+            if !self.members.is_empty() {
+                return Err(err("join", "give either members (new cluster) or join (existing cluster), not both"));
+            }
+            validate_addr("address", j).map_err(|e| err("join", e.to_string()))?;
+        }
+        if self.heartbeat_interval < Duration::from_millis(10) {
+            return Err(err("heartbeat_interval", "must be at least 10ms"));
+        }
+        if self.election_timeout < self.heartbeat_interval * 3 {
+            return Err(err("election_timeout", "must be at least 3x heartbeat_interval"));
+        }
+        if self.snapshot_every == 0 {
+            return Err(err("snapshot_every", "must be > 0"));
+        }
+        let size = self.max_component_size.as_u64();
+        if size == 0 || size > MAX_COMPONENT_SIZE_LIMIT {
+            return Err(err("max_component_size", format!("must be between 1 byte and 64MiB, got {}", self.max_component_size)));
+        }
+        if self.write_timeout < Duration::from_millis(100) {
+            return Err(err("write_timeout", "must be at least 100ms"));
+        }
+        if self.watch_heartbeat < Duration::from_millis(10) || self.watch_heartbeat > Duration::from_secs(60) {
+            return Err(err("watch_heartbeat", "must be between 10ms and 60s"));
+        }
+        if self.admission_sample_keys == 0 || self.admission_sample_keys > 1_000_000 {
+            return Err(err("admission_sample_keys", "must be between 1 and 1000000"));
+        }
+        Ok(())
+    }
+
+    /// openraft's `Config` for these settings.
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
+        let election_min = self.election_timeout.as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: "shardgate-meta".into(),
+            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: election_min,
+            election_timeout_max: election_min + election_min / 2,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            // Leaders without quorum must not hang requests: pre-vote keeps a
+            // partitioned member from disrupting the cluster on rejoin.
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        config.validate().map_err(|e| err("election_timeout", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_parse_from_toml_strings() {
+        MetaConfig::default().validate().unwrap();
+        let c: MetaConfig = toml::from_str(
+            r#"
+            id = 2
+            data_dir = "/tmp/x"
+            members = [{ id = 1, addr = "http://127.0.0.1:7101" }, { id = 2, addr = "http://127.0.0.1:7102" }]
+            election_timeout = "800ms"
+            max_component_size = "1MiB"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.election_timeout, Duration::from_millis(800));
+        assert_eq!(c.max_component_size.as_u64(), 1024 * 1024);
+        let raft = c.raft_config().unwrap();
+        assert_eq!((raft.election_timeout_min, raft.election_timeout_max), (800, 1200));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: Vec<(&str, &str)> = vec![
+            ("id = 0", "meta.id"),
+            ("listen = \"nope\"", "meta.listen"),
+            ("members = [{ id = 2, addr = \"http://a:1\" }]", "meta.members: must include"),
+            ("members = [{ id = 1, addr = \"a:1\" }]", "meta.members[0].addr"),
+            ("join = \"ftp://x:1\"", "meta.join"),
+            ("max_component_size = \"1GiB\"", "meta.max_component_size"),
+            ("election_timeout = \"100ms\"", "meta.election_timeout"),
+        ];
+        for (text, needle) in cases {
+            let c: MetaConfig = toml::from_str(text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(needle), "{text}: {e}");
+        }
+        let unknown = toml::from_str::<MetaConfig>("idd = 1").unwrap_err().to_string();
+        assert!(unknown.contains("idd"), "{unknown}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Errors of the meta role: [`MetaError`] ends `run` (start-up and serving
+//! failures), [`ApiError`] is one refused HTTP request and maps to a status
+//! code and an [`ErrorBody`].
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::config::ConfigError;
+use crate::model::ErrorBody;
+use crate::state::Rejection;
+use crate::store::StoreError;
+
+/// Why `run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+    #[error("cannot start the strategy sandbox: {0}")]
+    Sandbox(String),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A refused request. Nothing was committed unless the variant says the
+/// outcome is unknown (`WriteTimeout`).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("strategy refused: {0}")]
+    Admission(String),
+    #[error("component is {size} bytes; the limit is {limit} bytes (meta.max_component_size)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("no quorum: {reason}")]
+    NoQuorum { reason: String, leader: Option<String> },
+    #[error("no leader is known; the cluster may be electing one or lack quorum")]
+    NoLeader,
+    #[error("this member is not the leader")]
+    NotLeader { leader: Option<String> },
+    #[error("write not committed within {0:?}; its outcome is unknown")]
+    WriteTimeout(std::time::Duration),
+    #[error("cannot reach the leader at {addr}: {reason}")]
+    LeaderUnreachable { addr: String, reason: String },
+    #[error("{0}")]
+    Membership(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Rejected(r) => match r {
+                Rejection::UnknownNode(_) | Rejection::UnknownStrategy(_) | Rejection::UnknownEpoch(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                Rejection::DuplicateNode(_) => StatusCode::CONFLICT,
+                Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
+            },
+            ApiError::Admission(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NoQuorum { .. } | ApiError::NoLeader | ApiError::NotLeader { .. } | ApiError::WriteTimeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::LeaderUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Membership(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Rejected(r) => match r {
+                Rejection::UnknownNode(_) => "unknown_node",
+                Rejection::DuplicateNode(_) => "duplicate_node",
+                Rejection::UnknownStrategy(_) => "unknown_strategy",
+                Rejection::UnknownEpoch(_) => "unknown_epoch",
+                Rejection::Invalid(_) => "invalid",
+            },
+            ApiError::Admission(_) => "admission",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::NoQuorum { .. } => "no_quorum",
+            ApiError::NoLeader => "no_leader",
+            ApiError::NotLeader { .. } => "not_leader",
+            ApiError::WriteTimeout(_) => "write_timeout",
+            ApiError::LeaderUnreachable { .. } => "leader_unreachable",
+            ApiError::Membership(_) => "membership",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn leader(&self) -> Option<String> {
+        match self {
+            ApiError::NoQuorum { leader, .. } | ApiError::NotLeader { leader } => leader.clone(),
+            ApiError::LeaderUnreachable { addr, .. } => Some(addr.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.to_string(), kind: self.kind().into(), leader: self.leader() };
+        (self.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,160 @@
+//! Starting and stopping one meta member: open the stores, start Raft, serve
+//! Raft RPCs and the JSON API on one listener, bootstrap a new cluster or
+//! join an existing one, and shut down cleanly.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardgate_strategy::{Limits, Sandbox};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admission::AdmissionGate;
+use crate::api::{self, MemberContext};
+use crate::client::MetaClient;
+use crate::config::MetaConfig;
+use crate::error::MetaError;
+use crate::metrics::MetaMetrics;
+use crate::raft::{self, Member, NetworkFactory, Raft};
+use crate::store;
+
+/// How long shutdown waits for open connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Run one meta member on `listener` until `shutdown` completes.
+///
+/// The listener is already bound (tests bind `127.0.0.1:0`); `config.listen`
+/// is only used by the `shardgate meta` command to bind it.
+pub async fn run(
+    listener: TcpListener,
+    config: MetaConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MetaError> {
+    config.validate()?;
+    let local = listener.local_addr()?;
+    let addr = match &config.advertise {
+        Some(a) => a.clone(),
+        None if local.ip().is_unspecified() => {
+            return Err(MetaError::Config(crate::config::ConfigError {
+                key: "meta.advertise".into(),
+                reason: format!("required when listening on {local} (an unspecified address)"),
+            }));
+        }
+        None => format!("http://{local}"),
+    };
+    let raft_config = Arc::new(config.raft_config()?);
+    let (log_store, sm) = store::open(&config.data_dir)?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| MetaError::Raft(format!("http client: {e}")))?;
+    let raft = Raft::new(config.id, raft_config, NetworkFactory::new(http.clone()), log_store, sm.clone())
+        .await
+        .map_err(|e| MetaError::Raft(e.to_string()))?;
+    let raft = Arc::new(raft);
+    let limits = Limits { max_component_bytes: config.max_component_size.as_u64() as usize, ..Limits::default() };
+    let sandbox = Sandbox::new(limits).map_err(|e| MetaError::Sandbox(e.to_string()))?;
+    let (stop_tx, stopping) = watch::channel(false);
+    let ctx = Arc::new(MemberContext {
+        id: config.id,
+        addr: addr.clone(),
+        raft: raft.clone(),
+        sm,
+        gate: AdmissionGate::new(sandbox, config.admission_sample_keys),
+        config: config.clone(),
+        http,
+        metrics: MetaMetrics::default(),
+        stopping: stopping.clone(),
+    });
+    let app = api::router(ctx.clone()).merge(raft::raft_routes(raft.clone()));
+    info!(id = config.id, %addr, listen = %local, data_dir = %config.data_dir.display(), "meta member starting");
+
+    tokio::spawn(form_cluster(ctx.clone()));
+
+    let raft_for_stop = raft.clone();
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("meta member stopping");
+        let _ = stop_tx.send(true);
+        if let Err(e) = raft_for_stop.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+        let _ = drained_tx.send(());
+    });
+    let serve = async move {
+        let mut serve = std::pin::pin!(serve.into_future());
+        tokio::select! {
+            res = &mut serve => res,
+            _ = async { let _ = drained_rx.await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+                warn!("connections still open after the drain timeout; closing");
+                Ok(())
+            }
+        }
+    };
+    let res = serve.await;
+    // Raft is down either way (shutdown is idempotent).
+    let _ = raft.shutdown().await;
+    info!(id = config.id, "meta member stopped");
+    res.map_err(MetaError::Io)
+}
+
+/// Bootstrap a new cluster (initial `members`, lowest id initializes) or
+/// join one (`join`): only on a member that is not part of a cluster yet.
+async fn form_cluster(ctx: Arc<MemberContext>) {
+    let initialized = match ctx.raft.is_initialized().await {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "cannot read raft state");
+            return;
+        }
+    };
+    if initialized {
+        return;
+    }
+    let config = &ctx.config;
+    if !config.members.is_empty() {
+        let lowest = config.members.iter().map(|m| m.id).min();
+        if lowest != Some(config.id) {
+            info!(id = config.id, "waiting for the lowest-id member to initialize the cluster");
+            return;
+        }
+        let members: BTreeMap<u64, Member> =
+            config.members.iter().map(|m| (m.id, Member { addr: m.addr.clone() })).collect();
+        match ctx.raft.initialize(members).await {
+            Ok(()) => info!(members = config.members.len(), "initialized a new cluster"),
+            Err(e) => warn!(error = %e, "cluster initialization failed"),
+        }
+        return;
+    }
+    let Some(via) = config.join.clone() else {
+        info!("no members and no join address: waiting to be added by an existing cluster");
+        return;
+    };
+    let client = MetaClient::new(vec![via.clone()]);
+    let mut backoff = Duration::from_millis(100);
+    let mut stopping = ctx.stopping.clone();
+    loop {
+        let attempt = async {
+            client.add_learner(ctx.id, &ctx.addr).await?;
+            client.promote(ctx.id).await
+        };
+        match attempt.await {
+            Ok(_) => {
+                info!(via = %via, "joined the cluster as a voter");
+                return;
+            }
+            Err(e) => warn!(via = %via, error = %e, "joining the cluster failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = crate::api::stopped(&mut stopping) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,94 @@
+//! `GET /v1/watch?from_epoch=N`: the routing state as Server-Sent Events,
+//! the contract proxies are built on.
+//!
+//! On connect the member sends its full [`RoutingState`] if its epoch is
+//! greater than `from_epoch` (always when `from_epoch` is absent), then one
+//! `event: routing` per epoch change, and a `: heartbeat` comment every
+//! `meta.watch_heartbeat` so both ends notice a dead connection. Every event
+//! carries the full state, so a client that reconnects with the last epoch it
+//! saw misses no change: it gets the newest state if anything changed.
+//! Served from the member's own state machine (no leader hop).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::api::{MemberContext, WatchQuery, watch_query};
+use crate::model::RoutingState;
+
+/// One SSE event carrying `state`.
+pub fn encode_event(state: &RoutingState) -> Bytes {
+    // serde_json never writes a raw newline, so the data fits one line.
+    let json = serde_json::to_string(state).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    Bytes::from(format!("event: routing\nid: {}\ndata: {json}\n\n", state.epoch))
+}
+
+pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+pub async fn watch(
+    State(ctx): State<Arc<MemberContext>>,
+    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let from = match watch_query(query) {
+        Ok(q) => q.from_epoch,
+        Err(e) => return e.into_response(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(stream_routing(ctx, from, tx));
+    let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))));
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn stream_routing(ctx: Arc<MemberContext>, from: Option<u64>, tx: mpsc::Sender<Bytes>) {
+    ctx.metrics.watch_streams.inc();
+    let mut epochs = ctx.sm.subscribe_epoch();
+    let mut stopping = ctx.stopping.clone();
+    let mut heartbeat = tokio::time::interval(ctx.config.watch_heartbeat);
+    heartbeat.reset(); // the first tick would fire at once
+    let state = ctx.routing_state();
+    let mut last = match from {
+        Some(f) if state.epoch <= f => f,
+        _ => {
+            if tx.send(encode_event(&state)).await.is_err() {
+                ctx.metrics.watch_streams.dec();
+                return;
+            }
+            state.epoch
+        }
+    };
+    loop {
+        tokio::select! {
+            changed = epochs.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let state = ctx.routing_state();
+                if state.epoch > last {
+                    last = state.epoch;
+                    if tx.send(encode_event(&state)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if tx.send(Bytes::from_static(HEARTBEAT)).await.is_err() {
+                    break;
+                }
+            }
+            _ = crate::api::stopped(&mut stopping) => break,
+            _ = tx.closed() => break,
+        }
+    }
+    debug!(last_epoch = last, "watch stream ended");
+    ctx.metrics.watch_streams.dec();
+}
