@@ -87,13 +87,13 @@ impl MemberContext {
         self.sm.read(|s| s.routing_state(leader))
     }
 
-    /// Nothing is proposed without a quorum: the leader's lease, or a fresh
-    /// round of heartbeats (read index) within the write timeout.
-    async fn ensure_quorum(&self, policy: ReadPolicy) -> Result<(), ApiError> {
+    /// Nothing is proposed without a quorum: a fresh round of heartbeats
+    /// (openraft's read index) must reach a majority within the write
+    /// timeout. (A lease would be cheaper but still valid for up to an
+    /// election timeout after the majority is gone, and a write proposed then
+    /// would hang with an unknown outcome.)
+    async fn ensure_quorum(&self) -> Result<(), ApiError> {
         let t = self.config.write_timeout;
-        if policy == ReadPolicy::LeaseRead && self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok() {
-            return Ok(());
-        }
         match tokio::time::timeout(t, self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
@@ -113,7 +113,7 @@ impl MemberContext {
 
     /// Propose `cmd` and wait for it to apply.
     async fn write(&self, cmd: Command) -> Result<WriteReceipt, ApiError> {
-        if let Err(e) = self.ensure_quorum(ReadPolicy::LeaseRead).await {
+        if let Err(e) = self.ensure_quorum().await {
             self.metrics.write("no_quorum");
             return Err(e);
         }
@@ -221,7 +221,7 @@ async fn to_leader(State(ctx): Ctx, req: Request, next: Next) -> Response {
     match ctx.leader() {
         Some((id, _)) if id == ctx.id => {
             if is_read {
-                if let Err(e) = ctx.ensure_quorum(ReadPolicy::ReadIndex).await {
+                if let Err(e) = ctx.ensure_quorum().await {
                     return e.into_response();
                 }
             }
@@ -250,16 +250,25 @@ async fn forward(ctx: &MemberContext, req: Request, leader: &str) -> Result<Resp
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = format!("{leader}{path}");
     debug!(%url, method = %parts.method, "forwarding to the leader");
+    let timeout = ctx.config.write_timeout * 2 + Duration::from_secs(1);
     let mut rb = ctx
         .http
         .request(parts.method.clone(), &url)
         .header(FORWARDED_HEADER, ctx.id.to_string())
-        .timeout(ctx.config.write_timeout * 2 + Duration::from_secs(1))
+        .timeout(timeout)
         .body(body);
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         rb = rb.header(header::CONTENT_TYPE, ct.clone());
     }
-    let unreachable = |e: reqwest::Error| ApiError::LeaderUnreachable { addr: leader.to_string(), reason: e.to_string() };
+    // A timeout leaves the outcome of a forwarded write unknown; a refused
+    // connection means the leader never saw it.
+    let unreachable = |e: reqwest::Error| {
+        if e.is_timeout() {
+            ApiError::WriteTimeout(timeout)
+        } else {
+            ApiError::LeaderUnreachable { addr: leader.to_string(), reason: e.to_string() }
+        }
+    };
     let resp = rb.send().await.map_err(unreachable)?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
@@ -491,7 +500,7 @@ async fn add_learner(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>,
         }
         return Err(ApiError::Membership(format!("member {} already exists with address {}", m.id, node.addr)));
     }
-    ctx.ensure_quorum(ReadPolicy::LeaseRead).await?;
+    ctx.ensure_quorum().await?;
     let t = membership_timeout(&ctx);
     info!(member = m.id, addr = %m.addr, "adding learner");
     let resp = tokio::time::timeout(t, ctx.raft.add_learner(m.id, RaftMember { addr: m.addr.clone() }, true))
@@ -514,7 +523,7 @@ async fn promote(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<WriteRe
     if membership.voter_ids().any(|v| v == id) {
         return Ok(Json(WriteReceipt { index: ctx.sm.applied_index().unwrap_or(0), epoch: ctx.sm.read(|s| s.epoch) }));
     }
-    ctx.ensure_quorum(ReadPolicy::LeaseRead).await?;
+    ctx.ensure_quorum().await?;
     let t = membership_timeout(&ctx);
     info!(member = id, "promoting learner to voter");
     let resp = tokio::time::timeout(t, ctx.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
@@ -534,7 +543,7 @@ async fn remove_member(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<W
     if voters.contains(&id) && voters.len() == 1 {
         return Err(ApiError::Membership(format!("member {id} is the last voter; it cannot be removed")));
     }
-    ctx.ensure_quorum(ReadPolicy::LeaseRead).await?;
+    ctx.ensure_quorum().await?;
     let t = membership_timeout(&ctx);
     warn!(member = id, "removing member");
     let change = if voters.contains(&id) {

@@ -159,12 +159,14 @@ impl MetaClient {
                     }
                     let err = api_error(status, &bytes);
                     let retry = status == StatusCode::SERVICE_UNAVAILABLE
-                        && matches!(err.kind(), Some("no_leader" | "not_leader" | "no_quorum"));
+                        && matches!(err.kind(), Some("no_leader" | "not_leader" | "no_quorum" | "leader_unreachable"));
                     if !retry {
                         return Err(err);
                     }
                     match &err {
-                        ClientError::Api { leader: Some(l), .. } if *l != addr => hint = Some(l.clone()),
+                        ClientError::Api { leader: Some(l), kind, .. } if *l != addr && kind != "leader_unreachable" => {
+                            hint = Some(l.clone())
+                        }
                         _ => index += 1,
                     }
                     err

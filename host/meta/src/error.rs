@@ -70,10 +70,11 @@ impl ApiError {
             },
             ApiError::Admission(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NoQuorum { .. } | ApiError::NoLeader | ApiError::NotLeader { .. } | ApiError::WriteTimeout(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::LeaderUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::NoQuorum { .. }
+            | ApiError::NoLeader
+            | ApiError::NotLeader { .. }
+            | ApiError::WriteTimeout(_)
+            | ApiError::LeaderUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Membership(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -1,0 +1,205 @@
+//! In-process meta clusters on 127.0.0.1 for the integration tests and the
+//! benchmark: real listeners, real Raft, real redb files in a temp dir.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use shardgate_meta::model::{NewNode, RaftStatus};
+use shardgate_meta::{InitialMember, MetaClient, MetaConfig, MetaError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct RunningMember {
+    pub id: u64,
+    pub socket: SocketAddr,
+    pub addr: String,
+    pub config: MetaConfig,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), MetaError>>>,
+}
+
+impl RunningMember {
+    pub fn is_running(&self) -> bool {
+        self.task.is_some()
+    }
+}
+
+pub struct TestCluster {
+    pub members: BTreeMap<u64, RunningMember>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Settings for test clusters: quicker than the defaults, still far from
+/// flaky on a loaded two-core machine.
+pub fn test_config() -> MetaConfig {
+    MetaConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        election_timeout: Duration::from_millis(600),
+        write_timeout: Duration::from_secs(2),
+        watch_heartbeat: Duration::from_millis(200),
+        max_component_size: bytesize::ByteSize::mib(1),
+        admission_sample_keys: 200,
+        ..MetaConfig::default()
+    }
+}
+
+fn spawn_member(listener: TcpListener, config: MetaConfig) -> (oneshot::Sender<()>, JoinHandle<Result<(), MetaError>>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(shardgate_meta::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    (tx, task)
+}
+
+impl TestCluster {
+    /// `n` members bootstrapped together; `tweak` adjusts every member's config.
+    pub async fn start(n: u64, tweak: impl Fn(&mut MetaConfig)) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+        }
+        let initial: Vec<InitialMember> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| InitialMember { id: i as u64 + 1, addr: format!("http://{}", l.local_addr().unwrap()) })
+            .collect();
+        let mut members = BTreeMap::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let socket = listener.local_addr().unwrap();
+            let mut config = test_config();
+            config.id = id;
+            config.listen = socket.to_string();
+            config.data_dir = dir.path().join(format!("meta-{id}"));
+            config.members = initial.clone();
+            tweak(&mut config);
+            let (stop, task) = spawn_member(listener, config.clone());
+            members.insert(
+                id,
+                RunningMember { id, socket, addr: format!("http://{socket}"), config, stop: Some(stop), task: Some(task) },
+            );
+        }
+        let cluster = TestCluster { members, dir };
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    /// Start one more member that joins through `via`.
+    pub async fn start_joining(&mut self, id: u64, via: &str) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = listener.local_addr().unwrap();
+        let mut config = test_config();
+        config.id = id;
+        config.listen = socket.to_string();
+        config.data_dir = self.dir.path().join(format!("meta-{id}"));
+        config.join = Some(via.to_string());
+        let (stop, task) = spawn_member(listener, config.clone());
+        self.members.insert(
+            id,
+            RunningMember { id, socket, addr: format!("http://{socket}"), config, stop: Some(stop), task: Some(task) },
+        );
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.members.values().filter(|m| m.is_running()).map(|m| m.addr.clone()).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.members[&id].addr.clone()
+    }
+
+    /// A client of every running member.
+    pub fn client(&self) -> MetaClient {
+        MetaClient::new(self.addrs()).with_request_timeout(Duration::from_secs(5)).with_retry_for(Duration::from_secs(10))
+    }
+
+    /// A client of one member only.
+    pub fn client_of(&self, id: u64) -> MetaClient {
+        MetaClient::new(vec![self.addr(id)]).with_request_timeout(Duration::from_secs(5)).with_retry_for(Duration::from_secs(10))
+    }
+
+    pub async fn status_of(&self, id: u64) -> Option<RaftStatus> {
+        MetaClient::new(vec![self.addr(id)]).with_retry_for(Duration::from_millis(1)).status().await.ok()
+    }
+
+    /// Poll until every running member names the same leader; returns its id.
+    pub async fn wait_for_leader(&self) -> u64 {
+        let running: Vec<u64> = self.members.values().filter(|m| m.is_running()).map(|m| m.id).collect();
+        poll("every running member agrees on a leader", Duration::from_secs(20), || async {
+            let mut leader = None;
+            for id in &running {
+                let st = self.status_of(*id).await?;
+                let l = st.leader?;
+                if !running.contains(&l) || leader.is_some_and(|x| x != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader
+        })
+        .await
+    }
+
+    /// Stop a member (its shutdown future completes; `run` returns).
+    pub async fn kill(&mut self, id: u64) {
+        let m = self.members.get_mut(&id).unwrap();
+        if let Some(stop) = m.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = m.task.take() {
+            let res = tokio::time::timeout(Duration::from_secs(10), task).await.expect("member stops within 10s");
+            res.expect("member task").expect("member run returned an error");
+        }
+    }
+
+    /// Start a stopped member again on the same address and data directory.
+    pub async fn restart(&mut self, id: u64) {
+        let m = self.members.get_mut(&id).unwrap();
+        assert!(!m.is_running());
+        let socket = m.socket;
+        let listener = poll("the old port can be bound again", Duration::from_secs(10), || async move {
+            TcpListener::bind(socket).await.ok()
+        })
+        .await;
+        let (stop, task) = spawn_member(listener, m.config.clone());
+        m.stop = Some(stop);
+        m.task = Some(task);
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.members[&id].config.data_dir.clone()
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.members.keys().copied().collect();
+        for id in ids {
+            self.kill(id).await;
+        }
+    }
+}
+
+/// Poll `f` every 20 ms until it answers `Some`, or panic naming `what`.
+pub async fn poll<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn node(id: &str, port: u16) -> NewNode {
+    NewNode { id: id.into(), addr: format!("http://127.0.0.1:{port}"), weight: 1.0, zone: String::new() }
+}
