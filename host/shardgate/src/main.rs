@@ -5,6 +5,8 @@
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod config;
+mod signal;
 
 #[derive(Parser)]
 #[command(name = "shardgate", version, about = "A distributed cache whose key routing is pluggable, sandboxed WebAssembly")]
@@ -23,6 +25,11 @@ enum Command {
     Strategy(commands::strategy::StrategyCommand),
     /// Run a cache node: in-memory values behind the HTTP API.
     Node(commands::node::NodeArgs),
+    /// Run the roles a deployment file enables ([meta], [node], [proxy]) in one process.
+    Serve(commands::serve::ServeArgs),
+    /// Deployment files.
+    #[command(subcommand)]
+    Config(commands::serve::ConfigCommand),
     // Roles (node, meta, proxy, dev) and ctl are added by their crates' issues.
 }
 
@@ -35,6 +42,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Strategy(cmd) => commands::strategy::run(cmd),
         Command::Node(args) => commands::node::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Config(cmd) => commands::serve::config_command(cmd),
     };
     match result {
         Ok(code) => code,

@@ -90,9 +90,14 @@ impl Strategy for Pinned {
         if let Some((_, positions)) = self.pins.iter().find(|(prefix, _)| key.starts_with(prefix)) {
             out.extend(positions.iter().take(self.width));
         }
-        if out.len() - base < self.width {
-            let mut ranked = Vec::with_capacity(self.hrw.len());
-            self.hrw.top(key_hash(key), self.hrw.len(), &mut ranked);
+        let pinned = out.len() - base;
+        if pinned == 0 {
+            self.hrw.top(key_hash(key), self.width, out);
+        } else if pinned < self.width {
+            // The best `width` HRW nodes that are not pinned already are among
+            // the best `width + pinned`.
+            let mut ranked = Vec::with_capacity(self.width + pinned);
+            self.hrw.top(key_hash(key), self.width + pinned, &mut ranked);
             for p in ranked {
                 if out.len() - base == self.width {
                     break;

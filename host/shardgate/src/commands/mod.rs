@@ -3,3 +3,4 @@
 
 pub mod node;
 pub mod strategy;
+pub mod serve;

@@ -1,0 +1,112 @@
+//! `shardgate serve --config FILE`: runs every role the deployment file
+//! enables (`[meta]`, `[node]`, `[proxy]`; any subset) in one process until
+//! SIGTERM or Ctrl-C; `shardgate config check FILE` validates a file without
+//! starting anything.
+//!
+//! All listeners are bound before any role starts, so a port in use is a
+//! one-line error and nothing half-starts. If one role stops with an error,
+//! the others are shut down and the command exits non-zero.
+
+use crate::config::{self, DeploymentConfig};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Deployment file (TOML): `version = 1` and any of [meta], [node], [proxy].
+    #[arg(long, short, value_name = "FILE", env = "SHARDGATE_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a deployment file (syntax, unknown keys, values) without starting it.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+pub fn config_command(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ConfigCommand::Check { file } => {
+            let c = config::load(&file)?;
+            let roles = c.roles();
+            if roles.is_empty() {
+                anyhow::bail!("{}: enables no role: add a [meta], [node] or [proxy] table", file.display());
+            }
+            println!("{}: ok (version {}, roles: {})", file.display(), c.version, roles.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn bind(role: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for [{role}]"))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config: DeploymentConfig = config::load(&args.config)?;
+    if config.roles().is_empty() {
+        anyhow::bail!("{}: enables no role: add a [meta], [node] or [proxy] table", args.config.display());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: DeploymentConfig) -> anyhow::Result<ExitCode> {
+    // Bind everything first: a port in use stops the start cleanly.
+    let meta = match config.meta {
+        Some(c) => Some((bind("meta", &c.listen).await?, c)),
+        None => None,
+    };
+    let node = match config.node {
+        Some(c) => Some((bind("node", &c.listen.to_string()).await?, c)),
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut roles = tokio::task::JoinSet::new();
+    if let Some((listener, c)) = meta {
+        tracing::info!(role = "meta", addr = %c.listen, id = c.id, "starting");
+        let shutdown = stopped();
+        roles.spawn(async move { ("meta", shardgate_meta::run(listener, c, shutdown).await.map_err(anyhow::Error::from)) });
+    }
+    if let Some((listener, c)) = node {
+        tracing::info!(role = "node", addr = %c.listen, "starting");
+        let shutdown = stopped();
+        roles.spawn(async move { ("node", shardgate_node::run(listener, c, shutdown).await.map_err(anyhow::Error::from)) });
+    }
+
+    let mut failed = None;
+    tokio::select! {
+        () = crate::signal::shutdown_signal() => {}
+        Some(done) = roles.join_next() => {
+            match done {
+                Ok((role, Err(e))) => failed = Some(anyhow::anyhow!("[{role}] stopped: {e:#}")),
+                Ok((role, Ok(()))) => failed = Some(anyhow::anyhow!("[{role}] stopped unexpectedly")),
+                Err(e) => failed = Some(anyhow::anyhow!("a role panicked: {e}")),
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(done) = roles.join_next().await {
+        if let Ok((role, Err(e))) = done {
+            tracing::warn!(role, error = %e, "role stopped with an error during shutdown");
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

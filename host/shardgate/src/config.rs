@@ -1,0 +1,230 @@
+//! The deployment file read by `shardgate serve` and `shardgate config
+//! check`: `version = 1` and any of the `[meta]`, `[node]` and `[proxy]`
+//! tables, each owned by its role's crate.
+//!
+//! Strict: unknown keys, wrong types and invalid values are errors naming the
+//! file, line and key path (`dev.toml:7: node.max_value_size: must be ...`).
+//! Every setting can be overridden by an environment variable
+//! `SHARDGATE_<TABLE>__<KEY>` (double underscore between levels, e.g.
+//! `SHARDGATE_NODE__MEMORY_LIMIT=64MiB`); the value is read as a TOML value
+//! when it parses as one (numbers, booleans, arrays), as a string otherwise.
+
+use serde::{Deserialize, Serialize};
+use shardgate_meta::MetaConfig;
+use shardgate_node::NodeConfig;
+use std::path::Path;
+
+/// The config format this binary reads.
+pub const CONFIG_VERSION: u32 = 1;
+/// Prefix of the environment overrides.
+pub const ENV_PREFIX: &str = "SHARDGATE_";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Format version; must be 1.
+    pub version: u32,
+    pub meta: Option<MetaConfig>,
+    pub node: Option<NodeConfig>,
+}
+
+impl DeploymentConfig {
+    /// The roles this file enables, in start order.
+    pub fn roles(&self) -> Vec<&'static str> {
+        let mut roles = vec![];
+        if self.meta.is_some() {
+            roles.push("meta");
+        }
+        if self.node.is_some() {
+            roles.push("node");
+        }
+        roles
+    }
+}
+
+/// A config file that cannot be used. Display is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{origin}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid { origin: String, line: Option<usize>, message: String },
+}
+
+/// Reads, overrides from the environment and validates a config file.
+pub fn load(path: &Path) -> Result<DeploymentConfig, ConfigFileError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigFileError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    parse(&text, &path.display().to_string(), std::env::vars())
+}
+
+/// Parses `text` (named `origin` in errors), applies `SHARDGATE_*__*`
+/// overrides from `env`, and validates every role's table.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<DeploymentConfig, ConfigFileError> {
+    let invalid = |line: Option<usize>, message: String| ConfigFileError::Invalid { origin: origin.to_string(), line, message };
+    let line_of_offset = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let de_error = |e: toml::de::Error| {
+        let message = e.message().trim_end().to_string();
+        invalid(e.span().map(|s| line_of_offset(s.start)), message)
+    };
+
+    let overrides = env_overrides(env);
+    let config: DeploymentConfig = if overrides.is_empty() {
+        toml::from_str(text).map_err(de_error)?
+    } else {
+        // Check the file on its own first, so file errors keep their lines.
+        toml::from_str::<DeploymentConfig>(text).map_err(de_error)?;
+        let mut table: toml::Table = toml::from_str(text).map_err(de_error)?;
+        for (var, path, value) in &overrides {
+            set_path(&mut table, path, value.clone()).map_err(|m| invalid(None, format!("{var}: {m}")))?;
+        }
+        let names: Vec<&str> = overrides.iter().map(|(v, _, _)| v.as_str()).collect();
+        DeploymentConfig::deserialize(table)
+            .map_err(|e| invalid(None, format!("{} (after environment overrides {})", e.message().trim_end(), names.join(", "))))?
+    };
+
+    let key_error = |key: &str, message: String| {
+        let line = line_of_key(text, key).map(line_of_offset);
+        invalid(line, format!("{key}: {message}"))
+    };
+    if config.version != CONFIG_VERSION {
+        return Err(key_error("version", format!("unsupported config version {}; this shardgate reads version {CONFIG_VERSION}", config.version)));
+    }
+    if let Some(meta) = &config.meta {
+        meta.validate().map_err(|e| key_error(&in_table("meta", &e.key), e.reason.clone()))?;
+    }
+    if let Some(node) = &config.node {
+        node.validate().map_err(|e| key_error(e.key, e.message.clone()))?;
+    }
+    Ok(config)
+}
+
+/// A role's key path with its table in front: `id` -> `meta.id`.
+fn in_table(table: &str, key: &str) -> String {
+    if key.starts_with(&format!("{table}.")) { key.to_string() } else { format!("{table}.{key}") }
+}
+
+/// `SHARDGATE_NODE__MEMORY_LIMIT=64MiB` -> (var, ["node", "memory_limit"], value).
+fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<(String, Vec<String>, toml::Value)> {
+    let mut out: Vec<_> = env
+        .into_iter()
+        .filter_map(|(var, raw)| {
+            let rest = var.strip_prefix(ENV_PREFIX)?;
+            if !rest.contains("__") {
+                return None; // not a config override (e.g. SHARDGATE_META for ctl)
+            }
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw));
+            Some((var, path, value))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key path")?;
+    let mut here = table;
+    for p in parents {
+        here = here
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{p} is not a table"))?;
+    }
+    here.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Byte offset of the key `a.b.c` in the document, for error lines.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        // Array indices like `members[1]` are reduced to their table.
+        let name = part.split('[').next().unwrap_or(part);
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+        if i + 1 == parts.len() {
+            return Some(k.span().start);
+        }
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => return Some(k.span().start),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<DeploymentConfig, ConfigFileError> {
+        parse(text, "test.toml", Vec::new())
+    }
+
+    #[test]
+    fn version_must_be_one() {
+        let e = parse_str("version = 2\n[node]\n").unwrap_err().to_string();
+        assert_eq!(e, "test.toml:1: version: unsupported config version 2; this shardgate reads version 1");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let e = parse_str("version = 1\n\n[node]\nmemory_limt = \"1MiB\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:4: unknown field `memory_limt`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_line() {
+        let e = parse_str("version = 1\n[node]\nmax_batch_keys = \"many\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_key_path_and_line() {
+        let e = parse_str("version = 1\n[node]\nlisten = \"127.0.0.1:0\"\n\nmax_key_size = 0\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:5: node.max_key_size: must be between 1 and 65535"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = parse_str("version = 1\n[node\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_are_typed() {
+        let env = vec![
+            ("SHARDGATE_NODE__MAX_BATCH_KEYS".to_string(), "7".to_string()),
+            ("SHARDGATE_NODE__MEMORY_LIMIT".to_string(), "64MiB".to_string()),
+            ("SHARDGATE_META".to_string(), "ignored: not an override".to_string()),
+        ];
+        let c = parse("version = 1\n[node]\nmax_batch_keys = 3\n", "t", env).unwrap();
+        let node = c.node.unwrap();
+        assert_eq!(node.max_batch_keys, 7);
+        assert_eq!(node.memory_limit.as_u64(), 64 << 20);
+    }
+
+    #[test]
+    fn env_override_errors_name_the_variable() {
+        let env = vec![("SHARDGATE_NODE__NO_SUCH_KEY".to_string(), "1".to_string())];
+        let e = parse("version = 1\n[node]\n", "t", env).unwrap_err().to_string();
+        assert!(e.contains("SHARDGATE_NODE__NO_SUCH_KEY") && e.contains("no_such_key"), "{e}");
+    }
+
+    #[test]
+    fn roles_are_listed() {
+        let c = parse_str("version = 1\n[node]\n").unwrap();
+        assert_eq!(c.roles(), ["node"]);
+        assert!(parse_str("version = 1\n").unwrap().roles().is_empty());
+    }
+}
