@@ -98,8 +98,10 @@ pub async fn run(
         }
     };
     let res = serve.await;
-    // Raft is down either way (shutdown is idempotent).
-    let _ = raft.shutdown().await;
+    if res.is_err() {
+        // The listener failed before the shutdown signal: stop Raft here.
+        let _ = raft.shutdown().await;
+    }
     info!(id = config.id, "meta member stopped");
     res.map_err(MetaError::Io)
 }

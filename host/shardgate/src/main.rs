@@ -25,6 +25,8 @@ enum Command {
     Strategy(commands::strategy::StrategyCommand),
     /// Run a cache node: in-memory values behind the HTTP API.
     Node(commands::node::NodeArgs),
+    /// Run a member of the metadata cluster (Raft: nodes, strategies, routing).
+    Meta(commands::meta::MetaArgs),
     /// Run the roles a deployment file enables ([meta], [node], [proxy]) in one process.
     Serve(commands::serve::ServeArgs),
     /// Deployment files.
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Strategy(cmd) => commands::strategy::run(cmd),
         Command::Node(args) => commands::node::run(args),
+        Command::Meta(args) => commands::meta::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Config(cmd) => commands::serve::config_command(cmd),
     };

@@ -1,6 +1,7 @@
 //! Subcommand implementations: the binary's edge, where library errors get
 //! `anyhow` context for the user.
 
+pub mod meta;
 pub mod node;
 pub mod strategy;
 pub mod serve;
