@@ -98,7 +98,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { key, message: message.into() }
+        ConfigError {
+            key,
+            message: message.into(),
+        }
     }
 }
 
@@ -151,7 +154,10 @@ impl NodeConfig {
             ));
         }
         if self.max_batch_keys == 0 {
-            return Err(ConfigError::new("node.max_batch_keys", "must be at least 1"));
+            return Err(ConfigError::new(
+                "node.max_batch_keys",
+                "must be at least 1",
+            ));
         }
         if self.max_batch_size.as_u64() < value + key + 64 {
             return Err(ConfigError::new(
@@ -171,7 +177,10 @@ impl NodeConfig {
             ));
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::new("node.max_connections", "must be at least 1"));
+            return Err(ConfigError::new(
+                "node.max_connections",
+                "must be at least 1",
+            ));
         }
         for (key, d) in [
             ("node.header_read_timeout", self.header_read_timeout),
@@ -229,16 +238,35 @@ mod tests {
 
     #[test]
     fn validate_names_the_key_path() {
-        let c = NodeConfig { default_ttl: Duration::from_secs(100), max_ttl: Duration::from_secs(10), ..Default::default() };
+        let c = NodeConfig {
+            default_ttl: Duration::from_secs(100),
+            max_ttl: Duration::from_secs(10),
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "node.default_ttl");
-        let c = NodeConfig { memory_limit: ByteSize::kib(64), ..Default::default() };
+        let c = NodeConfig {
+            memory_limit: ByteSize::kib(64),
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "node.memory_limit");
-        let c = NodeConfig { max_key_size: ByteSize::b(0), ..Default::default() };
+        let c = NodeConfig {
+            max_key_size: ByteSize::b(0),
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "node.max_key_size");
-        let c = NodeConfig { max_batch_size: ByteSize::kib(4), ..Default::default() };
+        let c = NodeConfig {
+            max_batch_size: ByteSize::kib(4),
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "node.max_batch_size");
-        let c = NodeConfig { max_connections: 0, ..Default::default() };
-        assert_eq!(c.validate().unwrap_err().to_string(), "node.max_connections: must be at least 1");
+        let c = NodeConfig {
+            max_connections: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "node.max_connections: must be at least 1"
+        );
     }
 }
 
@@ -273,7 +301,8 @@ impl NodeConfig {
     /// Reads the `[node]` section of a config file's text (`version = 1`
     /// required) and validates it.
     pub fn from_config_file(text: &str) -> Result<NodeConfig, ConfigFileError> {
-        let file: NodeConfigFile = toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))?;
+        let file: NodeConfigFile =
+            toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))?;
         if file.version != 1 {
             return Err(ConfigFileError::UnsupportedVersion(file.version));
         }
@@ -297,15 +326,23 @@ mod file_tests {
 
     #[test]
     fn errors_carry_line_and_key() {
-        let err = NodeConfig::from_config_file("version = 1\n[node]\nlisten = \"127.0.0.1:1\"\nbogus = 3\n")
+        let err = NodeConfig::from_config_file(
+            "version = 1\n[node]\nlisten = \"127.0.0.1:1\"\nbogus = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bogus") && err.contains("line 4"), "{err}");
+        let err = NodeConfig::from_config_file("version = 2\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("bogus") && err.contains("line 4"), "{err}");
-        let err = NodeConfig::from_config_file("version = 2\n").unwrap_err().to_string();
         assert!(err.contains("version"), "{err}");
-        let err = NodeConfig::from_config_file("version = 1\n[node]\nmax_ttl = \"1s\"\n").unwrap_err().to_string();
+        let err = NodeConfig::from_config_file("version = 1\n[node]\nmax_ttl = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("node.default_ttl"), "{err}");
-        let err = NodeConfig::from_config_file("[node]\n").unwrap_err().to_string();
+        let err = NodeConfig::from_config_file("[node]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("version"), "{err}");
     }
 }

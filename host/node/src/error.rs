@@ -26,11 +26,17 @@ pub enum ApiError {
     ValueTooLarge { size: u64, limit: usize },
     /// A body without (or with a lying) `Content-Length` grew past a limit.
     #[error("request body is larger than {limit_name} ({limit} bytes)")]
-    BodyTooLarge { limit_name: &'static str, limit: usize },
+    BodyTooLarge {
+        limit_name: &'static str,
+        limit: usize,
+    },
     #[error("query parameter ttl: {reason}")]
     InvalidTtl { reason: String },
     #[error("unknown query parameter {name:?}; this endpoint accepts {accepted}")]
-    UnknownQueryParameter { name: String, accepted: &'static str },
+    UnknownQueryParameter {
+        name: String,
+        accepted: &'static str,
+    },
     #[error("header {name}: {reason}")]
     InvalidHeader { name: &'static str, reason: String },
     #[error("precondition failed: {0}")]
@@ -69,9 +75,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut response = (self.status(), body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }

@@ -108,7 +108,10 @@ impl ReadCondition {
         match single_header(headers, header::IF_NONE_MATCH, "If-None-Match")? {
             None => Ok(ReadCondition::Always),
             Some(v) if v.trim() == "*" => Ok(ReadCondition::IfNoneMatchAny),
-            Some(v) => Ok(ReadCondition::IfNoneMatch(parse_etag_list(v, "If-None-Match")?)),
+            Some(v) => Ok(ReadCondition::IfNoneMatch(parse_etag_list(
+                v,
+                "If-None-Match",
+            )?)),
         }
     }
 
@@ -128,14 +131,22 @@ fn single_header<'a>(
     display: &'static str,
 ) -> Result<Option<&'a str>, ApiError> {
     let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else { return Ok(None) };
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return Err(ApiError::InvalidHeader { name: display, reason: "given more than once".into() });
+        return Err(ApiError::InvalidHeader {
+            name: display,
+            reason: "given more than once".into(),
+        });
     }
-    first.to_str().map(Some).map_err(|_| ApiError::InvalidHeader {
-        name: display,
-        reason: "is not visible ASCII".into(),
-    })
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| ApiError::InvalidHeader {
+            name: display,
+            reason: "is not visible ASCII".into(),
+        })
 }
 
 fn parse_etag_list(value: &str, name: &'static str) -> Result<Vec<u64>, ApiError> {
@@ -168,14 +179,26 @@ mod tests {
     #[test]
     fn conditions_from_headers() {
         let mut h = HeaderMap::new();
-        assert_eq!(WriteCondition::from_headers(&h).unwrap(), WriteCondition::Always);
+        assert_eq!(
+            WriteCondition::from_headers(&h).unwrap(),
+            WriteCondition::Always
+        );
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert_eq!(WriteCondition::from_headers(&h).unwrap(), WriteCondition::IfAbsent);
+        assert_eq!(
+            WriteCondition::from_headers(&h).unwrap(),
+            WriteCondition::IfAbsent
+        );
         h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
         assert!(WriteCondition::from_headers(&h).is_err());
         h.remove(header::IF_NONE_MATCH);
-        assert_eq!(WriteCondition::from_headers(&h).unwrap(), WriteCondition::IfPresent);
-        h.insert(header::IF_MATCH, HeaderValue::from_static("\"000000000000000a\", \"foreign\""));
+        assert_eq!(
+            WriteCondition::from_headers(&h).unwrap(),
+            WriteCondition::IfPresent
+        );
+        h.insert(
+            header::IF_MATCH,
+            HeaderValue::from_static("\"000000000000000a\", \"foreign\""),
+        );
         let c = WriteCondition::from_headers(&h).unwrap();
         assert_eq!(c, WriteCondition::IfVersionIn(vec![10]));
         assert!(c.allows(Some(10)) && !c.allows(Some(11)) && !c.allows(None));

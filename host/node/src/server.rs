@@ -72,7 +72,8 @@ pub async fn run(
     });
     let service = TowerToHyperService::new(router(state.clone()));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections as usize));
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
@@ -99,7 +100,8 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
         let state = state.clone();
         state.metrics.connections_open.inc();
         tokio::spawn(async move {
@@ -157,7 +159,10 @@ async fn reject_connection(mut stream: TcpStream, limit: u32) {
 fn router(state: Arc<NodeState>) -> Router {
     Router::new()
         .route(KEY_PATH_PREFIX, any(|| async { ApiError::EmptyKey }))
-        .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete))
+        .route(
+            "/v1/keys/{*key}",
+            get(key_get).put(key_put).delete(key_delete),
+        )
         .route("/v1/batch/get", post(batch_get))
         .route("/v1/batch/put", post(batch_put))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -176,8 +181,17 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn key_get(State(node): State<Arc<NodeState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let _timer = node.metrics.start(if method == Method::HEAD { Endpoint::Head } else { Endpoint::Get });
+async fn key_get(
+    State(node): State<Arc<NodeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let _timer = node.metrics.start(if method == Method::HEAD {
+        Endpoint::Head
+    } else {
+        Endpoint::Get
+    });
     respond(get_one(&node, &uri, &headers))
 }
 
@@ -201,16 +215,29 @@ fn get_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response,
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::ETAG, etag);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(item.value().len()));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(item.value().len()),
+    );
     Ok(response)
 }
 
-async fn key_put(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn key_put(
+    State(node): State<Arc<NodeState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let _timer = node.metrics.start(Endpoint::Put);
     respond(put_one(&node, &uri, &headers, body).await)
 }
 
-async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn put_one(
+    node: &NodeState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let key = decode_key_segment(key_segment(uri), &node.limits)?;
     let ttl = ttl_from_query(uri.query(), &node.limits)?;
     let condition = WriteCondition::from_headers(headers)?;
@@ -219,7 +246,10 @@ async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -
         Some(ct) if ct.len() > MAX_CONTENT_TYPE_LEN => {
             return Err(ApiError::InvalidHeader {
                 name: "Content-Type",
-                reason: format!("is {} bytes; the limit is {MAX_CONTENT_TYPE_LEN} bytes", ct.len()),
+                reason: format!(
+                    "is {} bytes; the limit is {MAX_CONTENT_TYPE_LEN} bytes",
+                    ct.len()
+                ),
             });
         }
         Some(ct) => ct.as_bytes(),
@@ -239,7 +269,11 @@ async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -
         }
         PutResult::Replaced { version } => {
             node.metrics.sets.inc();
-            (StatusCode::NO_CONTENT, [(header::ETAG, format_etag(version))]).into_response()
+            (
+                StatusCode::NO_CONTENT,
+                [(header::ETAG, format_etag(version))],
+            )
+                .into_response()
         }
         PutResult::ConditionFailed => {
             node.metrics.condition_failures.inc();
@@ -324,8 +358,16 @@ async fn put_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<R
     }
     let mut results = Vec::with_capacity(items.len());
     for item in &items {
-        let ttl = item.ttl_seconds.map_or(node.limits.default_ttl, |s| Duration::from_secs(s.into()));
-        let result = node.store.put(&item.key, &item.content_type, &item.value, ttl, &item.condition);
+        let ttl = item
+            .ttl_seconds
+            .map_or(node.limits.default_ttl, |s| Duration::from_secs(s.into()));
+        let result = node.store.put(
+            &item.key,
+            &item.content_type,
+            &item.value,
+            ttl,
+            &item.condition,
+        );
         match result {
             PutResult::ConditionFailed => node.metrics.condition_failures.inc(),
             _ => node.metrics.sets.inc(),
@@ -337,18 +379,27 @@ async fn put_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<R
 
 fn batch_response(body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(batch::CONTENT_TYPE));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(batch::CONTENT_TYPE),
+    );
     response
 }
 
-async fn read_batch_body(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_batch_body(
+    node: &NodeState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     let limit = node.limits.max_batch_size;
     if let Some(size) = content_length(headers)?
         && size > limit as u64
     {
-        return Err(batch::BatchError::TooLarge { size: size.try_into().unwrap_or(usize::MAX), limit }.into());
+        return Err(batch::BatchError::TooLarge {
+            size: size.try_into().unwrap_or(usize::MAX),
+            limit,
+        }
+        .into());
     }
     read_body(body, limit, "node.max_batch_size", node.body_read_timeout).await
 }
@@ -367,7 +418,10 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
         .await
         .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -378,22 +432,35 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     headers
         .get(header::CONTENT_LENGTH)
         .map(|v| {
-            v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| ApiError::InvalidHeader {
-                name: "Content-Length",
-                reason: "is not a number".into(),
-            })
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ApiError::InvalidHeader {
+                    name: "Content-Length",
+                    reason: "is not a number".into(),
+                })
         })
         .transpose()
 }
 
 /// Reads a whole body of at most `limit` bytes within `timeout`.
-async fn read_body(body: Body, limit: usize, limit_name: &'static str, timeout: Duration) -> Result<Bytes, ApiError> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    limit_name: &'static str,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(ApiError::BodyTimeout(humantime::format_duration(timeout).to_string())),
+        Err(_) => Err(ApiError::BodyTimeout(
+            humantime::format_duration(timeout).to_string(),
+        )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) => {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ApiError::BodyTooLarge { limit_name, limit })
             } else {
                 Err(ApiError::BodyRead(error.to_string()))

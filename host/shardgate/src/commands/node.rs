@@ -24,7 +24,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading config file {}", path.display()))?;
-            NodeConfig::from_config_file(&text).with_context(|| format!("config file {}", path.display()))?
+            NodeConfig::from_config_file(&text)
+                .with_context(|| format!("config file {}", path.display()))?
         }
         None => NodeConfig::default(),
     };
