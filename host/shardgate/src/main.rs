@@ -29,6 +29,8 @@ enum Command {
     Meta(commands::meta::MetaArgs),
     /// Run the roles a deployment file enables ([meta], [node], [proxy]) in one process.
     Serve(commands::serve::ServeArgs),
+    /// Administer a cluster through any meta member.
+    Ctl(commands::ctl::CtlArgs),
     /// Deployment files.
     #[command(subcommand)]
     Config(commands::serve::ConfigCommand),
@@ -39,13 +41,18 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 
     let result = match cli.command {
         Command::Strategy(cmd) => commands::strategy::run(cmd),
         Command::Node(args) => commands::node::run(args),
         Command::Meta(args) => commands::meta::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Ctl(args) => commands::ctl::run(args),
         Command::Config(cmd) => commands::serve::config_command(cmd),
     };
     match result {

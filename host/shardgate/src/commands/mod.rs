@@ -2,6 +2,7 @@
 //! `anyhow` context for the user.
 
 pub mod meta;
+pub mod ctl;
 pub mod node;
 pub mod strategy;
 pub mod serve;

@@ -1,0 +1,398 @@
+//! `shardgate ctl ...`: the admin client for everything meta offers.
+//!
+//! It talks to any meta member (`--meta`, comma-separated; the client
+//! follows the leader), prints readable tables by default and JSON with
+//! `--json`, and shows progress on stderr for uploads and for `--wait`
+//! (until every proxy given with `--proxy` serves the new epoch). An address
+//! that does not answer is named in a one-line error after `--timeout`.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use comfy_table::{presets, Table};
+use serde::Serialize;
+use shardgate_meta::model::{Activation, HistoryEntry, NewNode, NodeState, NodeUpdate, PreviewRequest, StrategyInfo, WriteReceipt};
+use shardgate_meta::MetaClient;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// Meta member API addresses, comma-separated; any member will do.
+    #[arg(long, env = "SHARDGATE_META", default_value = "http://127.0.0.1:7101", value_delimiter = ',', global = true)]
+    meta: Vec<String>,
+    /// Proxy API addresses (comma-separated), for `status` and `--wait`.
+    #[arg(long, env = "SHARDGATE_PROXIES", value_delimiter = ',', global = true)]
+    proxy: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up on an unresponsive meta member after this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Cache nodes.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// Strategies: the registry and the active routing.
+    #[command(subcommand)]
+    Strategy(StrategyCtl),
+    /// Meta cluster members (Raft).
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Leader, term, epoch, active strategy and each proxy's epoch.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum NodesCommand {
+    List,
+    Add {
+        id: String,
+        /// The node's HTTP API, http://host:port.
+        addr: String,
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+        #[arg(long, default_value = "")]
+        zone: String,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        weight: Option<f64>,
+        #[arg(long)]
+        state: Option<StateArg>,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StateArg {
+    Active,
+    Draining,
+}
+
+#[derive(Subcommand)]
+enum StrategyCtl {
+    List,
+    /// Upload a component file (or a built-in strategy by name).
+    Upload { file: String },
+    /// Make a strategy active (by name: the newest upload of that name; or by hash).
+    Activate {
+        strategy: String,
+        /// The strategy's TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// Wait until every --proxy serves the new epoch.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Share of keys that would move, and per-node load, for a candidate.
+    Preview {
+        strategy: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        replicas: Option<u32>,
+        #[arg(long, default_value_t = 10_000)]
+        sample: u32,
+    },
+    /// Routing configs in force over time.
+    History,
+    /// Make the routing config of an earlier epoch active again.
+    Rollback {
+        epoch: u64,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    List,
+    /// Add a member (as a learner, then promoted to voter once caught up).
+    Add { id: u64, addr: String },
+    Remove { id: u64 },
+}
+
+fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING).set_header(headers.iter().map(|h| h.to_uppercase()));
+    t
+}
+
+fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+fn receipt(json: bool, what: &str, r: &WriteReceipt) -> anyhow::Result<()> {
+    emit(json, r, || format!("{what} (log index {}, routing epoch {})", r.index, r.epoch))
+}
+
+pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(ctl(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
+    let client = MetaClient::new(args.meta.clone()).with_request_timeout(args.timeout).with_retry_for(args.timeout);
+    let json = args.json;
+    match args.command {
+        CtlCommand::Nodes(cmd) => match cmd {
+            NodesCommand::List => {
+                let nodes = client.nodes().await?;
+                emit(json, &nodes, || {
+                    let mut t = table(&["id", "addr", "weight", "zone", "state"]);
+                    for n in &nodes {
+                        t.add_row(vec![n.id.clone(), n.addr.clone(), n.weight.to_string(), n.zone.clone(), n.state.to_string()]);
+                    }
+                    t.to_string()
+                })
+            }
+            NodesCommand::Add { id, addr, weight, zone } => {
+                let r = client.add_node(&NewNode { id: id.clone(), addr, weight, zone }).await?;
+                receipt(json, &format!("added node {id}"), &r)
+            }
+            NodesCommand::Update { id, weight, state } => {
+                if weight.is_none() && state.is_none() {
+                    bail!("nothing to update: give --weight and/or --state");
+                }
+                let state = state.map(|s| match s {
+                    StateArg::Active => NodeState::Active,
+                    StateArg::Draining => NodeState::Draining,
+                });
+                let r = client.update_node(&id, &NodeUpdate { weight, state }).await?;
+                receipt(json, &format!("updated node {id}"), &r)
+            }
+            NodesCommand::Remove { id } => {
+                let r = client.remove_node(&id).await?;
+                receipt(json, &format!("removed node {id}"), &r)
+            }
+        },
+        CtlCommand::Strategy(cmd) => strategy(&client, &args.proxy, json, args.timeout, cmd).await,
+        CtlCommand::Members(cmd) => match cmd {
+            MembersCommand::List => {
+                let status = client.status().await?;
+                emit(json, &status.members, || {
+                    let mut t = table(&["id", "addr", "role"]);
+                    for m in &status.members {
+                        let role = if Some(m.id) == status.leader { "leader" } else if m.voter { "voter" } else { "learner" };
+                        t.add_row(vec![m.id.to_string(), m.addr.clone(), role.to_string()]);
+                    }
+                    t.to_string()
+                })
+            }
+            MembersCommand::Add { id, addr } => {
+                eprintln!("adding member {id} at {addr} as a learner");
+                client.add_learner(id, &addr).await?;
+                eprintln!("promoting member {id} to voter");
+                let r = client.promote(id).await?;
+                receipt(json, &format!("member {id} is a voter"), &r)
+            }
+            MembersCommand::Remove { id } => {
+                let r = client.remove_member(id).await?;
+                receipt(json, &format!("removed member {id}"), &r)
+            }
+        },
+        CtlCommand::Status => status(&client, &args.proxy, json, args.timeout).await,
+    }
+}
+
+/// A strategy by name (newest upload of that name) or by hash.
+async fn resolve(client: &MetaClient, strategy: &str) -> anyhow::Result<StrategyInfo> {
+    let all = client.strategies().await?;
+    if let Some(s) = all.iter().find(|s| s.hash == strategy) {
+        return Ok(s.clone());
+    }
+    all.into_iter()
+        .filter(|s| s.name == strategy)
+        .max_by_key(|s| s.uploaded_at)
+        .with_context(|| format!("no strategy named or hashed {strategy:?} in the registry; upload it first (shardgate ctl strategy upload)"))
+}
+
+fn read_config(path: &Option<PathBuf>) -> anyhow::Result<String> {
+    match path {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display())),
+        None => Ok(String::new()),
+    }
+}
+
+async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: Duration, cmd: StrategyCtl) -> anyhow::Result<()> {
+    match cmd {
+        StrategyCtl::List => {
+            let list = client.strategies().await?;
+            let active = client.routing().await?.strategy.map(|s| s.hash);
+            emit(json, &list, || {
+                let mut t = table(&["name", "version", "hash", "bytes", "active", "description"]);
+                for s in &list {
+                    let on = if active.as_deref() == Some(s.hash.as_str()) { "*" } else { "" };
+                    t.add_row(vec![s.name.clone(), s.version.clone(), s.hash[..12].to_string(), s.size.to_string(), on.into(), s.description.clone()]);
+                }
+                t.to_string()
+            })
+        }
+        StrategyCtl::Upload { file } => {
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => match shardgate_builtins::builtin(&file) {
+                    Some(b) => b.component.to_vec(),
+                    None => bail!("cannot read {file}: {e} (nor is it a built-in strategy)"),
+                },
+            };
+            eprintln!("uploading {file} ({} KiB) for admission...", bytes.len().div_ceil(1024));
+            let started = Instant::now();
+            let info = client.upload_strategy(bytes).await?;
+            eprintln!("admitted in {:.1}s", started.elapsed().as_secs_f64());
+            emit(json, &info, || format!("uploaded {} {} sha256:{}", info.name, info.version, info.hash))
+        }
+        StrategyCtl::Activate { strategy, config, replicas, wait } => {
+            let s = resolve(client, &strategy).await?;
+            let config = read_config(&config)?;
+            let r = client.activate(&s.hash, &Activation { config, replicas }).await?;
+            receipt(json, &format!("activated {} {} ({})", s.name, s.version, &s.hash[..12]), &r)?;
+            if wait {
+                wait_for_proxies(proxies, r.epoch, timeout.max(Duration::from_secs(30))).await?;
+            }
+            Ok(())
+        }
+        StrategyCtl::Preview { strategy, config, replicas, sample } => {
+            let s = resolve(client, &strategy).await?;
+            let req = PreviewRequest { hash: Some(s.hash.clone()), config: Some(read_config(&config)?), replicas, nodes: None, sample: Some(sample) };
+            let report = client.preview(&req).await?;
+            emit(json, &report, || {
+                let mut t = table(&["node", "keys before", "keys after"]);
+                for l in &report.load {
+                    t.add_row(vec![l.id.clone(), l.before.to_string(), l.after.to_string()]);
+                }
+                format!(
+                    "switching to {} would move {:.2}% of {} sampled keys (replica sets change for {:.2}%)\n{t}",
+                    s.name,
+                    report.moved_share * 100.0,
+                    report.sample,
+                    report.replica_set_changed_share * 100.0
+                )
+            })
+        }
+        StrategyCtl::History => {
+            let history: Vec<HistoryEntry> = client.history().await?;
+            emit(json, &history, || {
+                let mut t = table(&["epoch", "hash", "replicas", "config"]);
+                for h in &history {
+                    t.add_row(vec![h.epoch.to_string(), h.hash[..12.min(h.hash.len())].to_string(), h.replicas.to_string(), h.config.replace('\n', "; ")]);
+                }
+                t.to_string()
+            })
+        }
+        StrategyCtl::Rollback { epoch, wait } => {
+            let r = client.rollback(epoch).await?;
+            receipt(json, &format!("rolled back to the routing of epoch {epoch}"), &r)?;
+            if wait {
+                wait_for_proxies(proxies, r.epoch, timeout.max(Duration::from_secs(30))).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A proxy's epoch from its `/status`.
+async fn proxy_epoch(http: &reqwest::Client, proxy: &str) -> anyhow::Result<u64> {
+    let url = format!("{}/status", proxy.trim_end_matches('/'));
+    let v: serde_json::Value = http.get(&url).send().await.with_context(|| format!("cannot reach proxy {proxy}"))?.json().await?;
+    v["epoch"].as_u64().with_context(|| format!("proxy {proxy}: /status has no epoch"))
+}
+
+async fn wait_for_proxies(proxies: &[String], epoch: u64, limit: Duration) -> anyhow::Result<()> {
+    if proxies.is_empty() {
+        bail!("--wait needs the proxies to watch: --proxy URL[,URL...] or SHARDGATE_PROXIES");
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let started = Instant::now();
+    let mut last = usize::MAX;
+    loop {
+        let mut ready = 0;
+        for p in proxies {
+            if matches!(proxy_epoch(&http, p).await, Ok(e) if e >= epoch) {
+                ready += 1;
+            }
+        }
+        if ready != last {
+            eprintln!("[{:>5.1}s] {ready}/{} proxies serve epoch {epoch}", started.elapsed().as_secs_f64(), proxies.len());
+            last = ready;
+        }
+        if ready == proxies.len() {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            bail!("only {ready} of {} proxies reached epoch {epoch} within {limit:?}", proxies.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    raft: shardgate_meta::model::RaftStatus,
+    routing: shardgate_meta::RoutingState,
+    proxies: Vec<ProxyEpoch>,
+}
+
+#[derive(Serialize)]
+struct ProxyEpoch {
+    addr: String,
+    epoch: Option<u64>,
+    error: Option<String>,
+}
+
+async fn status(client: &MetaClient, proxies: &[String], json: bool, _timeout: Duration) -> anyhow::Result<()> {
+    let raft = client.status().await?;
+    let routing = client.routing().await?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let mut report = vec![];
+    for p in proxies {
+        match proxy_epoch(&http, p).await {
+            Ok(e) => report.push(ProxyEpoch { addr: p.clone(), epoch: Some(e), error: None }),
+            Err(e) => report.push(ProxyEpoch { addr: p.clone(), epoch: None, error: Some(format!("{e:#}")) }),
+        }
+    }
+    let out = StatusReport { raft, routing, proxies: report };
+    emit(json, &out, || {
+        let r = &out.raft;
+        let strategy = out.routing.strategy.as_ref().map(|s| format!("{} {} ({})", s.name, s.version, &s.hash[..12])).unwrap_or_else(|| "none".into());
+        let mut text = format!(
+            "leader     {} ({})\nterm       {}\nlog        last {} committed {} applied {}\nmembers    {}\nepoch      {}\nstrategy   {strategy}, {} replica(s)\nnodes      {} ({} active)\n",
+            r.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+            r.leader_addr.clone().unwrap_or_default(),
+            r.term,
+            r.last_log_index.unwrap_or(0),
+            r.committed_index.unwrap_or(0),
+            r.applied_index.unwrap_or(0),
+            r.members.iter().map(|m| m.id.to_string()).collect::<Vec<_>>().join(","),
+            out.routing.epoch,
+            out.routing.replicas,
+            out.routing.nodes.len(),
+            out.routing.nodes.iter().filter(|n| n.state == NodeState::Active).count(),
+        );
+        for p in &out.proxies {
+            match (p.epoch, &p.error) {
+                (Some(e), _) => text.push_str(&format!("proxy      {} epoch {e}{}\n", p.addr, if e < out.routing.epoch { " (behind)" } else { "" })),
+                (None, err) => text.push_str(&format!("proxy      {} unreachable: {}\n", p.addr, err.clone().unwrap_or_default())),
+            }
+        }
+        text.trim_end().to_string()
+    })
+}
