@@ -19,6 +19,51 @@ pub enum StrategyCommand {
     List,
     /// Check a strategy: balance, movement, determinism and speed.
     Check(CheckArgs),
+    /// Create a new strategy crate (Rust, wit-bindgen) ready to build.
+    New {
+        /// Crate and strategy name: lowercase letters, digits, '-' and '_'.
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The contract, embedded from `wit/` (the one source of truth).
+const WIT: &str = include_str!("../../../../wit/strategy.wit");
+
+fn scaffold(name: &str, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        anyhow::bail!("invalid strategy name {name:?}: use 1-64 of a-z, 0-9, '-' and '_', starting with a letter");
+    }
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() {
+        anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
+    }
+    let crate_name = name.replace('-', "_");
+    let fill = |t: &str| t.replace("{{name}}", name).replace("{{crate}}", &crate_name);
+    let files: [(&str, String); 5] = [
+        // An empty [workspace] keeps the crate standalone even inside another workspace.
+        ("Cargo.toml", fill(include_str!("scaffold/Cargo.toml.tmpl")) + "\n[workspace]\n"),
+        ("src/lib.rs", fill(include_str!("scaffold/lib.rs.tmpl"))),
+        ("wit/strategy.wit", WIT.to_string()),
+        ("README.md", fill(include_str!("scaffold/README.md.tmpl"))),
+        (".gitignore", "/target\n".to_string()),
+    ];
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).with_context(|| format!("cannot create {}", path.parent().unwrap().display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("created {} (strategy {name})", dir.display());
+    println!("  cd {}", dir.display());
+    println!("  cargo test");
+    println!("  cargo build --release --target wasm32-wasip2");
+    println!("  shardgate strategy check target/wasm32-wasip2/release/{crate_name}.wasm --replicas 2");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -55,6 +100,7 @@ pub fn run(cmd: StrategyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StrategyCommand::Check(args) => check_command(args),
+        StrategyCommand::New { name, dir } => scaffold(&name, dir),
     }
 }
 
