@@ -1,0 +1,334 @@
+//! The `[proxy]` section of the Shardgate config file: where the proxy
+//! listens, which meta members it follows, how it forwards to nodes
+//! (timeouts, pool, retries), replication acknowledgements, failure
+//! handling (ejection, probing, owner-down policy), the migration window and
+//! the strategy-fault fallback. Parsed strictly and checked by
+//! [`ProxyConfig::validate`] before [`crate::run`] starts serving.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use shardgate_node::Limits;
+
+/// How many owners must acknowledge a write before the client gets a success.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteAck {
+    /// The first owner that answers with success.
+    One,
+    /// A majority of the key's owners: `replicas / 2 + 1`.
+    #[default]
+    Quorum,
+    /// Every owner.
+    All,
+}
+
+impl WriteAck {
+    /// Acknowledgements needed out of `owners`.
+    pub fn needed(self, owners: usize) -> usize {
+        match self {
+            WriteAck::One => 1.min(owners),
+            WriteAck::Quorum => owners / 2 + 1,
+            WriteAck::All => owners,
+        }
+    }
+}
+
+impl std::fmt::Display for WriteAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteAck::One => "one",
+            WriteAck::Quorum => "quorum",
+            WriteAck::All => "all",
+        })
+    }
+}
+
+/// What happens to a key whose owners are all ejected.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerDownPolicy {
+    /// Answer 503 naming the owners that are down.
+    FailFast,
+    /// Route the key as if the ejected nodes were not there: the strategy is
+    /// configured locally with the healthy nodes only, so the key goes to
+    /// the next owner in its preference order; keys of healthy nodes do not
+    /// move.
+    #[default]
+    NextOwner,
+}
+
+/// `[proxy]`: the proxy role.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Address the HTTP API listens on (`--listen` overrides it).
+    pub listen: SocketAddr,
+    /// API addresses of meta members (`http://host:port`); the proxy follows
+    /// the routing watch through any of them.
+    pub meta: Vec<String>,
+    /// Time for one upstream request to a node (connect, send, full answer).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Time to open a connection to a node.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per node.
+    pub pool_max_idle_per_node: usize,
+    /// How long an idle pooled connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// A failed read (connection error, timeout, 5xx) is retried on the next
+    /// owner this many times.
+    pub read_retries: u32,
+    /// Acknowledgements a write needs: "one", "quorum" or "all" of the key's owners.
+    pub write_ack: WriteAck,
+    /// Keys whose owners are all ejected: "fail_fast" (503) or "next_owner".
+    pub owner_down: OwnerDownPolicy,
+    /// Interval of active health checks (`GET /readyz` on every node).
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Consecutive failures (requests or health checks) that eject a node
+    /// from routing and open its circuit breaker.
+    pub eject_after_failures: u32,
+    /// First probe delay of an ejected node; doubles after every failed probe.
+    #[serde(with = "humantime_serde")]
+    pub probe_backoff_min: Duration,
+    /// Longest probe delay of an ejected node.
+    #[serde(with = "humantime_serde")]
+    pub probe_backoff_max: Duration,
+    /// After a change of strategy, config or membership, a read that misses
+    /// on a key's new owner is tried on its previous owner for this long
+    /// ("0s" turns the window off).
+    #[serde(with = "humantime_serde")]
+    pub migration_window: Duration,
+    /// Strategy faults (trap, exhausted budget, bad answer) within
+    /// `fault_window` that make the proxy fall back to the last routing state
+    /// that worked.
+    pub fault_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub fault_window: Duration,
+    /// Largest key, in bytes after percent-decoding (set it equal to the nodes').
+    pub max_key_size: ByteSize,
+    /// Largest value (set it equal to the nodes').
+    pub max_value_size: ByteSize,
+    /// Largest TTL a write may ask for (set it equal to the nodes').
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Most keys in one batch request.
+    pub max_batch_keys: u32,
+    /// Largest batch request body, and where a batch read response stops
+    /// including values.
+    pub max_batch_size: ByteSize,
+    /// Time a client has to send a complete request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a complete request body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// On shutdown, how long in-flight requests get to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        let node = shardgate_node::NodeConfig::default();
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            meta: vec!["http://127.0.0.1:7101".into()],
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            pool_max_idle_per_node: 256,
+            pool_idle_timeout: Duration::from_secs(90),
+            read_retries: 1,
+            write_ack: WriteAck::Quorum,
+            owner_down: OwnerDownPolicy::NextOwner,
+            health_interval: Duration::from_secs(1),
+            eject_after_failures: 3,
+            probe_backoff_min: Duration::from_millis(200),
+            probe_backoff_max: Duration::from_secs(10),
+            migration_window: Duration::from_secs(60),
+            fault_threshold: 5,
+            fault_window: Duration::from_secs(10),
+            max_key_size: node.max_key_size,
+            max_value_size: node.max_value_size,
+            max_ttl: node.max_ttl,
+            max_batch_keys: node.max_batch_keys,
+            max_batch_size: node.max_batch_size,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A `[proxy]` value that cannot work; `key` is the full key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Key path, e.g. `proxy.request_timeout`.
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: format!("proxy.{key}"), message: message.into() }
+}
+
+impl ProxyConfig {
+    /// Checks every value and the relations between them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.meta.is_empty() {
+            return Err(err("meta", "list at least one meta member address (http://host:port)"));
+        }
+        for (i, m) in self.meta.iter().enumerate() {
+            let ok = m
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| u.scheme_str() == Some("http") && u.port_u16().is_some() && u.path_and_query().is_none_or(|p| p.as_str() == "/"));
+            if !ok {
+                return Err(err(&format!("meta[{i}]"), format!("{m:?} is not http://host:port")));
+            }
+        }
+        for (key, d) in [
+            ("request_timeout", self.request_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("health_interval", self.health_interval),
+            ("probe_backoff_min", self.probe_backoff_min),
+            ("fault_window", self.fault_window),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(err(key, "must be at least 1ms"));
+            }
+        }
+        if self.probe_backoff_max < self.probe_backoff_min {
+            return Err(err("probe_backoff_max", "must not be shorter than proxy.probe_backoff_min"));
+        }
+        if self.eject_after_failures == 0 {
+            return Err(err("eject_after_failures", "must be at least 1"));
+        }
+        if self.fault_threshold == 0 {
+            return Err(err("fault_threshold", "must be at least 1"));
+        }
+        if self.read_retries > 16 {
+            return Err(err("read_retries", format!("must be at most 16, got {}", self.read_retries)));
+        }
+        let node = shardgate_node::NodeConfig {
+            max_key_size: self.max_key_size,
+            max_value_size: self.max_value_size,
+            max_ttl: self.max_ttl,
+            default_ttl: self.max_ttl.min(shardgate_node::NodeConfig::default().default_ttl),
+            max_batch_keys: self.max_batch_keys,
+            max_batch_size: self.max_batch_size,
+            memory_limit: ByteSize::b(u64::MAX / 2),
+            ..Default::default()
+        };
+        // The same rules as the node's; the key path is renamed to ours.
+        node.validate().map_err(|e| ConfigError { key: e.key.replacen("node.", "proxy.", 1), message: e.message.replace("node.", "proxy.") })?;
+        Ok(())
+    }
+
+    /// The request limits the proxy enforces before routing (the same
+    /// checks, with the same messages, as a node's).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key_size: self.max_key_size.as_u64() as usize,
+            max_value_size: self.max_value_size.as_u64() as usize,
+            default_ttl: self.max_ttl.min(shardgate_node::NodeConfig::default().default_ttl),
+            max_ttl: self.max_ttl,
+            max_batch_keys: self.max_batch_keys as usize,
+            max_batch_size: self.max_batch_size.as_u64() as usize,
+        }
+    }
+}
+
+/// Why a config file could not give a `[proxy]` section.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// Syntax error or unknown key; toml's message carries line and column.
+    #[error("{0}")]
+    Toml(String),
+    #[error("version: this build reads config version 1, the file says {0}")]
+    UnsupportedVersion(i64),
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Just enough of the unified config file to take `[proxy]` from it:
+/// `version` and `[proxy]` are parsed strictly, the other role tables are
+/// allowed and ignored. (Stands in until the unified file type exists.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxyConfigFile {
+    version: i64,
+    #[serde(default)]
+    proxy: ProxyConfig,
+    #[serde(default, rename = "meta")]
+    _meta: Option<toml::Value>,
+    #[serde(default, rename = "node")]
+    _node: Option<toml::Value>,
+}
+
+impl ProxyConfig {
+    /// Reads the `[proxy]` section of a config file's text (`version = 1`
+    /// required) and validates it.
+    pub fn from_config_file(text: &str) -> Result<ProxyConfig, ConfigFileError> {
+        let file: ProxyConfigFile = toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))?;
+        if file.version != 1 {
+            return Err(ConfigFileError::UnsupportedVersion(file.version));
+        }
+        file.proxy.validate()?;
+        Ok(file.proxy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_strings_parse() {
+        ProxyConfig::default().validate().unwrap();
+        let c = ProxyConfig::from_config_file(
+            "version = 1\n[proxy]\nrequest_timeout = \"250ms\"\nmax_value_size = \"4MiB\"\nwrite_ack = \"all\"\nowner_down = \"fail_fast\"\n[node]\nx = 1\n[meta]\ny = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.request_timeout, Duration::from_millis(250));
+        assert_eq!(c.max_value_size.as_u64(), 4 << 20);
+        assert_eq!((c.write_ack, c.owner_down), (WriteAck::All, OwnerDownPolicy::FailFast));
+        assert_eq!(ProxyConfig::from_config_file("version = 1\n").unwrap().migration_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let e = ProxyConfig::from_config_file("version = 1\n[proxy]\nrequest_timeout = \"1s\"\nretries = 3\n").unwrap_err().to_string();
+        assert!(e.contains("retries") && e.contains("line 4"), "{e}");
+        let e = ProxyConfig::from_config_file("version = 2\n").unwrap_err().to_string();
+        assert!(e.starts_with("version"), "{e}");
+        let cases = [
+            ("meta = []", "proxy.meta"),
+            ("meta = [\"127.0.0.1:1\"]", "proxy.meta[0]"),
+            ("request_timeout = \"0s\"", "proxy.request_timeout"),
+            ("eject_after_failures = 0", "proxy.eject_after_failures"),
+            ("probe_backoff_max = \"1ms\"", "proxy.probe_backoff_max"),
+            ("max_key_size = 0", "proxy.max_key_size"),
+            ("write_ack = \"most\"", "write_ack"),
+        ];
+        for (line, needle) in cases {
+            let e = ProxyConfig::from_config_file(&format!("version = 1\n[proxy]\n{line}\n")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn ack_counts() {
+        assert_eq!([1, 2, 3].map(|n| WriteAck::Quorum.needed(n)), [1, 2, 2]);
+        assert_eq!(WriteAck::One.needed(3), 1);
+        assert_eq!(WriteAck::All.needed(3), 3);
+    }
+}

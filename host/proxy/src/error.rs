@@ -1,0 +1,80 @@
+//! Errors: [`RequestError`] is what a client request through the proxy can
+//! fail with (each maps to one HTTP status and a JSON body
+//! `{"error": "..."}`, exactly like a node's; the node's own
+//! [`ApiError`] is reused for bad input so that messages are identical);
+//! [`ProxyError`] is what stops the role itself.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use shardgate_node::ApiError;
+
+use crate::config::ConfigError;
+use crate::routing::RouteError;
+use crate::upstream::UpstreamError;
+
+/// A request the proxy will not or cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Bad input: the same status and message a node would give.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("every owner of this key is ejected ({owners}); proxy.owner_down = \"fail_fast\"")]
+    OwnersDown { owners: String },
+    #[error("every owner of this key is ejected ({owners}) and no healthy node is left to take it")]
+    NoHealthyNode { owners: String },
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("write acknowledged by {acked} of {owners} owners; proxy.write_ack = \"{policy}\" needs {needed} (the write may be stored on the owners that acknowledged it){detail}")]
+    WriteNotAcknowledged { acked: usize, owners: usize, needed: usize, policy: crate::config::WriteAck, detail: String },
+    #[error("node {node} sent an unreadable batch answer: {reason}")]
+    BadUpstreamBatch { node: String, reason: String },
+    #[error("no such endpoint")]
+    MethodNotAllowed,
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Api(e) => e.status(),
+            RequestError::Route(RouteError::NoStrategy) => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::Route(RouteError::Fault { .. }) => StatusCode::BAD_GATEWAY,
+            RequestError::Route(RouteError::Strategy { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestError::OwnersDown { .. } | RequestError::NoHealthyNode { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            RequestError::WriteNotAcknowledged { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::BadUpstreamBatch { .. } => StatusCode::BAD_GATEWAY,
+            RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        if let RequestError::Api(e) = self {
+            return e.into_response();
+        }
+        if let RequestError::MethodNotAllowed = self {
+            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET,HEAD,PUT,DELETE"));
+            return r;
+        }
+        let body = serde_json::json!({ "error": self.to_string() }).to_string();
+        let mut response = (self.status(), body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+/// Why the proxy role stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid proxy config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("listener address: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("strategy sandbox: {0}")]
+    Sandbox(String),
+}

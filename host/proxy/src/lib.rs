@@ -1,0 +1,28 @@
+//! `shardgate-proxy`: the proxy role (`shardgate proxy`), the HTTP front
+//! door clients use. It speaks the node's key API, routes every key with the
+//! active WebAssembly strategy (hot-swapped from meta's watch stream, one
+//! routing epoch per request), forwards to the owning cache nodes over
+//! pooled keep-alive connections, replicates writes, survives node failures
+//! and keeps keys readable across routing changes (the migration window).
+//!
+//! Request flow: client -> [`server`] (accept loop, handlers) -> routing
+//! epoch from [`routing`] -> owners filtered by [`health`] -> [`upstream`]
+//! (single keys) or [`fanout`] (batches, migration lookups) -> nodes.
+//! [`cluster`] starts whole local clusters (metas + nodes + proxies) for
+//! tests, benchmarks and `shardgate dev`.
+//!
+//! Start a proxy with [`run`] on a listener you bound yourself.
+
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod fanout;
+pub mod health;
+pub mod metrics;
+pub mod routing;
+pub mod server;
+pub mod upstream;
+
+pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, WriteAck};
+pub use error::{ProxyError, RequestError};
+pub use server::{EPOCH_HEADER, Status, run};

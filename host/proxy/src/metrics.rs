@@ -1,0 +1,130 @@
+//! The proxy's Prometheus metrics, in a registry owned by one proxy instance
+//! (several proxies run in one process in tests and `shardgate dev`, so
+//! there is no global recorder). Handlers count requests and routing time;
+//! the forwarder times upstream calls per node; health, the routing follower
+//! and the fault tracker count ejections, swaps, migration hits, faults and
+//! fallbacks. Served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of `shardgate_proxy_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+/// Label set of per-node metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+/// Every metric of one proxy instance.
+pub struct ProxyMetrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_seconds: Family<NodeLabels, Histogram>,
+    pub upstream_errors: Family<NodeLabels, Counter>,
+    pub ejections: Family<NodeLabels, Counter>,
+    /// 0 closed (routed), 1 open (ejected), 2 half-open (probing).
+    pub breaker_state: Family<NodeLabels, Gauge>,
+    pub epoch: Gauge,
+    pub swaps: Counter,
+    pub swap_failures: Counter,
+    pub migration_lookups: Counter,
+    pub migration_hits: Counter,
+    pub strategy_faults: Counter,
+    pub fallbacks: Counter,
+    pub fallback_active: Gauge,
+    pub routing_nanoseconds: Counter,
+    pub routed_keys: Counter,
+    pub read_retries: Counter,
+    pub detoured_keys: Counter,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("shardgate_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Client requests by route and status", requests.clone());
+        let upstream_seconds = Family::<NodeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        registry.register("upstream_seconds", "Latency of upstream requests to a node", upstream_seconds.clone());
+        let upstream_errors = Family::<NodeLabels, Counter>::default();
+        registry.register("upstream_errors", "Upstream requests that failed (connection, timeout, 5xx)", upstream_errors.clone());
+        let ejections = Family::<NodeLabels, Counter>::default();
+        registry.register("ejections", "Times a node was ejected from routing", ejections.clone());
+        let breaker_state = Family::<NodeLabels, Gauge>::default();
+        registry.register("breaker_state", "Circuit breaker per node: 0 closed, 1 open, 2 half-open", breaker_state.clone());
+        let epoch = Gauge::default();
+        registry.register("epoch", "Routing epoch serving requests", epoch.clone());
+        let swaps = Counter::default();
+        registry.register("swaps", "Routing states installed", swaps.clone());
+        let swap_failures = Counter::default();
+        registry.register("swap_failures", "Routing states that could not be installed (fetch, compile or configure failed)", swap_failures.clone());
+        let migration_lookups = Counter::default();
+        registry.register("migration_lookups", "Reads that missed on a new owner and were tried on the previous owner", migration_lookups.clone());
+        let migration_hits = Counter::default();
+        registry.register("migration_hits", "Migration lookups that found the value on the previous owner", migration_hits.clone());
+        let strategy_faults = Counter::default();
+        registry.register("strategy_faults", "Strategy calls that trapped, ran out of budget or answered out of range", strategy_faults.clone());
+        let fallbacks = Counter::default();
+        registry.register("fallbacks", "Times the proxy fell back to the last routing state that worked", fallbacks.clone());
+        let fallback_active = Gauge::default();
+        registry.register("fallback_active", "1 while serving a fallback routing state", fallback_active.clone());
+        let routing_nanoseconds = Counter::default();
+        registry.register("routing_nanoseconds", "Time spent routing keys with the strategy, in nanoseconds", routing_nanoseconds.clone());
+        let routed_keys = Counter::default();
+        registry.register("routed_keys", "Keys routed with the strategy", routed_keys.clone());
+        let read_retries = Counter::default();
+        registry.register("read_retries", "Reads retried on the next owner", read_retries.clone());
+        let detoured_keys = Counter::default();
+        registry.register("detoured_keys", "Keys routed to the next owner because all their owners were ejected", detoured_keys.clone());
+        ProxyMetrics {
+            registry,
+            requests,
+            upstream_seconds,
+            upstream_errors,
+            ejections,
+            breaker_state,
+            epoch,
+            swaps,
+            swap_failures,
+            migration_lookups,
+            migration_hits,
+            strategy_faults,
+            fallbacks,
+            fallback_active,
+            routing_nanoseconds,
+            routed_keys,
+            read_retries,
+            detoured_keys,
+        }
+    }
+
+    /// Counts one client request.
+    pub fn request(&self, route: &'static str, status: u16) {
+        self.requests.get_or_create(&RequestLabels { route, status }).inc();
+    }
+
+    /// OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,556 @@
+//! The proxy's HTTP/1.1 front: the accept loop (header read timeout,
+//! graceful shutdown) and the handlers of the key API. A client cannot tell
+//! the proxy from a node: the same endpoints, the same input checks (the
+//! node's `key`, `ttl`, `etag`, `batch` and `error` modules), the same
+//! answers, plus a `Shardgate-Epoch` header naming the routing epoch that
+//! routed the request.
+//!
+//! Request flow: client -> [`run`]'s connection -> `dispatch` -> load the
+//! routing epoch once -> route the key ([`crate::routing`]) -> pick healthy
+//! owners ([`crate::health`]) -> forward ([`crate::upstream`]; batches via
+//! [`crate::fanout`]) -> relay the node's answer.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use shardgate_meta::MetaClient;
+use shardgate_node::etag::{ReadCondition, WriteCondition};
+use shardgate_node::key::{KEY_PATH_PREFIX, decode_key_segment, key_path};
+use shardgate_node::ttl::ttl_from_query;
+use shardgate_node::{ApiError, Limits};
+use shardgate_strategy::Sandbox;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::config::{OwnerDownPolicy, ProxyConfig};
+use crate::error::{ProxyError, RequestError};
+use crate::health::{NodeBoard, NodeHandle, NodeHealth};
+use crate::metrics::ProxyMetrics;
+use crate::routing::{Fallback, Routing, RoutingEpoch, RoutingNotes};
+use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
+
+/// Header carrying the routing epoch that routed a request.
+pub const EPOCH_HEADER: &str = "shardgate-epoch";
+
+/// What every request of one proxy shares.
+pub(crate) struct Shared {
+    pub config: ProxyConfig,
+    pub limits: Limits,
+    pub routing: Arc<Routing>,
+    pub board: Arc<NodeBoard>,
+    pub upstream: Upstream,
+    pub metrics: Arc<ProxyMetrics>,
+    ready: AtomicBool,
+}
+
+/// Serves the proxy API on `listener` until `shutdown` resolves, following
+/// meta's routing watch meanwhile; then stops accepting, lets in-flight
+/// requests finish (up to `proxy.shutdown_timeout`) and returns.
+/// `config.listen` is not used: the caller binds, so tests can bind
+/// `127.0.0.1:0`.
+pub async fn run(
+    listener: TcpListener,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError> {
+    config.validate()?;
+    let local = listener.local_addr().map_err(ProxyError::Listener)?;
+    let metrics = Arc::new(ProxyMetrics::new());
+    let board = Arc::new(NodeBoard::new(config.eject_after_failures, config.probe_backoff_min, config.probe_backoff_max));
+    let sandbox = Sandbox::new(shardgate_strategy::Limits::default()).map_err(|e| ProxyError::Sandbox(e.to_string()))?;
+    let routing = Arc::new(Routing::new(
+        sandbox,
+        board.clone(),
+        metrics.clone(),
+        config.fault_threshold,
+        config.fault_window,
+        config.migration_window,
+    ));
+    let shared = Arc::new(Shared {
+        limits: config.limits(),
+        upstream: Upstream::new(&config, board.clone()),
+        routing: routing.clone(),
+        board,
+        metrics,
+        ready: AtomicBool::new(true),
+        config,
+    });
+    let meta = MetaClient::new(shared.config.meta.clone()).with_stale_reads(true);
+    let background = [
+        tokio::spawn(crate::routing::follow(routing.clone(), meta)),
+        tokio::spawn(routing.clone().run_detour_builder()),
+        tokio::spawn(crate::health::run_checker(shared.clone())),
+    ];
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    info!(addr = %local, meta = ?shared.config.meta, "proxy listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = shared.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let shared = shared2.clone();
+            async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    shared.ready.store(false, Ordering::Relaxed);
+    drop(listener);
+    info!(addr = %local, "proxy shutting down; finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => info!(addr = %local, "proxy stopped"),
+        () = tokio::time::sleep(shared.config.shutdown_timeout) => {
+            warn!(addr = %local, "proxy stopped with requests still in flight");
+        }
+    }
+    for task in background {
+        task.abort();
+    }
+    Ok(())
+}
+
+fn epoch_value(epoch: u64) -> HeaderValue {
+    HeaderValue::from(epoch)
+}
+
+async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
+    let path = req.uri().path();
+    let (route, response) = if path.starts_with(KEY_PATH_PREFIX) {
+        let epoch = shared.routing.load();
+        let method = req.method().clone();
+        let (route, result) = match method {
+            Method::GET => ("get", get_key(&shared, &epoch, req).await),
+            Method::HEAD => ("head", get_key(&shared, &epoch, req).await),
+            Method::PUT => ("put", put_key(&shared, &epoch, req).await),
+            Method::DELETE => ("delete", delete_key(&shared, &epoch, req).await),
+            _ => ("other", Err(RequestError::MethodNotAllowed)),
+        };
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
+        response.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch_value(epoch.epoch));
+        (route, response)
+    } else {
+        match (req.method(), path) {
+            (&Method::POST, "/v1/batch/get") => {
+                let epoch = shared.routing.load();
+                let r = crate::fanout::batch_get(&shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
+                ("batch_get", with_epoch(r, epoch.epoch))
+            }
+            (&Method::POST, "/v1/batch/put") => {
+                let epoch = shared.routing.load();
+                let r = crate::fanout::batch_put(&shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
+                ("batch_put", with_epoch(r, epoch.epoch))
+            }
+            (&Method::GET, "/status") => ("status", status(&shared)),
+            (&Method::GET, "/metrics") => ("metrics", metrics(&shared)),
+            (&Method::GET, "/healthz") => ("healthz", "ok\n".into_response()),
+            (&Method::GET, "/readyz") => ("readyz", readyz(&shared)),
+            _ => ("other", ApiError::NoRoute.into_response()),
+        }
+    };
+    shared.metrics.request(route, response.status().as_u16());
+    response
+}
+
+fn with_epoch(mut r: Response, epoch: u64) -> Response {
+    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch_value(epoch));
+    r
+}
+
+/// The owners to use for `key` under `epoch`, healthy ones first in
+/// preference order. Ejected owners are skipped; when none is left the
+/// owner-down policy decides.
+pub(crate) fn pick_owners(
+    shared: &Shared,
+    epoch: &RoutingEpoch,
+    key: &[u8],
+    positions: &[u32],
+) -> Result<Vec<Arc<NodeHandle>>, RequestError> {
+    let mut owners: Vec<Arc<NodeHandle>> = Vec::with_capacity(positions.len());
+    for &p in positions {
+        if let Some(n) = epoch.nodes.get(p as usize)
+            && n.is_routable()
+        {
+            owners.push(n.clone());
+        }
+    }
+    if !owners.is_empty() {
+        return Ok(owners);
+    }
+    let names = || positions.iter().filter_map(|&p| epoch.nodes.get(p as usize)).map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ");
+    match shared.config.owner_down {
+        OwnerDownPolicy::FailFast => Err(RequestError::OwnersDown { owners: names() }),
+        OwnerDownPolicy::NextOwner => {
+            let mut detour = Vec::with_capacity(positions.len());
+            if shared.routing.detour_owners(epoch, key, &mut detour) {
+                owners.extend(detour.iter().filter_map(|&p| epoch.nodes.get(p as usize)).filter(|n| n.is_routable()).cloned());
+            }
+            if owners.is_empty() {
+                // Detour not built yet: take the first healthy node after the owners.
+                return Err(RequestError::NoHealthyNode { owners: names() });
+            }
+            Ok(owners)
+        }
+    }
+}
+
+/// Reads from the first owner, then the next ones on failures (at most
+/// `1 + proxy.read_retries` attempts). Answers below 500 end the loop.
+pub(crate) async fn read_from(
+    shared: &Shared,
+    owners: &[Arc<NodeHandle>],
+    method: Method,
+    path: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<UpstreamResponse, RequestError> {
+    let attempts = (1 + shared.config.read_retries as usize).min(owners.len()).max(1);
+    let mut last: Option<RequestError> = None;
+    for (i, node) in owners.iter().take(attempts).enumerate() {
+        if i > 0 {
+            shared.metrics.read_retries.inc();
+        }
+        match shared.upstream.send(node, method.clone(), path, headers, body.clone()).await {
+            Ok(r) if !r.status.is_server_error() => return Ok(r),
+            Ok(r) => last = Some(relay_error(node, &r)),
+            Err(e) => last = Some(e.into()),
+        }
+    }
+    Err(last.unwrap_or(RequestError::NoHealthyNode { owners: String::new() }))
+}
+
+fn relay_error(node: &NodeHandle, r: &UpstreamResponse) -> RequestError {
+    RequestError::Upstream(UpstreamError::Unreachable {
+        node: node.id.clone(),
+        addr: node.addr.clone(),
+        reason: format!("answered HTTP {}: {}", r.status.as_u16(), String::from_utf8_lossy(&r.body).chars().take(200).collect::<String>()),
+    })
+}
+
+/// The client-facing response for a node's answer.
+pub(crate) fn relay(r: UpstreamResponse) -> Response {
+    let mut response = Response::new(Body::from(r.body));
+    *response.status_mut() = r.status;
+    let h = response.headers_mut();
+    for (name, value) in r.headers.iter() {
+        if matches!(name.as_str(), "connection" | "keep-alive" | "transfer-encoding" | "date") {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    response
+}
+
+/// Ids of the nodes at `positions` (a key's nominal owners).
+pub(crate) fn owner_ids<'a>(epoch: &'a RoutingEpoch, positions: &[u32]) -> Vec<&'a str> {
+    positions.iter().filter_map(|&p| epoch.nodes.get(p as usize)).map(|n| n.id.as_str()).collect()
+}
+
+fn key_of<'a>(uri: &'a Uri, limits: &Limits) -> Result<std::borrow::Cow<'a, [u8]>, RequestError> {
+    let segment = uri.path().strip_prefix(KEY_PATH_PREFIX).unwrap_or("");
+    Ok(decode_key_segment(segment, limits)?)
+}
+
+fn forward_headers(headers: &HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for name in names {
+        for v in headers.get_all(name) {
+            out.push((name.clone(), v.clone()));
+        }
+    }
+    out
+}
+
+async fn get_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
+    let uri = req.uri();
+    let key = key_of(uri, &shared.limits)?;
+    let condition = ReadCondition::from_headers(req.headers())?;
+    let method = req.method().clone();
+    let mut positions = Vec::with_capacity(4);
+    shared.routing.route(epoch, &key, &mut positions)?;
+    let owners = pick_owners(shared, epoch, &key, &positions)?;
+    let path = key_path(&key);
+    let headers = forward_headers(req.headers(), &[header::IF_NONE_MATCH]);
+    let response = read_from(shared, &owners, method.clone(), &path, &headers, Bytes::new()).await?;
+    if response.status == StatusCode::NOT_FOUND
+        && let Some(previous) = epoch.migrating_from(shared.routing.migration_window())
+        && let Some(found) = crate::fanout::migrate_one(shared, previous, &key, &owner_ids(epoch, &positions), &owners, &path).await
+    {
+        let (version, content_type, value) = found;
+        let etag = shardgate_node::etag::format_etag(version);
+        if condition.not_modified(version) {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        }
+        let mut r = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(value.clone()) });
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, content_type);
+        h.insert(header::ETAG, etag);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(value.len()));
+        return Ok(r);
+    }
+    Ok(relay(response))
+}
+
+/// Owners that must acknowledge a write and whether a condition is involved;
+/// returns the primary's answer and the acknowledgement count.
+pub(crate) async fn write_all(
+    shared: &Shared,
+    owners: &[Arc<NodeHandle>],
+    width: usize,
+    method: Method,
+    path: &str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    conditional: bool,
+    body: Bytes,
+    acked: impl Fn(StatusCode) -> bool,
+) -> Result<UpstreamResponse, RequestError> {
+    // A condition is decided by the first healthy owner; the others follow
+    // it unconditionally, so replicas never diverge on a condition.
+    let mut answers: Vec<Result<UpstreamResponse, UpstreamError>> = Vec::with_capacity(owners.len());
+    let rest_headers: Vec<(HeaderName, HeaderValue)> =
+        headers.iter().filter(|(n, _)| *n != header::IF_MATCH && *n != header::IF_NONE_MATCH).cloned().collect();
+    let first_len;
+    if conditional {
+        let first = shared.upstream.send(&owners[0], method.clone(), path, &headers, body.clone()).await;
+        // A refused condition (412) or other client error is the answer.
+        if let Ok(r) = &first
+            && !acked(r.status)
+            && !r.status.is_server_error()
+        {
+            return Ok(r.clone());
+        }
+        answers.push(first);
+        first_len = 1;
+    } else {
+        first_len = 0;
+    }
+    let rest = &owners[first_len..];
+    if !rest.is_empty() && (first_len == 0 || answers[0].as_ref().is_ok_and(|r| acked(r.status))) {
+        let hdrs = if conditional { &rest_headers } else { &headers };
+        let sends = rest.iter().map(|n| shared.upstream.send(n, method.clone(), path, hdrs, body.clone()));
+        answers.extend(futures::future::join_all(sends).await);
+    }
+    let acks = answers.iter().filter(|a| a.as_ref().is_ok_and(|r| acked(r.status))).count();
+    let needed = shared.config.write_ack.needed(width.max(1)).min(width.max(1));
+    if acks >= needed {
+        let primary = answers.iter().find_map(|a| a.as_ref().ok().filter(|r| acked(r.status)));
+        return Ok(primary.cloned().expect("at least one acknowledgement"));
+    }
+    // Not enough acknowledgements: a client error from the primary is the answer.
+    if let Some(Ok(r)) = answers.first()
+        && r.status.is_client_error()
+    {
+        return Ok(r.clone());
+    }
+    let detail: Vec<String> = answers
+        .iter()
+        .zip(owners)
+        .filter_map(|(a, n)| match a {
+            Ok(r) if acked(r.status) => None,
+            Ok(r) => Some(format!("{}: HTTP {}", n.id, r.status.as_u16())),
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    Err(RequestError::WriteNotAcknowledged {
+        acked: acks,
+        owners: width,
+        needed,
+        policy: shared.config.write_ack,
+        detail: if detail.is_empty() { String::new() } else { format!(": {}", detail.join("; ")) },
+    })
+}
+
+async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
+    let (parts, body) = req.into_parts();
+    let key = key_of(&parts.uri, &shared.limits)?;
+    ttl_from_query(parts.uri.query(), &shared.limits)?;
+    let condition = WriteCondition::from_headers(&parts.headers)?;
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
+        && ct.len() > shardgate_node::limits::MAX_CONTENT_TYPE_LEN
+    {
+        return Err(ApiError::InvalidHeader {
+            name: "Content-Type",
+            reason: format!("is {} bytes; the limit is {} bytes", ct.len(), shardgate_node::limits::MAX_CONTENT_TYPE_LEN),
+        }
+        .into());
+    }
+    let limit = shared.limits.max_value_size;
+    if let Some(size) = content_length(&parts.headers)?
+        && size > limit as u64
+    {
+        return Err(ApiError::ValueTooLarge { size, limit }.into());
+    }
+    let value = read_body(body, limit, "node.max_value_size", shared.config.body_read_timeout).await?;
+    let mut positions = Vec::with_capacity(4);
+    shared.routing.route(epoch, &key, &mut positions)?;
+    let owners = pick_owners(shared, epoch, &key, &positions)?;
+    let path = match parts.uri.query() {
+        Some(q) if !q.is_empty() => format!("{}?{q}", key_path(&key)),
+        _ => key_path(&key),
+    };
+    let headers = forward_headers(&parts.headers, &[header::CONTENT_TYPE, header::IF_MATCH, header::IF_NONE_MATCH]);
+    let conditional = condition != WriteCondition::Always;
+    let r = write_all(shared, &owners, positions.len(), Method::PUT, &path, headers, conditional, value, |s| s.is_success()).await?;
+    Ok(relay(r))
+}
+
+async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
+    let uri = req.uri();
+    let key = key_of(uri, &shared.limits)?;
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::UnknownQueryParameter { name: uri.query().unwrap_or_default().chars().take(64).collect(), accepted: "nothing" }.into());
+    }
+    let condition = WriteCondition::from_headers(req.headers())?;
+    let mut positions = Vec::with_capacity(4);
+    shared.routing.route(epoch, &key, &mut positions)?;
+    let owners = pick_owners(shared, epoch, &key, &positions)?;
+    let path = key_path(&key);
+    let headers = forward_headers(req.headers(), &[header::IF_MATCH, header::IF_NONE_MATCH]);
+    let conditional = condition != WriteCondition::Always;
+    // 404 is an acknowledgement too: the key is gone from that owner.
+    let gone = |s: StatusCode| s.is_success() || s == StatusCode::NOT_FOUND;
+    let r = write_all(shared, &owners, positions.len(), Method::DELETE, &path, headers, conditional, Bytes::new(), gone).await?;
+    let mut deleted = r.status.is_success();
+    // In the migration window the value may still sit on the key's previous
+    // owners: delete it there too, or a later read would bring it back.
+    if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
+        if let Some(previous) = epoch.migrating_from(shared.routing.migration_window()) {
+            deleted |= crate::fanout::delete_previous(shared, previous, &key, &owner_ids(epoch, &positions), &path).await;
+        }
+    }
+    if deleted && r.status == StatusCode::NOT_FOUND {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(relay(r))
+}
+
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ApiError::InvalidHeader { name: "Content-Length", reason: "is not a number".into() })
+        })
+        .transpose()
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout` (the
+/// node's rules and messages).
+pub(crate) async fn read_body(body: Incoming, limit: usize, limit_name: &'static str, timeout: Duration) -> Result<Bytes, ApiError> {
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(ApiError::BodyTimeout(humantime::format_duration(timeout).to_string())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) => {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(ApiError::BodyTooLarge { limit_name, limit })
+            } else {
+                Err(ApiError::BodyRead(error.to_string()))
+            }
+        }
+    }
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Status {
+    /// The epoch serving requests.
+    pub epoch: u64,
+    pub strategy: Option<StatusStrategy>,
+    pub replicas: u32,
+    /// Set while a fallback epoch is serving.
+    pub fallback: Option<Fallback>,
+    /// The previous epoch while the migration window is open.
+    pub migrating_from: Option<u64>,
+    pub migration_window_left_ms: Option<u64>,
+    pub routing: RoutingNotes,
+    pub nodes: Vec<NodeHealth>,
+    pub owner_down: OwnerDownPolicy,
+    pub write_ack: crate::config::WriteAck,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StatusStrategy {
+    pub name: String,
+    pub hash: String,
+    pub version: String,
+    pub table: Option<String>,
+}
+
+fn status(shared: &Shared) -> Response {
+    let epoch = shared.routing.load();
+    let window = shared.routing.migration_window();
+    let body = Status {
+        epoch: epoch.epoch,
+        strategy: epoch.state.strategy.as_ref().map(|s| StatusStrategy {
+            name: s.name.clone(),
+            hash: s.hash.clone(),
+            version: s.version.clone(),
+            table: epoch.router.as_ref().map(|r| r.table_kind().to_string()),
+        }),
+        replicas: epoch.state.replicas,
+        fallback: epoch.fallback.clone(),
+        migrating_from: epoch.migrating_from(window).map(|p| p.epoch),
+        migration_window_left_ms: epoch
+            .previous
+            .as_ref()
+            .and_then(|(_, since)| window.checked_sub(since.elapsed()))
+            .map(|d| d.as_millis() as u64),
+        routing: shared.routing.notes(),
+        nodes: shared.board.all().iter().map(|n| n.health()).collect(),
+        owner_down: shared.config.owner_down,
+        write_ack: shared.config.write_ack,
+    };
+    let mut r = axum::Json(body).into_response();
+    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch_value(epoch.epoch));
+    r
+}
+
+fn metrics(shared: &Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+fn readyz(shared: &Shared) -> Response {
+    if !shared.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if shared.routing.load().router.is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no routing state yet\n").into_response();
+    }
+    "ready\n".into_response()
+}

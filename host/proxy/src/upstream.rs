@@ -1,0 +1,147 @@
+//! The forwarder: one pooled keep-alive HTTP/1.1 client (hyper-util legacy
+//! client) shared by every request of a proxy, a per-request timeout, and
+//! the bookkeeping of every upstream outcome (latency histogram per node,
+//! passive error counting in [`crate::health`]).
+//!
+//! Where it sits: handlers in [`crate::server`] and the batch fan-out in
+//! [`crate::fanout`] pick the owners, then call [`Upstream::send`]; the
+//! health checker calls [`Upstream::check`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::ProxyConfig;
+use crate::health::{NodeBoard, NodeHandle};
+
+/// A complete answer from a node.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An upstream request that produced no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("node {node} ({addr}) is unreachable: {reason}")]
+    Unreachable { node: String, addr: String, reason: String },
+    #[error("node {node} did not answer within proxy.request_timeout ({timeout})")]
+    Timeout { node: String, timeout: String },
+    #[error("node {node}: bad upstream address {addr}")]
+    BadAddress { node: String, addr: String },
+}
+
+/// The pooled client to cache nodes.
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    board: Arc<NodeBoard>,
+}
+
+impl Upstream {
+    pub fn new(config: &ProxyConfig, board: Arc<NodeBoard>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_node)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Upstream { client, timeout: config.request_timeout, board }
+    }
+
+    /// Sends one request to `node` and reads the whole answer within
+    /// `proxy.request_timeout`. Answers of 500 and above, connection errors
+    /// and timeouts count as failures of the node; anything else resets its
+    /// failure count.
+    pub async fn send(
+        &self,
+        node: &NodeHandle,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(header::HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let uri: Uri = format!("{}{}", node.addr, path_and_query)
+            .parse()
+            .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
+        let start = Instant::now();
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| describe(&e))?.to_bytes();
+            Ok::<_, String>(UpstreamResponse { status: parts.status, headers: parts.headers, body })
+        };
+        let result = tokio::time::timeout(self.timeout, exchange).await;
+        node.latency.observe(start.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(response)) => {
+                if response.status.is_server_error() {
+                    node.errors.inc();
+                    self.board.failure(node, &format!("answered HTTP {}", response.status.as_u16()));
+                } else {
+                    self.board.success(node);
+                }
+                Ok(response)
+            }
+            Ok(Err(reason)) => {
+                node.errors.inc();
+                self.board.failure(node, &reason);
+                Err(UpstreamError::Unreachable { node: node.id.clone(), addr: node.addr.clone(), reason })
+            }
+            Err(_) => {
+                node.errors.inc();
+                let timeout = humantime::format_duration(self.timeout).to_string();
+                self.board.failure(node, &format!("no answer within {timeout}"));
+                Err(UpstreamError::Timeout { node: node.id.clone(), timeout })
+            }
+        }
+    }
+
+    /// One active health check: `GET /readyz` must answer 200 in time.
+    pub async fn check(&self, node: &NodeHandle) -> Result<(), String> {
+        let uri: Uri = format!("{}/readyz", node.addr).parse().map_err(|_| format!("bad address {}", node.addr))?;
+        let request = Request::get(uri).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
+            let status = response.status();
+            let _ = response.into_body().collect().await;
+            if status == StatusCode::OK { Ok(()) } else { Err(format!("health check answered HTTP {}", status.as_u16())) }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("health check got no answer within {}", humantime::format_duration(self.timeout))),
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}
