@@ -176,10 +176,14 @@ impl MetaClient {
                     // Connection refused: nothing was sent. Other failures
                     // (timeouts) leave a write's outcome unknown.
                     let not_sent = matches!(&err, ClientError::Unreachable { .. });
+                    index += 1;
+                    if not_sent {
+                        // Start with the next member next time.
+                        self.preferred.store(index % n, Ordering::Relaxed);
+                    }
                     if !(not_sent || retry_unknown) {
                         return Err(err);
                     }
-                    index += 1;
                     err
                 }
             };
