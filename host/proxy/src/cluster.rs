@@ -201,9 +201,16 @@ impl LocalCluster {
 
     /// Starts one more proxy following this cluster's meta.
     pub async fn start_proxy(&mut self) -> Result<usize, ClusterError> {
+        let config = self.spec.proxy.clone();
+        self.start_proxy_with(config).await
+    }
+
+    /// Starts one more proxy with its own config (`meta` is set to this
+    /// cluster's members).
+    pub async fn start_proxy_with(&mut self, config: ProxyConfig) -> Result<usize, ClusterError> {
         let (listener, addr) = bind().await?;
         let id = format!("proxy-{}", self.proxies.len() + 1);
-        let config = ProxyConfig { meta: self.metas.iter().map(|m| m.addr.clone()).collect(), ..self.spec.proxy.clone() };
+        let config = ProxyConfig { meta: self.metas.iter().map(|m| m.addr.clone()).collect(), ..config };
         self.proxies.push(Member::spawn(id, addr, move |rx| crate::run(listener, config, stop_signal(rx))));
         Ok(self.proxies.len() - 1)
     }
@@ -225,10 +232,14 @@ impl LocalCluster {
         Ok(self.meta.add_node(&NewNode { id: n.id.clone(), addr: n.addr.clone(), weight: 1.0, zone: String::new() }).await?)
     }
 
-    /// Uploads the built-in strategy `name` and activates it.
+    /// Uploads the built-in strategy `name` (or the test strategy
+    /// `misbehave`) and activates it.
     pub async fn activate_builtin(&self, name: &str, config: &str, replicas: u32) -> Result<WriteReceipt, ClusterError> {
-        let builtin = shardgate_builtins::builtin(name).ok_or_else(|| ClusterError::UnknownStrategy(name.into()))?;
-        let info = self.meta.upload_strategy(builtin.component.to_vec()).await?;
+        let component = match name {
+            "misbehave" => shardgate_builtins::MISBEHAVE,
+            _ => shardgate_builtins::builtin(name).ok_or_else(|| ClusterError::UnknownStrategy(name.into()))?.component,
+        };
+        let info = self.meta.upload_strategy(component.to_vec()).await?;
         Ok(self.meta.activate(&info.hash, &Activation { config: config.to_string(), replicas }).await?)
     }
 

@@ -25,4 +25,4 @@ pub mod upstream;
 
 pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, WriteAck};
 pub use error::{ProxyError, RequestError};
-pub use server::{EPOCH_HEADER, Status, run};
+pub use server::{EPOCH_HEADER, OWNERS_PATH_PREFIX, Owners, Status, run};

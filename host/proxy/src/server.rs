@@ -44,6 +44,18 @@ use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 /// Header carrying the routing epoch that routed a request.
 pub const EPOCH_HEADER: &str = "shardgate-epoch";
 
+/// `GET /v1/owners/{key}`: which nodes own a key under the serving epoch
+/// (preference order, ejected or not). Not a node endpoint: for operators
+/// and tests.
+pub const OWNERS_PATH_PREFIX: &str = "/v1/owners/";
+
+/// Answer of `GET /v1/owners/{key}`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Owners {
+    pub epoch: u64,
+    pub owners: Vec<String>,
+}
+
 /// What every request of one proxy shares.
 pub(crate) struct Shared {
     pub config: ProxyConfig,
@@ -171,6 +183,11 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
                 ("batch_put", with_epoch(r, epoch.epoch))
             }
             (&Method::GET, "/status") => ("status", status(&shared)),
+            (&Method::GET, p) if p.starts_with(OWNERS_PATH_PREFIX) => {
+                let epoch = shared.routing.load();
+                let r = owners(&shared, &epoch, req.uri()).unwrap_or_else(IntoResponse::into_response);
+                ("owners", with_epoch(r, epoch.epoch))
+            }
             (&Method::GET, "/metrics") => ("metrics", metrics(&shared)),
             (&Method::GET, "/healthz") => ("healthz", "ok\n".into_response()),
             (&Method::GET, "/readyz") => ("readyz", readyz(&shared)),
@@ -535,6 +552,15 @@ fn status(shared: &Shared) -> Response {
     let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch_value(epoch.epoch));
     r
+}
+
+fn owners(shared: &Shared, epoch: &RoutingEpoch, uri: &Uri) -> Result<Response, RequestError> {
+    let segment = uri.path().strip_prefix(OWNERS_PATH_PREFIX).unwrap_or("");
+    let key = decode_key_segment(segment, &shared.limits)?;
+    let mut positions = Vec::with_capacity(4);
+    shared.routing.route(epoch, &key, &mut positions)?;
+    let owners = owner_ids(epoch, &positions).into_iter().map(String::from).collect();
+    Ok(axum::Json(Owners { epoch: epoch.epoch, owners }).into_response())
 }
 
 fn metrics(shared: &Shared) -> Response {
