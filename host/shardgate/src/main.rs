@@ -27,6 +27,8 @@ enum Command {
     Node(commands::node::NodeArgs),
     /// Run a member of the metadata cluster (Raft: nodes, strategies, routing).
     Meta(commands::meta::MetaArgs),
+    /// Run a proxy: routes every key with the active strategy and forwards to nodes.
+    Proxy(commands::proxy::ProxyArgs),
     /// Run the roles a deployment file enables ([meta], [node], [proxy]) in one process.
     Serve(commands::serve::ServeArgs),
     /// Administer a cluster through any meta member.
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Strategy(cmd) => commands::strategy::run(cmd),
         Command::Node(args) => commands::node::run(args),
         Command::Meta(args) => commands::meta::run(args),
+        Command::Proxy(args) => commands::proxy::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Ctl(args) => commands::ctl::run(args),
         Command::Config(cmd) => commands::serve::config_command(cmd),

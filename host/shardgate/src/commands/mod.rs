@@ -4,5 +4,6 @@
 pub mod meta;
 pub mod ctl;
 pub mod node;
+pub mod proxy;
 pub mod strategy;
 pub mod serve;
