@@ -1,1 +1,239 @@
-fn main() {}
+//! Proxy benchmark (`cargo bench -p shardgate-proxy --bench proxy`): one
+//! in-process cluster (3 meta members, 3 nodes, 2 proxies) on loopback.
+//!
+//! 1. GET throughput and CPU per request with `wrk` (Debian's; "skipped"
+//!    when missing), directly against one node and through a proxy, two
+//!    alternating rounds. CPU = this process (nodes, proxies, meta) + wrk,
+//!    from getrusage, divided by requests.
+//! 2. p99 GET latency through the proxies in steady state and during
+//!    strategy swaps (rendezvous <-> ketama every 300 ms), same load.
+//! 3. Time from a strategy activation to the last proxy serving the new
+//!    epoch, over 20 swaps: from sending the activation and from meta's
+//!    commit acknowledgement.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use shardgate_meta::model::Activation;
+use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
+
+const WRK_SECONDS: u32 = 8;
+const KEYS: usize = 1000;
+
+fn cpu_seconds(who: i32) -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+struct WrkRun {
+    requests: f64,
+    rps: f64,
+    cpu_us_per_req: f64,
+    non_2xx: u64,
+}
+
+fn wrk(url: &str) -> Option<WrkRun> {
+    let (self0, child0) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));
+    let out = Command::new("wrk").args(["-t2", "-c64", &format!("-d{WRK_SECONDS}s"), url]).output().ok()?;
+    let (self1, child1) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let requests: f64 = text.lines().find(|l| l.contains("requests in"))?.split_whitespace().next()?.parse().ok()?;
+    let rps: f64 = text.lines().find(|l| l.starts_with("Requests/sec:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let non_2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let cpu = (self1 - self0) + (child1 - child0);
+    Some(WrkRun { requests, rps, cpu_us_per_req: cpu / requests * 1e6, non_2xx })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Closed-loop GET load on the proxies until `stop`; answers the latencies
+/// and the number of failed requests.
+async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (Vec<Duration>, usize) {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let proxies = proxies.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+            let mut lat = Vec::new();
+            let mut failed = 0;
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                i += clients;
+                let url = format!("{}/v1/keys/bench-{}", proxies[i % proxies.len()], i % KEYS);
+                let t = Instant::now();
+                match client.get(url.parse().unwrap()).await {
+                    Ok(r) => {
+                        let ok = r.status().is_success();
+                        let _ = r.into_body().collect().await;
+                        if !ok {
+                            failed += 1;
+                        }
+                    }
+                    Err(_) => failed += 1,
+                }
+                lat.push(t.elapsed());
+            }
+            (lat, failed)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (l, f) = t.await.unwrap();
+        all.extend(l);
+        failed += f;
+    }
+    all.sort();
+    (all, failed)
+}
+
+async fn proxies_at(cluster: &LocalCluster, epoch: u64) {
+    for i in 0..cluster.proxies.len() {
+        loop {
+            if cluster.proxy_status(i).await.is_ok_and(|s| s.epoch >= epoch) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ClusterSpec::new(3, 3, 2, dir.path());
+    spec.node.max_connections = 4096;
+    let cluster = LocalCluster::start(spec).await.expect("cluster starts");
+    cluster.register_nodes().await.unwrap();
+    // Upload both components once; warm up: both compiled in both proxies.
+    let mut strategies = Vec::new();
+    for s in ["rendezvous", "ketama"] {
+        let info = cluster.meta.upload_strategy(shardgate_builtins::builtin(s).unwrap().component.to_vec()).await.unwrap();
+        strategies.push(info.hash);
+    }
+    let activate = |i: usize| {
+        let hash = strategies[i % 2].clone();
+        let meta = cluster.meta.clone();
+        async move { meta.activate(&hash, &Activation { config: String::new(), replicas: 1 }).await.unwrap() }
+    };
+    for i in 0..2 {
+        let r = activate(i).await;
+        proxies_at(&cluster, r.epoch).await;
+    }
+    let http: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let proxy = cluster.proxies[0].addr.clone();
+    for i in 0..KEYS {
+        let req = http::Request::put(format!("{proxy}/v1/keys/bench-{i}")).body(Full::new(Bytes::from(vec![b'v'; 100]))).unwrap();
+        assert!(http.request(req).await.unwrap().status().is_success());
+    }
+    // The key wrk reads, and the node that owns it.
+    let key = "bench-0";
+    let owners: shardgate_proxy::Owners = {
+        let r = http.get(format!("{proxy}/v1/owners/{key}").parse().unwrap()).await.unwrap();
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap()
+    };
+    let node = cluster.nodes.iter().find(|n| n.id == owners.owners[0]).unwrap().addr.clone();
+
+    println!("## shardgate-proxy benchmark (loopback, 2 cores; one process holds 3 metas, 3 nodes, 2 proxies)\n");
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("wrk: skipped (not installed; apt-get install wrk)\n");
+    } else {
+        println!("### GET throughput, wrk -t2 -c64 -d{WRK_SECONDS}s, one 100-byte key\n");
+        println!("| round | case | req/s | CPU us/req | non-2xx |");
+        println!("|---|---|---|---|---|");
+        let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+        for round in 1..=2 {
+            for (name, url, into) in [("direct to node", format!("{node}/v1/keys/{key}"), &mut direct), ("through proxy", format!("{proxy}/v1/keys/{key}"), &mut proxied)] {
+                let run = wrk(&url).expect("wrk ran");
+                println!("| {round} | {name} | {:.0} | {:.1} | {} |", run.rps, run.cpu_us_per_req, run.non_2xx);
+                into.push(run);
+            }
+        }
+        let sum = |v: &[WrkRun]| (v.iter().map(|r| r.rps).sum::<f64>() / v.len() as f64, v.iter().map(|r| r.cpu_us_per_req * r.requests).sum::<f64>() / v.iter().map(|r| r.requests).sum::<f64>());
+        let (d_rps, d_cpu) = sum(&direct);
+        let (p_rps, p_cpu) = sum(&proxied);
+        println!();
+        println!("| summary | value | bar |");
+        println!("|---|---|---|");
+        println!("| proxy / direct throughput | {:.2} | >= 0.50 {} |", p_rps / d_rps, if p_rps / d_rps >= 0.5 { "pass" } else { "FAIL" });
+        println!("| CPU added per request | +{:.1} us ({:.1} -> {:.1}) | <= +25 us {} |", p_cpu - d_cpu, d_cpu, p_cpu, if p_cpu - d_cpu <= 25.0 { "pass" } else { "FAIL" });
+        println!();
+    }
+
+    // p99 during swaps vs steady state.
+    let proxies: Vec<String> = cluster.proxies.iter().map(|p| p.addr.clone()).collect();
+    let window = Duration::from_secs(3);
+    let clients = 16;
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = tokio::spawn(load(proxies.clone(), clients, stop.clone()));
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    let (steady, steady_failed) = steady.await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapping = tokio::spawn(load(proxies.clone(), clients, stop.clone()));
+    let started = Instant::now();
+    let mut swaps = 0;
+    while started.elapsed() < window {
+        let r = activate(swaps).await;
+        proxies_at(&cluster, r.epoch).await;
+        swaps += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (during, during_failed) = swapping.await.unwrap();
+    let (s99, d99) = (percentile(&steady, 0.99), percentile(&during, 0.99));
+    println!("### GET latency through the proxies, {clients} closed-loop clients, {}s windows\n", window.as_secs());
+    println!("| window | requests | failed | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    println!("| steady | {} | {steady_failed} | {:?} | {s99:?} |", steady.len(), percentile(&steady, 0.5));
+    println!("| {swaps} swaps rendezvous<->ketama | {} | {during_failed} | {:?} | {d99:?} |", during.len(), percentile(&during, 0.5));
+    let ratio = d99.as_secs_f64() / s99.as_secs_f64();
+    println!("\np99 during swaps / steady: {ratio:.2} (bar <= 1.5: {})\n", if ratio <= 1.5 { "pass" } else { "FAIL" });
+
+    // Commit -> last proxy serving the new epoch.
+    let mut from_send = Vec::new();
+    let mut from_commit = Vec::new();
+    for i in 0..20 {
+        let t0 = Instant::now();
+        let r = activate(i).await;
+        let t1 = Instant::now();
+        proxies_at(&cluster, r.epoch).await;
+        let t2 = Instant::now();
+        from_send.push(t2 - t0);
+        from_commit.push(t2.saturating_duration_since(t1));
+    }
+    from_send.sort();
+    from_commit.sort();
+    println!("### Activation to the last of 2 proxies serving the new epoch, 20 swaps\n");
+    println!("| measured from | p50 | p99 | max |");
+    println!("|---|---|---|---|");
+    println!("| sending the activation (admission, Raft commit) | {:?} | {:?} | {:?} |", percentile(&from_send, 0.5), percentile(&from_send, 0.99), from_send[from_send.len() - 1]);
+    println!("| meta's commit acknowledgement | {:?} | {:?} | {:?} |", percentile(&from_commit, 0.5), percentile(&from_commit, 0.99), from_commit[from_commit.len() - 1]);
+    let p99 = percentile(&from_send, 0.99);
+    println!("\nbar p99 < 100 ms (from sending): {}", if p99 < Duration::from_millis(100) { "pass" } else { "FAIL" });
+    cluster.shutdown().await;
+}
