@@ -9,20 +9,28 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{Limits, MAX_VALUE_SIZE_CEILING};
+use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN, MAX_VALUE_SIZE_CEILING};
 use crate::store::ENTRY_OVERHEAD_BYTES;
 
-/// Which entries the store drops first when it is full.
+/// Which entries the store drops first when it is full. The store is
+/// quick_cache's CLOCK-Pro variant (an S3-FIFO-like pair of queues: new
+/// entries enter a probation section, entries read again move to a
+/// protected "hot" section); neither value is literally LRU or TinyLFU any
+/// more, they choose how big the probation section is. Either way every
+/// accepted write is admitted (room is made before it is inserted), so a
+/// value you just stored can be read back.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EvictionPolicy {
-    /// Least recently used goes first; every accepted write is admitted
-    /// (memcached behaviour: a value you just stored can be read back).
+    /// Recency-leaning: half of the memory is probation, so a new entry
+    /// that is never read survives about half a cache's worth of newer
+    /// writes (LRU: a whole cache's worth) before it is evicted.
     #[default]
     Lru,
-    /// TinyLFU admission + LRU: a new entry may be refused in favour of
-    /// more frequently used ones when the cache is full (better hit ratio
-    /// under scans and one-hit wonders, but a PUT can be dropped at once).
+    /// Frequency-leaning (quick_cache's default tuning, 97% hot): a new
+    /// entry is evicted after ~3% of a cache's worth of newer writes
+    /// unless it is read again, so scans and one-hit wonders cannot push
+    /// out the entries that are read repeatedly.
     Tinylfu,
 }
 
@@ -124,7 +132,7 @@ impl NodeConfig {
             ));
         }
         // The largest entry must fit, or the store would drop it on insert.
-        let largest_entry = key + value + 255 + ENTRY_OVERHEAD_BYTES;
+        let largest_entry = self.largest_entry();
         if memory < largest_entry {
             return Err(ConfigError::new(
                 "node.memory_limit",
@@ -191,6 +199,16 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// Weighed bytes of the largest entry a request can create:
+    /// `node.max_key_size` + `node.max_value_size` + the longest content
+    /// type + the per-entry overhead.
+    pub fn largest_entry(&self) -> u64 {
+        self.max_key_size.as_u64()
+            + self.max_value_size.as_u64()
+            + MAX_CONTENT_TYPE_LEN as u64
+            + ENTRY_OVERHEAD_BYTES
     }
 
     /// The request limits this config implies (what HTTP handlers and the

@@ -1,5 +1,5 @@
 //! `shardgate-node`: the cache node role (`shardgate node`). A node keeps
-//! values in memory (a byte-bounded moka cache with per-entry TTL) and
+//! values in memory (a byte-bounded quick_cache with per-entry TTL) and
 //! serves them over HTTP/1.1; proxies route each key to one or more nodes.
 //!
 //! Request flow: client or proxy -> [`server`] (accept loop, limits,

@@ -195,9 +195,9 @@ impl NodeMetrics {
         }
     }
 
-    /// Prometheus text exposition, with the store gauges brought up to date.
+    /// Prometheus text exposition, with the store gauges brought up to date
+    /// (the store's counts are exact at every instant).
     pub fn render(&self, store: &Store) -> String {
-        store.run_pending_tasks();
         self.bytes_used.set(store.weighted_size() as i64);
         self.items.set(store.entry_count() as i64);
         self.memory_limit.set(store.memory_limit() as i64);

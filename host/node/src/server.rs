@@ -57,8 +57,9 @@ pub async fn run(
     config.validate()?;
     let local = listener.local_addr().map_err(NodeError::Listener)?;
     let metrics = NodeMetrics::new();
-    let store = Store::new(
+    let store = Store::with_largest_entry(
         config.memory_limit.as_u64(),
+        config.largest_entry(),
         config.eviction_policy,
         metrics.evictions.clone(),
         metrics.expirations.clone(),
@@ -76,7 +77,6 @@ pub async fn run(
         .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections as usize));
-    let housekeeping = tokio::spawn(housekeeping(state.clone()));
     tokio::pin!(shutdown);
     info!(addr = %local, memory_limit = config.memory_limit.as_u64(), "node listening");
 
@@ -122,20 +122,7 @@ pub async fn run(
             warn!(addr = %local, timeout = ?config.shutdown_timeout, "node stopped with requests still in flight");
         }
     }
-    housekeeping.abort();
     Ok(())
-}
-
-/// Applies expirations and evictions once a second, so metrics and memory
-/// follow TTLs even when the node is idle.
-async fn housekeeping(state: Arc<NodeState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let state = state.clone();
-        let _ = tokio::task::spawn_blocking(move || state.store.run_pending_tasks()).await;
-    }
 }
 
 /// Answers a connection over `node.max_connections` with a 503 and closes it.
