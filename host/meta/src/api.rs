@@ -351,6 +351,15 @@ async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiE
     if body.is_empty() {
         return Err(ApiError::BadRequest("empty body: send the component bytes".into()));
     }
+    // Content-addressed: a component already in the registry is answered
+    // without compiling it again.
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    if let Some(existing) = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.clone())) {
+        return Ok((StatusCode::OK, Json(existing)).into_response());
+    }
     let bytes = Arc::new(body.to_vec());
     let strategy = match ctx.gate.admit_upload(bytes.clone()).await {
         Ok(s) => s,
@@ -360,10 +369,7 @@ async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiE
             return Err(e);
         }
     };
-    let hash = strategy.hash().to_string();
-    if let Some(existing) = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.clone())) {
-        return Ok((StatusCode::OK, Json(existing)).into_response());
-    }
+    debug_assert_eq!(strategy.hash(), hash);
     let meta = strategy.metadata();
     let mut info = StrategyInfo {
         hash: hash.clone(),

@@ -242,6 +242,7 @@ async fn admission_refuses_bad_components_and_commits_nothing() {
     // A healthy strategy is admitted; a node change that the active strategy
     // cannot configure is refused the same way.
     let r = client.upload_strategy(rendezvous()).await.unwrap();
+    assert_eq!(client.upload_strategy(rendezvous()).await.unwrap(), r, "uploading the same bytes again is a no-op");
     let receipt = client.activate(&r.hash, &Activation { config: String::new(), replicas: 2 }).await.unwrap();
     let routing = client.routing().await.unwrap();
     assert_eq!(routing.epoch, receipt.epoch);
