@@ -109,7 +109,7 @@ async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (V
 
 async fn proxies_at(cluster: &LocalCluster, epoch: u64) {
     for i in 0..cluster.proxies.len() {
-        loop {
+        while cluster.proxies[i].is_running() {
             if cluster.proxy_status(i).await.is_ok_and(|s| s.epoch >= epoch) {
                 break;
             }
@@ -127,8 +127,13 @@ async fn bench() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = ClusterSpec::new(3, 3, 2, dir.path());
     spec.node.max_connections = 4096;
-    let cluster = LocalCluster::start(spec).await.expect("cluster starts");
+    let mut cluster = LocalCluster::start(spec).await.expect("cluster starts");
     cluster.register_nodes().await.unwrap();
+    // A third proxy with hyper-util's pooled client: the reference hop.
+    let hyper_proxy = cluster
+        .start_proxy_with(shardgate_proxy::ProxyConfig { upstream_client: shardgate_proxy::UpstreamClient::HyperUtil, ..Default::default() })
+        .await
+        .unwrap();
     // Upload both components once; warm up: both compiled in both proxies.
     let mut strategies = Vec::new();
     for s in ["rendezvous", "ketama"] {
@@ -165,9 +170,14 @@ async fn bench() {
         println!("### GET throughput, wrk -t2 -c64 -d{WRK_SECONDS}s, one 100-byte key\n");
         println!("| round | case | req/s | CPU us/req | non-2xx |");
         println!("|---|---|---|---|---|");
-        let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+        let (mut direct, mut proxied, mut hyper) = (Vec::new(), Vec::new(), Vec::new());
+        let hyper_addr = cluster.proxies[hyper_proxy].addr.clone();
         for round in 1..=2 {
-            for (name, url, into) in [("direct to node", format!("{node}/v1/keys/{key}"), &mut direct), ("through proxy", format!("{proxy}/v1/keys/{key}"), &mut proxied)] {
+            for (name, url, into) in [
+                ("direct to node", format!("{node}/v1/keys/{key}"), &mut direct),
+                ("through proxy (direct upstream client, default)", format!("{proxy}/v1/keys/{key}"), &mut proxied),
+                ("through proxy (hyper-util upstream client)", format!("{hyper_addr}/v1/keys/{key}"), &mut hyper),
+            ] {
                 let run = wrk(&url).expect("wrk ran");
                 println!("| {round} | {name} | {:.0} | {:.1} | {} |", run.rps, run.cpu_us_per_req, run.non_2xx);
                 into.push(run);
@@ -176,16 +186,20 @@ async fn bench() {
         let sum = |v: &[WrkRun]| (v.iter().map(|r| r.rps).sum::<f64>() / v.len() as f64, v.iter().map(|r| r.cpu_us_per_req * r.requests).sum::<f64>() / v.iter().map(|r| r.requests).sum::<f64>());
         let (d_rps, d_cpu) = sum(&direct);
         let (p_rps, p_cpu) = sum(&proxied);
+        let (h_rps, h_cpu) = sum(&hyper);
         println!();
         println!("| summary | value | bar |");
         println!("|---|---|---|");
         println!("| proxy / direct throughput | {:.2} | >= 0.50 {} |", p_rps / d_rps, if p_rps / d_rps >= 0.5 { "pass" } else { "FAIL" });
         println!("| CPU added per request | +{:.1} us ({:.1} -> {:.1}) | <= +25 us {} |", p_cpu - d_cpu, d_cpu, p_cpu, if p_cpu - d_cpu <= 25.0 { "pass" } else { "FAIL" });
+        println!("| reference: hyper-util client hop, throughput / CPU added | {:.2} / +{:.1} us | |", h_rps / d_rps, h_cpu - d_cpu);
         println!();
     }
 
+    cluster.proxies[hyper_proxy].stop().await.unwrap();
+
     // p99 during swaps vs steady state.
-    let proxies: Vec<String> = cluster.proxies.iter().map(|p| p.addr.clone()).collect();
+    let proxies: Vec<String> = cluster.proxies.iter().filter(|p| p.is_running()).map(|p| p.addr.clone()).collect();
     let window = Duration::from_secs(3);
     let clients = 16;
     let stop = Arc::new(AtomicBool::new(false));

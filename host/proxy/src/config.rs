@@ -46,6 +46,18 @@ impl std::fmt::Display for WriteAck {
     }
 }
 
+/// How the proxy talks to nodes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamClient {
+    /// The proxy's own HTTP/1.1 client: per-node pools of keep-alive
+    /// connections, each request written and read by the task serving it.
+    #[default]
+    Direct,
+    /// hyper-util's pooled legacy client (a connection task per connection).
+    HyperUtil,
+}
+
 /// What happens to a key whose owners are all ejected.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +87,8 @@ pub struct ProxyConfig {
     /// Time to open a connection to a node.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// HTTP client to nodes: "direct" (in-task HTTP/1.1, cheapest) or "hyper-util".
+    pub upstream_client: UpstreamClient,
     /// Idle keep-alive connections kept per node.
     pub pool_max_idle_per_node: usize,
     /// How long an idle pooled connection is kept.
@@ -141,6 +155,7 @@ impl Default for ProxyConfig {
             meta: vec!["http://127.0.0.1:7101".into()],
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(500),
+            upstream_client: UpstreamClient::Direct,
             pool_max_idle_per_node: 256,
             pool_idle_timeout: Duration::from_secs(90),
             read_retries: 1,

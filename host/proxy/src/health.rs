@@ -60,6 +60,9 @@ pub struct NodeHandle {
     failures: AtomicU32,
     check_in_flight: AtomicBool,
     probing: Mutex<Probing>,
+    /// Idle connections for the direct upstream client (`None`: the address
+    /// is not `http://host:port`, every request fails).
+    pub(crate) pool: Option<crate::h1::NodePool>,
     pub(crate) latency: Histogram,
     pub(crate) errors: Counter,
     ejections: Counter,
@@ -109,8 +112,24 @@ impl NodeHandle {
 }
 
 /// Every node the proxy currently knows, keyed by id, and the health policy.
+/// Connection pool settings for new node handles.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_idle: 64, idle_timeout: Duration::from_secs(90), connect_timeout: Duration::from_secs(1), max_body: 64 << 20 }
+    }
+}
+
 pub struct NodeBoard {
     nodes: Mutex<HashMap<String, Arc<NodeHandle>>>,
+    pool: PoolSettings,
     eject_after: u32,
     probe_min: Duration,
     probe_max: Duration,
@@ -119,8 +138,8 @@ pub struct NodeBoard {
 }
 
 impl NodeBoard {
-    pub fn new(eject_after: u32, probe_min: Duration, probe_max: Duration) -> Self {
-        NodeBoard { nodes: Mutex::new(HashMap::new()), eject_after, probe_min, probe_max, changed: Notify::new() }
+    pub fn new(eject_after: u32, probe_min: Duration, probe_max: Duration, pool: PoolSettings) -> Self {
+        NodeBoard { nodes: Mutex::new(HashMap::new()), pool, eject_after, probe_min, probe_max, changed: Notify::new() }
     }
 
     /// The handle for (id, addr): the existing one, or a fresh healthy one
@@ -139,6 +158,7 @@ impl NodeBoard {
             breaker: AtomicU8::new(Breaker::Closed as u8),
             failures: AtomicU32::new(0),
             check_in_flight: AtomicBool::new(false),
+            pool: crate::h1::NodePool::new(addr, self.pool.max_idle, self.pool.idle_timeout, self.pool.connect_timeout, self.pool.max_body).ok(),
             probing: Mutex::new(Probing { next_check: Instant::now(), probe_delay: self.probe_min, last_error: None, ejected_at: None }),
             latency: metrics.upstream_seconds.get_or_create(&labels).clone(),
             errors: metrics.upstream_errors.get_or_create(&labels).clone(),
@@ -240,5 +260,61 @@ pub(crate) async fn run_checker(shared: Arc<crate::server::Shared>) {
                 node.check_in_flight.store(false, Ordering::Release);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delay(node: &NodeHandle) -> Duration {
+        node.probing.lock().unwrap().probe_delay
+    }
+
+    #[test]
+    fn ejects_after_consecutive_failures_and_backs_off_probes() {
+        let metrics = ProxyMetrics::new();
+        let board = NodeBoard::new(3, Duration::from_millis(100), Duration::from_millis(400), PoolSettings::default());
+        let n = board.handle("n1", "http://127.0.0.1:1", &metrics);
+        board.failure(&n, "refused");
+        board.failure(&n, "refused");
+        board.success(&n);
+        board.failure(&n, "refused");
+        board.failure(&n, "refused");
+        assert!(n.is_routable(), "a success in between resets the count");
+        board.failure(&n, "refused");
+        assert!(!n.is_routable());
+        assert_eq!(n.breaker(), Breaker::Open);
+        assert_eq!(n.health().last_error.as_deref(), Some("refused"));
+        assert!(metrics.render().contains("shardgate_proxy_ejections_total{node=\"n1\"} 1"));
+        assert!(metrics.render().contains("shardgate_proxy_breaker_state{node=\"n1\"} 1"));
+        // Failed probes double the delay up to the maximum.
+        let interval = Duration::from_secs(1);
+        for want in [200, 400, 400] {
+            board.probe_result(&n, Err("still down".into()), interval);
+            assert_eq!((delay(&n), n.breaker()), (Duration::from_millis(want), Breaker::Open));
+        }
+        board.probe_result(&n, Ok(()), interval);
+        assert!(n.is_routable());
+        assert_eq!((delay(&n), n.health().consecutive_failures), (Duration::from_millis(100), 0));
+        assert!(metrics.render().contains("shardgate_proxy_breaker_state{node=\"n1\"} 0"));
+        // Active check failures on a routed node count like request failures.
+        for _ in 0..3 {
+            board.probe_result(&n, Err("health check answered HTTP 503".into()), interval);
+        }
+        assert!(!n.is_routable());
+    }
+
+    #[test]
+    fn handles_are_shared_per_id_and_renewed_on_a_new_address() {
+        let metrics = ProxyMetrics::new();
+        let board = NodeBoard::new(1, Duration::from_millis(100), Duration::from_millis(400), PoolSettings::default());
+        let a = board.handle("n1", "http://127.0.0.1:1", &metrics);
+        board.failure(&a, "down");
+        assert!(Arc::ptr_eq(&a, &board.handle("n1", "http://127.0.0.1:1", &metrics)));
+        let moved = board.handle("n1", "http://127.0.0.1:2", &metrics);
+        assert!(moved.is_routable() && !Arc::ptr_eq(&a, &moved));
+        board.retain(&[]);
+        assert!(board.all().is_empty());
     }
 }

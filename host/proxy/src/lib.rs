@@ -17,12 +17,13 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod routing;
 pub mod server;
 pub mod upstream;
 
-pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, WriteAck};
+pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, UpstreamClient, WriteAck};
 pub use error::{ProxyError, RequestError};
 pub use server::{EPOCH_HEADER, OWNERS_PATH_PREFIX, Owners, Status, run};

@@ -80,7 +80,13 @@ pub async fn run(
     config.validate()?;
     let local = listener.local_addr().map_err(ProxyError::Listener)?;
     let metrics = Arc::new(ProxyMetrics::new());
-    let board = Arc::new(NodeBoard::new(config.eject_after_failures, config.probe_backoff_min, config.probe_backoff_max));
+    let pool = crate::health::PoolSettings {
+        max_idle: config.pool_max_idle_per_node,
+        idle_timeout: config.pool_idle_timeout,
+        connect_timeout: config.connect_timeout,
+        max_body: config.max_batch_size.as_u64().max(config.max_value_size.as_u64()) as usize + (64 << 10),
+    };
+    let board = Arc::new(NodeBoard::new(config.eject_after_failures, config.probe_backoff_min, config.probe_backoff_max, pool));
     let sandbox = Sandbox::new(shardgate_strategy::Limits::default()).map_err(|e| ProxyError::Sandbox(e.to_string()))?;
     let routing = Arc::new(Routing::new(
         sandbox,

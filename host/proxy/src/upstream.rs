@@ -1,5 +1,6 @@
-//! The forwarder: one pooled keep-alive HTTP/1.1 client (hyper-util legacy
-//! client) shared by every request of a proxy, a per-request timeout, and
+//! The forwarder: pooled keep-alive HTTP/1.1 to nodes (the proxy's own
+//! in-task client, [`crate::h1`], by default; hyper-util's legacy client
+//! with `proxy.upstream_client = "hyper-util"`), a per-request timeout, and
 //! the bookkeeping of every upstream outcome (latency histogram per node,
 //! passive error counting in [`crate::health`]).
 //!
@@ -17,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, UpstreamClient};
 use crate::health::{NodeBoard, NodeHandle};
 
 /// A complete answer from a node.
@@ -42,6 +43,7 @@ pub enum UpstreamError {
 /// The pooled client to cache nodes.
 pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
+    direct: bool,
     timeout: Duration,
     board: Arc<NodeBoard>,
 }
@@ -57,7 +59,7 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle_per_node)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Upstream { client, timeout: config.request_timeout, board }
+        Upstream { client, direct: config.upstream_client == UpstreamClient::Direct, timeout: config.request_timeout, board }
     }
 
     /// Sends one request to `node` and reads the whole answer within
@@ -72,24 +74,19 @@ impl Upstream {
         headers: &[(header::HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let uri: Uri = format!("{}{}", node.addr, path_and_query)
-            .parse()
-            .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
-        let mut builder = Request::builder().method(method).uri(uri);
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        let request = builder
-            .body(Full::new(body))
-            .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
         let start = Instant::now();
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| describe(&e))?.to_bytes();
-            Ok::<_, String>(UpstreamResponse { status: parts.status, headers: parts.headers, body })
+        let result = if self.direct {
+            let Some(pool) = &node.pool else {
+                return Err(UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() });
+            };
+            let exchange = async {
+                let a = pool.request(&method, path_and_query, headers, &body).await?;
+                Ok::<_, String>(UpstreamResponse { status: a.status, headers: a.headers, body: a.body })
+            };
+            tokio::time::timeout(self.timeout, exchange).await
+        } else {
+            self.send_hyper(node, method, path_and_query, headers, body).await?
         };
-        let result = tokio::time::timeout(self.timeout, exchange).await;
         node.latency.observe(start.elapsed().as_secs_f64());
         match result {
             Ok(Ok(response)) => {
@@ -115,8 +112,44 @@ impl Upstream {
         }
     }
 
+    async fn send_hyper(
+        &self,
+        node: &NodeHandle,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(header::HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<Result<Result<UpstreamResponse, String>, tokio::time::error::Elapsed>, UpstreamError> {
+        let uri: Uri = format!("{}{}", node.addr, path_and_query)
+            .parse()
+            .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| describe(&e))?.to_bytes();
+            Ok::<_, String>(UpstreamResponse { status: parts.status, headers: parts.headers, body })
+        };
+        Ok(tokio::time::timeout(self.timeout, exchange).await)
+    }
+
     /// One active health check: `GET /readyz` must answer 200 in time.
     pub async fn check(&self, node: &NodeHandle) -> Result<(), String> {
+        if self.direct {
+            let pool = node.pool.as_ref().ok_or_else(|| format!("bad address {}", node.addr))?;
+            return match tokio::time::timeout(self.timeout, pool.request(&Method::GET, "/readyz", &[], b"")).await {
+                Ok(Ok(a)) if a.status == StatusCode::OK => Ok(()),
+                Ok(Ok(a)) => Err(format!("health check answered HTTP {}", a.status.as_u16())),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("health check got no answer within {}", humantime::format_duration(self.timeout))),
+            };
+        }
         let uri: Uri = format!("{}/readyz", node.addr).parse().map_err(|_| format!("bad address {}", node.addr))?;
         let request = Request::get(uri).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
         let exchange = async {

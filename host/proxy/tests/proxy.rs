@@ -86,6 +86,17 @@ async fn same_key_same_node_through_either_proxy_and_epochs_match_meta() {
         let via_node = http.send(Method::PUT, &format!("{node}{url}"), &[], "x").await.unwrap();
         assert_eq!((via_proxy.status, via_proxy.text()), (via_node.status, via_node.text()), "{url}");
     }
+    // HEAD answers like GET without a body, as a node does.
+    let (a, b) = (
+        http.send(Method::HEAD, &format!("{p0}/v1/keys/user:5"), &[], Bytes::new()).await.unwrap(),
+        http.send(Method::HEAD, &format!("{node}/v1/keys/user:5"), &[], Bytes::new()).await.unwrap(),
+    );
+    let node_holding = holders(&http, &cluster, b"user:5").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers.get("content-length").unwrap(), "2");
+    if node_holding == vec![cluster.nodes[0].id.clone()] {
+        assert_eq!(a.headers.get("etag"), b.headers.get("etag"));
+    }
     let big = vec![b'k'; 2000];
     let (a, b) = (http.get(&p0, &big).await.unwrap(), http.get(node, &big).await.unwrap());
     assert_eq!((a.status, a.text()), (b.status, b.text()));
@@ -408,5 +419,58 @@ async fn trapping_strategy_triggers_fallback_to_last_working_epoch() {
     let fixed = activate(&cluster, "ketama", "", 1).await;
     assert_eq!(cluster.proxy_status(0).await.unwrap().epoch, fixed);
     assert!(cluster.proxy_status(0).await.unwrap().fallback.is_none());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn owner_down_policy_next_owner_or_fail_fast() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(&dir, |s| s.proxy.owner_down = shardgate_proxy::OwnerDownPolicy::NextOwner).await;
+    let mut fail_fast = cluster_proxy_config();
+    fail_fast.owner_down = shardgate_proxy::OwnerDownPolicy::FailFast;
+    cluster.start_proxy_with(fail_fast).await.unwrap();
+    activate(&cluster, "rendezvous", "", 1).await;
+    let http = Http::new();
+    let (next, fast) = (cluster.proxies[0].addr.clone(), cluster.proxies[2].addr.clone());
+    let keys: Vec<String> = (0..90).map(|i| format!("d{i}")).collect();
+    let mut owner = Vec::new();
+    for k in &keys {
+        owner.push(http.owners(&next, k.as_bytes()).await.unwrap().owners[0].clone());
+        assert_eq!(http.put(&next, k.as_bytes(), "old").await.unwrap().status, StatusCode::CREATED);
+    }
+    cluster.nodes[2].stop().await.unwrap();
+    for i in [0, 2] {
+        poll("node-3 ejected", Duration::from_secs(20), || async {
+            let s = cluster.proxy_status(i).await.ok()?;
+            s.nodes.iter().any(|n| n.id == "node-3" && !n.routable).then_some(())
+        })
+        .await;
+    }
+    for (k, o) in keys.iter().zip(&owner) {
+        if o != "node-3" {
+            for p in [&next, &fast] {
+                assert_eq!(http.get(p, k.as_bytes()).await.unwrap().text(), "old", "{k}");
+            }
+            continue;
+        }
+        // fail_fast: 503 naming the owner that is down.
+        let a = http.get(&fast, k.as_bytes()).await.unwrap();
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{k}");
+        assert!(a.text().contains("node-3") && a.text().contains("fail_fast"), "{}", a.text());
+        // next_owner: the key lives on the next owner meanwhile (its old value died with node-3).
+        let a = poll("detour routing", Duration::from_secs(10), || async {
+            let a = http.put(&next, k.as_bytes(), "new").await.unwrap();
+            a.status.is_success().then_some(a)
+        })
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}");
+        assert_eq!(http.get(&next, k.as_bytes()).await.unwrap().text(), "new");
+        let held = holders(&http, &cluster, k.as_bytes()).await;
+        assert_eq!(held.len(), 1);
+        assert_ne!(held[0], "node-3");
+    }
+    let m = http.metrics(&next).await.unwrap();
+    assert!(metric(&m, "shardgate_proxy_detoured_keys_total") > 0.0);
     cluster.shutdown().await;
 }
