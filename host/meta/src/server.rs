@@ -78,6 +78,10 @@ pub async fn run(
 
     let raft_for_stop = raft.clone();
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    // Small request/response pairs (Raft RPCs, forwarded writes): no Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         info!("meta member stopping");
