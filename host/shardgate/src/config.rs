@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use shardgate_meta::MetaConfig;
 use shardgate_node::NodeConfig;
+use shardgate_proxy::ProxyConfig;
 use std::path::Path;
 
 /// The config format this binary reads.
@@ -26,6 +27,7 @@ pub struct DeploymentConfig {
     pub version: u32,
     pub meta: Option<MetaConfig>,
     pub node: Option<NodeConfig>,
+    pub proxy: Option<ProxyConfig>,
 }
 
 impl DeploymentConfig {
@@ -37,6 +39,9 @@ impl DeploymentConfig {
         }
         if self.node.is_some() {
             roles.push("node");
+        }
+        if self.proxy.is_some() {
+            roles.push("proxy");
         }
         roles
     }
@@ -99,6 +104,9 @@ pub fn parse(
     }
     if let Some(node) = &config.node {
         node.validate().map_err(|e| key_error(e.key, e.message.clone()))?;
+    }
+    if let Some(proxy) = &config.proxy {
+        proxy.validate().map_err(|e| key_error(&in_table("proxy", &e.key), e.message.clone()))?;
     }
     Ok(config)
 }
@@ -225,6 +233,8 @@ mod tests {
     fn roles_are_listed() {
         let c = parse_str("version = 1\n[node]\n").unwrap();
         assert_eq!(c.roles(), ["node"]);
+        let c = parse_str("version = 1\n[proxy]\n[meta]\n").unwrap();
+        assert_eq!(c.roles(), ["meta", "proxy"]);
         assert!(parse_str("version = 1\n").unwrap().roles().is_empty());
     }
 }

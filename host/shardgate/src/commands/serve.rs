@@ -68,6 +68,10 @@ async fn serve(config: DeploymentConfig) -> anyhow::Result<ExitCode> {
         Some(c) => Some((bind("node", &c.listen.to_string()).await?, c)),
         None => None,
     };
+    let proxy = match config.proxy {
+        Some(c) => Some((bind("proxy", &c.listen.to_string()).await?, c)),
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -86,6 +90,11 @@ async fn serve(config: DeploymentConfig) -> anyhow::Result<ExitCode> {
         tracing::info!(role = "node", addr = %c.listen, "starting");
         let shutdown = stopped();
         roles.spawn(async move { ("node", shardgate_node::run(listener, c, shutdown).await.map_err(anyhow::Error::from)) });
+    }
+    if let Some((listener, c)) = proxy {
+        tracing::info!(role = "proxy", addr = %c.listen, meta = ?c.meta, "starting");
+        let shutdown = stopped();
+        roles.spawn(async move { ("proxy", shardgate_proxy::run(listener, c, shutdown).await.map_err(anyhow::Error::from)) });
     }
 
     let mut failed = None;

@@ -1,0 +1,147 @@
+//! Deployment files as a user meets them: every example in `config/`
+//! passes `config check`, every bad fixture fails with its expected
+//! one-line error, and the one-host version of the three-host cluster
+//! starts as three separate `shardgate serve` processes and serves a key.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn shardgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shardgate"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_example_deployment_file_passes_check() {
+    let mut files = vec![repo().join("config/dev.toml")];
+    for dir in ["config/cluster", "config/local"] {
+        for e in std::fs::read_dir(repo().join(dir)).unwrap() {
+            files.push(e.unwrap().path());
+        }
+    }
+    assert!(files.len() >= 7);
+    for f in files {
+        let out = shardgate().args(["config", "check"]).arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}: {}", f.display(), text(&out.stderr));
+        assert!(text(&out.stdout).contains(": ok (version 1, roles: meta, node"), "{}", text(&out.stdout));
+    }
+}
+
+#[test]
+fn every_bad_fixture_fails_with_its_expected_error() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let body = std::fs::read_to_string(&path).unwrap();
+        let expect = body.lines().next().unwrap().strip_prefix("# expect: ").expect("first line: # expect: ...");
+        // Run from the fixture directory so the file name is relative.
+        let out = shardgate().current_dir(&dir).args(["config", "check"]).arg(path.file_name().unwrap()).output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(expect), "{}: expected {expect:?} in {stderr:?}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 10);
+}
+
+#[test]
+fn a_missing_file_and_a_port_in_use_are_one_line_errors() {
+    let out = shardgate().args(["serve", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read config file /nonexistent.toml"), "{}", text(&out.stderr));
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, format!("version = 1\n[node]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let out = shardgate().args(["serve", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port} for [node]")), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+/// Child processes killed when the test ends, however it ends.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ctl(meta: &str, args: &[&str]) -> Output {
+    let out = shardgate().args(["ctl", "--meta", meta, "--timeout", "10s"]).args(args).output().unwrap();
+    assert!(out.status.success(), "ctl {args:?}: {}", text(&out.stderr));
+    out
+}
+
+fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build().unwrap();
+    let mut req = client.request(method.parse().unwrap(), url);
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    match req.send() {
+        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[test]
+fn the_one_host_cluster_example_starts_as_three_processes_and_serves_a_key() {
+    let data = tempfile::tempdir().unwrap();
+    let mut procs = Processes(vec![]);
+    for i in 1..=3 {
+        let log = std::fs::File::create(data.path().join(format!("host-{i}.log"))).unwrap();
+        procs.0.push(
+            shardgate()
+                .args(["serve", "--config"])
+                .arg(repo().join(format!("config/local/host-{i}.toml")))
+                // The file as shipped, but data in a fresh directory.
+                .env("SHARDGATE_META__DATA_DIR", data.path().join(format!("meta-{i}")))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let meta = "http://127.0.0.1:7111,http://127.0.0.1:7112,http://127.0.0.1:7113";
+    ctl(meta, &["nodes", "add", "node-1", "http://127.0.0.1:7211"]);
+    ctl(meta, &["nodes", "add", "node-2", "http://127.0.0.1:7212"]);
+    ctl(meta, &["nodes", "add", "node-3", "http://127.0.0.1:7213"]);
+    ctl(meta, &["strategy", "upload", "rendezvous"]);
+    ctl(
+        meta,
+        &["strategy", "activate", "rendezvous", "--replicas", "2", "--wait", "--proxy", "http://127.0.0.1:7011,http://127.0.0.1:7012"],
+    );
+    let (status, body) = http("PUT", "http://127.0.0.1:7011/v1/keys/greeting", Some("hello from host 1"));
+    assert!(status == 201 || status == 204, "PUT: {status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http("GET", "http://127.0.0.1:7012/v1/keys/greeting", None);
+        if status == 200 {
+            assert_eq!(body, "hello from host 1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "GET through the other proxy: {status} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = ctl(meta, &["status", "--proxy", "http://127.0.0.1:7011,http://127.0.0.1:7012"]);
+    let report = text(&status.stdout);
+    assert!(report.contains("strategy   rendezvous") && !report.contains("behind"), "{report}");
+}
