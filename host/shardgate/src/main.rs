@@ -31,6 +31,8 @@ enum Command {
     Proxy(commands::proxy::ProxyArgs),
     /// Run the roles a deployment file enables ([meta], [node], [proxy]) in one process.
     Serve(commands::serve::ServeArgs),
+    /// A whole local cluster in one process: 1 meta, 3 nodes, 1 proxy, no config file.
+    Dev(commands::dev::DevArgs),
     /// Administer a cluster through any meta member.
     Ctl(commands::ctl::CtlArgs),
     /// Deployment files.
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxy(args) => commands::proxy::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Ctl(args) => commands::ctl::run(args),
+        Command::Dev(args) => commands::dev::run(args),
         Command::Config(cmd) => commands::serve::config_command(cmd),
     };
     match result {

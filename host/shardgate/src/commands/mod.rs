@@ -3,6 +3,7 @@
 
 pub mod meta;
 pub mod ctl;
+pub mod dev;
 pub mod node;
 pub mod proxy;
 pub mod strategy;

@@ -1,0 +1,213 @@
+//! `shardgate dev`: a whole local cluster in one process with no config
+//! file: one meta member, three cache nodes and one proxy on fixed local
+//! ports, the built-in strategies uploaded and `rendezvous` active. Data
+//! lives in a temporary directory unless `--data-dir` is given (then a
+//! restart finds its state again, and the bootstrap only adds what is
+//! missing). Ctrl-C stops everything cleanly.
+
+use anyhow::Context;
+use clap::Args;
+use shardgate_meta::model::{Activation, NewNode};
+use shardgate_meta::{InitialMember, MetaClient, MetaConfig};
+use shardgate_node::NodeConfig;
+use shardgate_proxy::ProxyConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Where meta keeps its Raft state (default: a temporary directory, removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address every role binds.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// The proxy's port (clients talk to it).
+    #[arg(long, default_value_t = 7000)]
+    proxy_port: u16,
+    /// The meta member's port (`shardgate ctl` talks to it).
+    #[arg(long, default_value_t = 7101)]
+    meta_port: u16,
+    /// The first cache node's port; the others follow (7201, 7202, 7203).
+    #[arg(long, default_value_t = 7201)]
+    node_port: u16,
+    /// Number of cache nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Built-in strategy to activate on a fresh cluster.
+    #[arg(long, default_value = "rendezvous")]
+    strategy: String,
+}
+
+async fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {role} (use --{}-port to pick another)", role.split('-').next().unwrap()))
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    if shardgate_builtins::builtin(&args.strategy).is_none() {
+        anyhow::bail!("--strategy {}: not a built-in strategy (rendezvous, ketama, maglev, jump, pinned)", args.strategy);
+    }
+    if args.nodes == 0 {
+        anyhow::bail!("--nodes must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    runtime.block_on(dev(args))
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let (data_dir, _temp) = match &args.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("shardgate-dev-").tempdir().context("creating a temporary data directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let at = |port: u16| SocketAddr::new(args.host, port);
+    let url = |addr: SocketAddr| format!("http://{addr}");
+
+    // Bind every port first, so a port in use stops the start cleanly.
+    let meta_addr = at(args.meta_port);
+    let meta_listener = bind("meta", meta_addr).await?;
+    let mut node_listeners = vec![];
+    for i in 0..args.nodes {
+        let port = args.node_port.checked_add(i).context("--node-port too high")?;
+        node_listeners.push((format!("node-{}", i + 1), bind("node", at(port)).await?, at(port)));
+    }
+    let proxy_addr = at(args.proxy_port);
+    let proxy_listener = bind("proxy", proxy_addr).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut roles = tokio::task::JoinSet::new();
+    let meta_config = MetaConfig {
+        id: 1,
+        listen: meta_addr.to_string(),
+        data_dir: data_dir.join("meta"),
+        members: vec![InitialMember { id: 1, addr: url(meta_addr) }],
+        ..MetaConfig::default()
+    };
+    let shutdown = stopped();
+    roles.spawn(async move { ("meta", shardgate_meta::run(meta_listener, meta_config, shutdown).await.map_err(anyhow::Error::from)) });
+    let mut node_addrs = vec![];
+    for (id, listener, addr) in node_listeners {
+        let config = NodeConfig { listen: addr, ..NodeConfig::default() };
+        let shutdown = stopped();
+        node_addrs.push((id, addr));
+        roles.spawn(async move { ("node", shardgate_node::run(listener, config, shutdown).await.map_err(anyhow::Error::from)) });
+    }
+    let proxy_config = ProxyConfig { listen: proxy_addr, meta: vec![url(meta_addr)], ..ProxyConfig::default() };
+    let shutdown = stopped();
+    roles.spawn(async move { ("proxy", shardgate_proxy::run(proxy_listener, proxy_config, shutdown).await.map_err(anyhow::Error::from)) });
+
+    let meta = MetaClient::new(vec![url(meta_addr)]).with_retry_for(Duration::from_secs(30));
+    let bootstrap = async {
+        let epoch = bootstrap(&meta, &node_addrs, &args.strategy).await?;
+        wait_for_proxy(&url(proxy_addr), epoch).await?;
+        anyhow::Ok(epoch)
+    };
+    let epoch = tokio::select! {
+        r = bootstrap => r?,
+        Some(done) = roles.join_next() => {
+            let _ = stop_tx.send(true);
+            match done {
+                Ok((role, Err(e))) => anyhow::bail!("{role} stopped while starting: {e:#}"),
+                _ => anyhow::bail!("a role stopped while starting"),
+            }
+        }
+    };
+
+    let routing = meta.routing().await?;
+    let strategy = routing.strategy.as_ref().map(|s| format!("{} {}", s.name, s.version)).unwrap_or_default();
+    println!("shardgate dev: a local cluster is running (routing epoch {epoch}, strategy {strategy})\n");
+    println!("  proxy    {}        <- clients: the key API", url(proxy_addr));
+    println!("  meta     {}        <- shardgate ctl (SHARDGATE_META)", url(meta_addr));
+    for (id, addr) in &node_addrs {
+        println!("  {id:<8} {}", url(*addr));
+    }
+    println!("  data     {}{}", data_dir.display(), if args.data_dir.is_none() { " (temporary)" } else { "" });
+    println!("\nTry:");
+    println!("  curl -X PUT --data-binary 'hello' {}/v1/keys/greeting", url(proxy_addr));
+    println!("  curl -i {}/v1/keys/greeting", url(proxy_addr));
+    println!("  shardgate ctl strategy activate ketama --wait --proxy {}", url(proxy_addr));
+    println!("\nCtrl-C stops everything.");
+
+    let mut failed = None;
+    tokio::select! {
+        () = crate::signal::shutdown_signal() => {}
+        Some(done) = roles.join_next() => {
+            failed = Some(match done {
+                Ok((role, Err(e))) => anyhow::anyhow!("{role} stopped: {e:#}"),
+                Ok((role, Ok(()))) => anyhow::anyhow!("{role} stopped unexpectedly"),
+                Err(e) => anyhow::anyhow!("a role panicked: {e}"),
+            });
+        }
+    }
+    let _ = stop_tx.send(true);
+    while roles.join_next().await.is_some() {}
+    eprintln!("shardgate dev: stopped");
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Adds the nodes and built-in strategies meta does not have yet and
+/// activates `strategy` when nothing is active. Returns the routing epoch.
+async fn bootstrap(meta: &MetaClient, nodes: &[(String, SocketAddr)], strategy: &str) -> anyhow::Result<u64> {
+    let known: Vec<String> = meta.nodes().await.context("waiting for meta")?.into_iter().map(|n| n.id).collect();
+    for (id, addr) in nodes {
+        if !known.contains(id) {
+            meta.add_node(&NewNode { id: id.clone(), addr: format!("http://{addr}"), weight: 1.0, zone: String::new() }).await?;
+        }
+    }
+    let uploaded: Vec<String> = meta.strategies().await?.into_iter().map(|s| s.hash).collect();
+    let mut active_hash = None;
+    for b in shardgate_builtins::BUILTINS {
+        let info = if let Some(h) = uploaded.iter().find(|h| **h == sha256_hex(b.component)) {
+            meta.strategy(h).await?
+        } else {
+            meta.upload_strategy(b.component.to_vec()).await.with_context(|| format!("uploading {}", b.name))?
+        };
+        if b.name == strategy {
+            active_hash = Some(info.hash);
+        }
+    }
+    let routing = meta.routing().await?;
+    if routing.strategy.is_some() {
+        return Ok(routing.epoch);
+    }
+    let hash = active_hash.expect("checked to be a built-in");
+    Ok(meta.activate(&hash, &Activation { config: String::new(), replicas: 1 }).await?.epoch)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn wait_for_proxy(proxy: &str, epoch: u64) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{proxy}/status")).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["epoch"].as_u64().is_some_and(|e| e >= epoch) {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the proxy at {proxy} did not reach routing epoch {epoch} within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

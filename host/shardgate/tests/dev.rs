@@ -1,0 +1,158 @@
+//! `shardgate dev` as a new user meets it (the README's first command):
+//! it starts, a PUT and a GET through the proxy succeed, `ctl strategy
+//! activate ketama` swaps the routing and the GET still succeeds with the
+//! new epoch; then the custom-strategy path end to end: `strategy new`,
+//! stock `cargo build --target wasm32-wasip2`, `strategy check`,
+//! `ctl strategy upload` and `activate`, and keys keep being served.
+//!
+//! `dev` uses its documented fixed ports (7000, 7101, 7201-7203), so this
+//! file holds one test: the scenarios run in sequence on one cluster.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PROXY: &str = "http://127.0.0.1:7000";
+const META: &str = "http://127.0.0.1:7101";
+
+fn shardgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shardgate"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ctl(args: &[&str]) -> String {
+    let out = shardgate().args(["ctl", "--meta", META, "--proxy", PROXY, "--timeout", "10s"]).args(args).output().unwrap();
+    assert!(out.status.success(), "ctl {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build().unwrap()
+}
+
+/// (status, epoch header, body)
+fn get(key: &str) -> (u16, u64, String) {
+    let r = client().get(format!("{PROXY}/v1/keys/{key}")).send().unwrap();
+    let epoch = r.headers()["shardgate-epoch"].to_str().unwrap().parse().unwrap();
+    (r.status().as_u16(), epoch, r.text().unwrap())
+}
+
+fn put(key: &str, value: &str) -> u16 {
+    client().put(format!("{PROXY}/v1/keys/{key}")).body(value.to_string()).send().unwrap().status().as_u16()
+}
+
+fn meta_epoch() -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&ctl(&["status", "--json"])).unwrap();
+    v["routing"]["epoch"].as_u64().unwrap()
+}
+
+/// A cargo for the scaffolded crate: the outer build's settings removed,
+/// a target directory kept between runs so its dependencies build once.
+fn cargo(dir: &Path, target: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir).env("CARGO_TARGET_DIR", target);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
+    // 1. Start it and wait for its banner.
+    let mut child = shardgate().arg("dev").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let dev = Dev(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C stops everything") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("shardgate dev printed its banner in time");
+        banner.push_str(&line);
+        banner.push('\n');
+    }
+    assert!(banner.contains("proxy    http://127.0.0.1:7000"), "{banner}");
+    assert!(banner.contains("curl -X PUT"), "{banner}");
+
+    // 2. PUT and GET through the proxy.
+    assert_eq!(put("greeting", "hello"), 201);
+    let (status, first_epoch, body) = get("greeting");
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    assert_eq!(first_epoch, meta_epoch());
+
+    // 3. Swap to ketama; the key is still there, served by the new epoch.
+    let out = ctl(&["strategy", "activate", "ketama", "--wait"]);
+    assert!(out.contains("activated ketama"), "{out}");
+    let (status, epoch, body) = get("greeting");
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    assert!(epoch > first_epoch);
+    assert_eq!(epoch, meta_epoch());
+
+    // 4. A custom strategy, exactly as the README's walkthrough does it.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("zone-spread");
+    let out = shardgate().args(["strategy", "new", "zone-spread", "--dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dir.join("wit/strategy.wit")).unwrap(), include_str!("../../../wit/strategy.wit"));
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/scaffold-test");
+    let test = cargo(&dir, &target).args(["test", "--quiet"]).output().unwrap();
+    assert!(test.status.success(), "cargo test: {}", text(&test.stderr));
+    let build = cargo(&dir, &target).args(["build", "--release", "--target", "wasm32-wasip2"]).output().unwrap();
+    assert!(build.status.success(), "cargo build: {}", text(&build.stderr));
+    let wasm = target.join("wasm32-wasip2/release/zone_spread.wasm");
+    let check = shardgate().args(["strategy", "check"]).arg(&wasm).args(["--replicas", "2", "--keys", "20000"]).output().unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    assert!(text(&check.stdout).contains("result               PASS"));
+
+    let out = ctl(&["strategy", "upload", wasm.to_str().unwrap()]);
+    assert!(out.contains("uploaded zone-spread 0.1.0"), "{out}");
+    ctl(&["strategy", "activate", "zone-spread", "--replicas", "2", "--wait"]);
+    let status = ctl(&["status"]);
+    assert!(status.contains("strategy   zone-spread 0.1.0") && status.contains("2 replica(s)"), "{status}");
+    let (status, epoch, body) = get("greeting");
+    assert_eq!((status, body.as_str()), (200, "hello"), "the migration window keeps old keys readable");
+    assert_eq!(epoch, meta_epoch());
+    for i in 0..50 {
+        assert_eq!(put(&format!("custom-{i}"), &format!("v{i}")), 201);
+    }
+    for i in 0..50 {
+        let (status, _, body) = get(&format!("custom-{i}"));
+        assert_eq!((status, body), (200, format!("v{i}")));
+    }
+
+    // 5. Ctrl-C stops it cleanly.
+    let mut dev = dev;
+    let pid = dev.0.id();
+    assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = dev.0.try_wait().unwrap() {
+            assert!(status.success(), "dev exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "dev did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
