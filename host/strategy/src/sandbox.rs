@@ -176,6 +176,34 @@ fn validate_metadata(m: &Metadata) -> Result<(), StrategyError> {
     Ok(())
 }
 
+/// Most bytes of guest-provided text (a config error, metadata) kept in an
+/// error message.
+pub(crate) const MAX_GUEST_TEXT: usize = 1024;
+
+/// Guest text as one bounded line: control characters and line breaks
+/// become spaces, runs of white space collapse, and text past
+/// [`MAX_GUEST_TEXT`] bytes is cut with a note of how much was dropped.
+pub(crate) fn guest_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_GUEST_TEXT + 32));
+    let mut space = false;
+    for (i, c) in text.char_indices() {
+        if out.len() >= MAX_GUEST_TEXT {
+            out.push_str(&format!("... ({} more bytes)", text.len() - i));
+            break;
+        }
+        if c.is_control() || c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// One line of an error chain: wasmtime errors carry a multi-line wasm
 /// backtrace that the operator does not need in the message.
 pub(crate) fn one_line(e: &wasmtime::Error) -> String {
@@ -322,7 +350,7 @@ impl Instance {
         self.budget(fuel)?;
         match self.bindings.call_validate_config(&mut self.store, config) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(StrategyError::ConfigRejected(reason)),
+            Ok(Err(reason)) => Err(StrategyError::ConfigRejected(guest_text(&reason))),
             Err(e) => Err(classify(e, &self.store, "validate-config", fuel, "control_fuel")),
         }
     }
@@ -338,7 +366,7 @@ impl Instance {
         let nodes: Vec<_> = nodes.iter().map(Into::into).collect();
         match self.bindings.call_configure(&mut self.store, config, &nodes, replicas) {
             Ok(Ok(table)) => Ok(table.into()),
-            Ok(Err(reason)) => Err(StrategyError::ConfigRejected(reason)),
+            Ok(Err(reason)) => Err(StrategyError::ConfigRejected(guest_text(&reason))),
             Err(e) => Err(classify(e, &self.store, "configure", fuel, "configure_fuel")),
         }
     }
@@ -365,3 +393,17 @@ const _: () = {
     is::<Strategy>();
     is::<Sandbox>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_is_one_bounded_line() {
+        assert_eq!(guest_text("a\n  b\0c\t"), "a b c");
+        let long = "x".repeat(5000);
+        let t = guest_text(&long);
+        assert!(t.len() < MAX_GUEST_TEXT + 32 && t.ends_with("(3976 more bytes)"), "{t}");
+        assert_eq!(guest_text("é".repeat(600).as_str()).chars().filter(|&c| c == 'é').count(), 512);
+    }
+}

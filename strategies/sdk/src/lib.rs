@@ -177,7 +177,18 @@ pub trait Strategy: Sized + 'static {
 /// the line and the key, e.g. `rendezvous config: TOML parse error at line 1,
 /// column 1 ... unknown field `slot``. Use `#[serde(deny_unknown_fields)]`.
 pub fn parse_config<T: serde::de::DeserializeOwned>(strategy: &str, config: &str) -> Result<T, String> {
-    toml::from_str(config).map_err(|e| format!("{strategy} config: {}", e.to_string().trim_end()))
+    toml::from_str(config).map_err(|e| {
+        let message = e.message().trim_end().replace('\n', " ");
+        match e.span() {
+            Some(span) => {
+                let before = &config[..span.start.min(config.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("{strategy} config: line {line}, column {column}: {message}")
+            }
+            None => format!("{strategy} config: {message}"),
+        }
+    })
 }
 
 pub mod hrw;
@@ -386,6 +397,19 @@ mod tests {
         assert_eq!(out, [0, 1]);
         out.clear();
         assert!(!ring_walk(&ring, 0, 3, &mut out), "only two distinct positions");
+    }
+
+    #[test]
+    fn config_errors_are_one_line_with_line_and_column() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct C {
+            a: u32,
+        }
+        let e = parse_config::<C>("s", "\n  b = 1\n").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.starts_with("s config: line 2, column 3: unknown field `b`"), "{e}");
     }
 
     #[test]
