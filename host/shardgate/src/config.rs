@@ -70,7 +70,12 @@ pub fn parse(
     origin: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<DeploymentConfig, ConfigFileError> {
-    let invalid = |line: Option<usize>, message: String| ConfigFileError::Invalid { origin: origin.to_string(), line, message };
+    // One line, whatever the file contained: quoted values may hold line breaks.
+    let invalid = |line: Option<usize>, message: String| ConfigFileError::Invalid {
+        origin: origin.to_string(),
+        line,
+        message: message.trim_end().replace('\r', "\\r").replace('\n', "\\n"),
+    };
     let line_of_offset = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let de_error = |e: toml::de::Error| {
         let message = e.message().trim_end().to_string();
@@ -227,6 +232,12 @@ mod tests {
         let env = vec![("SHARDGATE_NODE__NO_SUCH_KEY".to_string(), "1".to_string())];
         let e = parse("version = 1\n[node]\n", "t", env).unwrap_err().to_string();
         assert!(e.contains("SHARDGATE_NODE__NO_SUCH_KEY") && e.contains("no_such_key"), "{e}");
+    }
+
+    #[test]
+    fn errors_quoting_line_breaks_stay_one_line() {
+        let e = parse_str("version = 1\n[node]\neviction_policy = \"lru\\nx\"\n").unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("lru\\nx"), "{e}");
     }
 
     #[test]

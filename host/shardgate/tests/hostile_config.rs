@@ -303,7 +303,6 @@ fn edge_cases_name_file_and_line() {
 /// value verbatim, so a value holding a line break splits the one-line
 /// error over several lines.
 #[test]
-#[ignore = "bug: config errors quote string values verbatim; a value with \\n gives a multi-line error (e.g. eviction_policy = \"lru\\nx\")"]
 fn values_with_line_breaks_still_give_one_line() {
     for text in [
         "version = 1\n[node]\neviction_policy = \"lru\\nsecond line\"\n",
