@@ -38,7 +38,7 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::Api(e) => e.status(),
-            RequestError::Route(RouteError::NoStrategy) => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::Route(RouteError::NoStrategy | RouteError::NoNodes { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Route(RouteError::Fault { .. }) => StatusCode::BAD_GATEWAY,
             RequestError::Route(RouteError::Strategy { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
             RequestError::OwnersDown { .. } | RequestError::NoHealthyNode { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -66,6 +66,14 @@ pub struct RoutingEpoch {
 }
 
 impl RoutingEpoch {
+    /// Why this epoch cannot route (it has no router).
+    fn unroutable(&self) -> RouteError {
+        match self.state.strategy {
+            Some(_) => RouteError::NoNodes { epoch: self.epoch },
+            None => RouteError::NoStrategy,
+        }
+    }
+
     fn empty() -> Self {
         RoutingEpoch {
             epoch: 0,
@@ -112,11 +120,25 @@ impl RoutingEpoch {
 pub enum RouteError {
     #[error("no routing strategy is active yet (activate one through meta)")]
     NoStrategy,
+    #[error("routing epoch {epoch} has no active nodes (add nodes through meta)")]
+    NoNodes { epoch: u64 },
     #[error("strategy fault while routing (epoch {epoch}): {error}")]
     Fault { epoch: u64, error: StrategyError },
     #[error("strategy failed to route (epoch {epoch}): {error}")]
     Strategy { epoch: u64, error: StrategyError },
 }
+
+/// What a router was configured with.
+#[derive(Clone, PartialEq)]
+struct RouterKey {
+    hash: String,
+    config: String,
+    replicas: u32,
+    nodes: Vec<(String, u64, String)>,
+}
+
+/// Routers kept for reuse.
+const ROUTER_CACHE: usize = 4;
 
 /// Counts strategy faults in a sliding window.
 struct FaultWindow {
@@ -145,6 +167,9 @@ pub struct Routing {
     notes: Mutex<RoutingNotes>,
     meta_epoch: AtomicU64,
     strategies: Mutex<HashMap<String, Strategy>>,
+    /// The last few configured routers, so returning to a recent routing
+    /// (a rollback, a swap back) costs no `configure`.
+    routers: Mutex<VecDeque<(RouterKey, Router)>>,
     sandbox: Sandbox,
     pub(crate) board: Arc<NodeBoard>,
     pub(crate) metrics: Arc<ProxyMetrics>,
@@ -171,6 +196,7 @@ impl Routing {
             notes: Mutex::new(RoutingNotes::default()),
             meta_epoch: AtomicU64::new(0),
             strategies: Mutex::new(HashMap::new()),
+            routers: Mutex::new(VecDeque::new()),
             sandbox,
             board,
             metrics,
@@ -199,7 +225,7 @@ impl Routing {
     /// fallback.
     #[inline]
     pub fn route(&self, epoch: &RoutingEpoch, key: &[u8], out: &mut Vec<u32>) -> Result<(), RouteError> {
-        let Some(router) = &epoch.router else { return Err(RouteError::NoStrategy) };
+        let Some(router) = &epoch.router else { return Err(epoch.unroutable()) };
         let start = Instant::now();
         let result = router.route_into(key, out);
         self.metrics.routing_nanoseconds.inc_by(start.elapsed().as_nanos() as u64);
@@ -209,7 +235,7 @@ impl Routing {
 
     /// Owners of many keys: `width` positions per key, concatenated.
     pub fn route_batch(&self, epoch: &RoutingEpoch, keys: &[&[u8]]) -> Result<Vec<u32>, RouteError> {
-        let Some(router) = &epoch.router else { return Err(RouteError::NoStrategy) };
+        let Some(router) = &epoch.router else { return Err(epoch.unroutable()) };
         let start = Instant::now();
         let result = router.route_batch(keys);
         self.metrics.routing_nanoseconds.inc_by(start.elapsed().as_nanos() as u64);
@@ -285,16 +311,31 @@ impl Routing {
         let router = match &state.strategy {
             None => None,
             Some(s) => {
-                let strategy = self.strategy(&s.hash, meta).await?;
                 let nodes: Vec<NodeSpec> = state.active_nodes().map(|n| NodeSpec::new(n.id.clone(), n.weight, n.zone.clone())).collect();
+                let key = RouterKey {
+                    hash: s.hash.clone(),
+                    config: state.config.clone(),
+                    replicas: state.replicas,
+                    nodes: nodes.iter().map(|n| (n.id.clone(), n.weight.to_bits(), n.zone.clone())).collect(),
+                };
+                let cached = self.routers.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key).map(|(_, r)| r.clone());
                 if nodes.is_empty() {
                     None
+                } else if let Some(router) = cached {
+                    debug!(epoch = epoch_no, "reusing a configured router");
+                    Some(router)
                 } else {
+                    let strategy = self.strategy(&s.hash, meta).await?;
                     let (config, replicas) = (state.config.clone(), state.replicas);
                     let router = tokio::task::spawn_blocking(move || strategy.configure(&config, &nodes, replicas))
                         .await
                         .map_err(|e| format!("configure task failed: {e}"))?
                         .map_err(|e| format!("configuring strategy {} ({}) for epoch {epoch_no}: {e}", s.name, s.hash))?;
+                    let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
+                    if routers.len() >= ROUTER_CACHE {
+                        routers.pop_front();
+                    }
+                    routers.push_back((key, router.clone()));
                     Some(router)
                 }
             }
