@@ -36,6 +36,10 @@ use crate::ttl::{check_ttl_seconds, ttl_from_query};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
+/// The OpenAPI 3.1 document of this API (`host/node/openapi.json`), served
+/// at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
 /// What every handler of one node shares.
 struct NodeState {
     store: Store,
@@ -155,6 +159,7 @@ fn router(state: Arc<NodeState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NoRoute })
         .with_state(state)
 }
@@ -412,6 +417,10 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
