@@ -68,7 +68,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Closed-loop GET load on the proxies until `stop`; answers the latencies
 /// and the number of failed requests.
-async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (Vec<Duration>, usize) {
+async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (Vec<Duration>, Vec<String>) {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let proxies = proxies.clone();
@@ -76,7 +76,7 @@ async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (V
         tasks.push(tokio::spawn(async move {
             let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
             let mut lat = Vec::new();
-            let mut failed = 0;
+            let mut failed = Vec::new();
             let mut i = c;
             while !stop.load(Ordering::Relaxed) {
                 i += clients;
@@ -84,13 +84,14 @@ async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (V
                 let t = Instant::now();
                 match client.get(url.parse().unwrap()).await {
                     Ok(r) => {
-                        let ok = r.status().is_success();
-                        let _ = r.into_body().collect().await;
-                        if !ok {
-                            failed += 1;
+                        let status = r.status();
+                        let epoch = r.headers().get("shardgate-epoch").map(|v| v.to_str().unwrap_or("").to_string());
+                        let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        if !status.is_success() {
+                            failed.push(format!("{url}: {status} epoch {epoch:?} {}", String::from_utf8_lossy(&body)));
                         }
                     }
-                    Err(_) => failed += 1,
+                    Err(e) => failed.push(format!("{url}: {e}")),
                 }
                 lat.push(t.elapsed());
             }
@@ -98,11 +99,11 @@ async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (V
         }));
     }
     let mut all = Vec::new();
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for t in tasks {
         let (l, f) = t.await.unwrap();
         all.extend(l);
-        failed += f;
+        failed.extend(f);
     }
     all.sort();
     (all, failed)
@@ -174,7 +175,9 @@ async fn bench() {
     let node = cluster.nodes.iter().find(|n| n.id == owners.owners[0]).unwrap().addr.clone();
 
     println!("## shardgate-proxy benchmark (loopback, 2 cores; one process holds 3 metas, 3 nodes, 2 proxies)\n");
-    if Command::new("wrk").arg("--version").output().is_err() {
+    if std::env::var_os("PROXY_BENCH_SKIP_WRK").is_some() {
+        println!("wrk: skipped (PROXY_BENCH_SKIP_WRK)\n");
+    } else if Command::new("wrk").arg("--version").output().is_err() {
         println!("wrk: skipped (not installed; apt-get install wrk)\n");
     } else {
         println!("### GET throughput, wrk -t2 -c64 -d{WRK_SECONDS}s, one 100-byte key\n");
@@ -221,8 +224,9 @@ async fn bench() {
     println!("| window | requests | failed | p50 | p99 | p99 / steady |");
     println!("|---|---|---|---|---|---|");
     let s99 = percentile(&steady, 0.99);
-    println!("| steady | {} | {steady_failed} | {:?} | {s99:?} | 1.00 |", steady.len(), percentile(&steady, 0.5));
+    println!("| steady | {} | {} | {:?} | {s99:?} | 1.00 |", steady.len(), steady_failed.len(), percentile(&steady, 0.5));
     let mut swap_index = 100;
+    let mut failures: Vec<String> = Vec::new();
     for fresh in [false, true] {
         let stop = Arc::new(AtomicBool::new(false));
         let swapping = tokio::spawn(load(proxies.clone(), clients, stop.clone()));
@@ -237,15 +241,20 @@ async fn bench() {
         }
         stop.store(true, Ordering::Relaxed);
         let (during, during_failed) = swapping.await.unwrap();
+        failures.extend(during_failed.iter().cloned());
         let d99 = percentile(&during, 0.99);
         let ratio = d99.as_secs_f64() / s99.as_secs_f64();
         let what = if fresh { "new configs (full configure)" } else { "recent configs (router reused)" };
         println!(
-            "| {swaps} swaps rendezvous<->ketama, {what} | {} | {during_failed} | {:?} | {d99:?} | {ratio:.2} {} |",
+            "| {swaps} swaps rendezvous<->ketama, {what} | {} | {} | {:?} | {d99:?} | {ratio:.2} {} |",
             during.len(),
+            during_failed.len(),
             percentile(&during, 0.5),
             if ratio <= 1.5 { "pass" } else { "FAIL (bar 1.5)" }
         );
+    }
+    for f in steady_failed.iter().chain(&failures).take(5) {
+        println!("failed: {f}");
     }
     println!();
 

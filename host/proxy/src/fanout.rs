@@ -144,10 +144,11 @@ pub(crate) async fn batch_get(shared: &Shared, epoch: &RoutingEpoch, req: Reques
             }
         }
     }
-    if let Some(previous) = epoch.migrating_from(shared.routing.migration_window()) {
+    let chain = epoch.migration_chain(shared.routing.migration_window());
+    if !chain.is_empty() {
         let missed: Vec<usize> = (0..n).filter(|&i| results[i] == GetResult::Miss).collect();
         if !missed.is_empty() {
-            migrate_batch(shared, epoch, previous, &refs, &positions, &candidates, &missed, &mut results).await;
+            migrate_batch(shared, epoch, &chain, &refs, &positions, &candidates, &missed, &mut results).await;
         }
     }
     let mut encoder = GetResponseEncoder::new(n, shared.limits.max_batch_size);
@@ -163,45 +164,54 @@ pub(crate) async fn batch_get(shared: &Shared, epoch: &RoutingEpoch, req: Reques
     Ok(batch_response(encoder.finish()))
 }
 
-/// The previous epoch's owners of `key` that are not among its new owners
-/// (`new_ids`) and are routable; empty when the key's first owner did not change.
-fn previous_owners(shared: &Shared, previous: &RoutingEpoch, key: &[u8], new_ids: &[&str]) -> Vec<Arc<NodeHandle>> {
+/// An earlier epoch's owners of `key` that are not among the nodes already
+/// asked (`asked`: its new owners and the owners under newer earlier epochs)
+/// and are routable; empty when the key's first owner was already asked.
+fn previous_owners(shared: &Shared, previous: &RoutingEpoch, key: &[u8], asked: &[String]) -> Vec<Arc<NodeHandle>> {
     let mut pos = Vec::with_capacity(4);
     if shared.routing.route(previous, key, &mut pos).is_err() {
         return Vec::new();
     }
     let Some(first) = pos.first().and_then(|&p| previous.nodes.get(p as usize)) else { return Vec::new() };
-    if new_ids.contains(&first.id.as_str()) {
+    if asked.contains(&first.id) {
         return Vec::new();
     }
     pos.iter()
         .filter_map(|&p| previous.nodes.get(p as usize))
-        .filter(|n| !new_ids.contains(&n.id.as_str()) && n.is_routable())
+        .filter(|n| !asked.contains(&n.id) && n.is_routable())
         .cloned()
         .collect()
 }
 
-/// The migration window for one key that missed on its new owners: read
-/// it from its previous owner and, on a hit, store it on the new owners
-/// (`If-None-Match: *`, so a newer write is never overwritten). Answers
-/// (version on the new primary, content type, value).
+/// The migration window for one key that missed on its new owners: look
+/// for it on its owners under the earlier epochs (`chain`, newest first)
+/// and, on a hit, store it on the new owners (`If-None-Match: *`, so a
+/// newer write is never overwritten).
 pub(crate) async fn migrate_one(
     shared: &Shared,
-    previous: &RoutingEpoch,
+    chain: &[&RoutingEpoch],
     key: &[u8],
     new_ids: &[&str],
     new_owners: &[Arc<NodeHandle>],
     path: &str,
-) -> Option<(u64, HeaderValue, Bytes)> {
-    let old = previous_owners(shared, previous, key, new_ids);
-    if old.is_empty() {
-        return None;
+) -> Migrated {
+    let mut asked: Vec<String> = new_ids.iter().map(|s| s.to_string()).collect();
+    let mut found = None;
+    for previous in chain {
+        let old = previous_owners(shared, previous, key, &asked);
+        if old.is_empty() {
+            continue;
+        }
+        shared.metrics.migration_lookups.inc();
+        asked.extend(old.iter().map(|n| n.id.clone()));
+        if let Ok(r) = read_from(shared, &old, Method::GET, path, &[], Bytes::new()).await
+            && r.status == StatusCode::OK
+        {
+            found = Some(r);
+            break;
+        }
     }
-    shared.metrics.migration_lookups.inc();
-    let found = read_from(shared, &old, Method::GET, path, &[], Bytes::new()).await.ok()?;
-    if found.status != StatusCode::OK {
-        return None;
-    }
+    let Some(found) = found else { return Migrated::NotFound };
     shared.metrics.migration_hits.inc();
     let content_type = found.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(OCTET_STREAM);
     let old_version = found.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).and_then(|v| parse_etag(v).ok().flatten());
@@ -214,17 +224,42 @@ pub(crate) async fn migrate_one(
         }
         Some(r.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).and_then(|v| parse_etag(v).ok().flatten()))
     });
-    match new_version {
-        Some(None) => None,
-        Some(Some(v)) => Some((v, content_type, found.body)),
-        None => old_version.map(|v| (v, content_type, found.body)),
+    match (new_version, old_version) {
+        (Some(None), _) => Migrated::Superseded,
+        (Some(Some(v)), _) | (None, Some(v)) => Migrated::Found { version: v, content_type, value: found.body },
+        (None, None) => Migrated::NotFound,
     }
 }
 
-/// Deletes `key` on its previous owners that are not new owners; true when
-/// one of them held it.
-pub(crate) async fn delete_previous(shared: &Shared, previous: &RoutingEpoch, key: &[u8], new_ids: &[&str], path: &str) -> bool {
-    let old = previous_owners(shared, previous, key, new_ids);
+/// What a migration lookup found.
+pub(crate) enum Migrated {
+    /// On an earlier owner; now copied to the new owners (`version` is the
+    /// new primary's, or the earlier owner's when the copy failed).
+    Found { version: u64, content_type: HeaderValue, value: Bytes },
+    /// On an earlier owner, but the new primary got a value meanwhile (a
+    /// client write or another reader's copy): read the new owners again.
+    Superseded,
+    NotFound,
+}
+
+/// Deletes `key` on its owners under the earlier epochs (`chain`) that are
+/// not new owners; true when one of them held it.
+pub(crate) async fn delete_previous(shared: &Shared, chain: &[&RoutingEpoch], key: &[u8], new_ids: &[&str], path: &str) -> bool {
+    let mut asked: Vec<String> = new_ids.iter().map(|s| s.to_string()).collect();
+    let mut old: Vec<Arc<NodeHandle>> = Vec::new();
+    for previous in chain {
+        // Every earlier owner, even when the first one did not change.
+        let mut pos = Vec::with_capacity(4);
+        if shared.routing.route(previous, key, &mut pos).is_err() {
+            continue;
+        }
+        for n in pos.iter().filter_map(|&p| previous.nodes.get(p as usize)) {
+            if !asked.contains(&n.id) && n.is_routable() {
+                asked.push(n.id.clone());
+                old.push(n.clone());
+            }
+        }
+    }
     let deletes = old.iter().map(|n| shared.upstream.send(n, Method::DELETE, path, &[], Bytes::new()));
     futures::future::join_all(deletes).await.iter().any(|r| r.as_ref().is_ok_and(|r| r.status.is_success()))
 }
@@ -236,7 +271,7 @@ pub(crate) async fn delete_previous(shared: &Shared, previous: &RoutingEpoch, ke
 async fn migrate_batch(
     shared: &Shared,
     epoch: &RoutingEpoch,
-    previous: &RoutingEpoch,
+    chain: &[&RoutingEpoch],
     keys: &[&[u8]],
     positions: &[u32],
     candidates: &[Vec<Arc<NodeHandle>>],
@@ -244,31 +279,39 @@ async fn migrate_batch(
     results: &mut [GetResult],
 ) {
     let width = epoch.width();
-    let mut old: HashMap<usize, Arc<NodeHandle>> = HashMap::new();
-    for &i in missed {
-        let ids = owner_ids(epoch, &positions[i * width..(i + 1) * width]);
-        if let Some(first) = previous_owners(shared, previous, keys[i], &ids).into_iter().next() {
-            old.insert(i, first);
-        }
-    }
-    if old.is_empty() {
-        return;
-    }
-    let lookup: Vec<usize> = missed.iter().copied().filter(|i| old.contains_key(i)).collect();
-    shared.metrics.migration_lookups.inc_by(lookup.len() as u64);
-    let groups = group(&lookup, |i| old[&i].clone());
-    let calls = groups.iter().map(|(node, idx)| {
-        let ks: Vec<&[u8]> = idx.iter().map(|&i| keys[i]).collect();
-        async move { get_batch_from(shared, node, &ks).await }
-    });
-    let answers = futures::future::join_all(calls).await;
+    let mut asked: HashMap<usize, Vec<String>> =
+        missed.iter().map(|&i| (i, owner_ids(epoch, &positions[i * width..(i + 1) * width]).into_iter().map(String::from).collect())).collect();
     let mut hits: Vec<usize> = Vec::new();
-    for ((_, idx), answer) in groups.iter().zip(answers) {
-        if let Ok(found) = answer {
-            for (&i, r) in idx.iter().zip(found) {
-                if let GetResult::Hit { .. } = r {
-                    results[i] = r;
-                    hits.push(i);
+    for previous in chain {
+        let mut old: HashMap<usize, Arc<NodeHandle>> = HashMap::new();
+        for &i in missed {
+            if hits.contains(&i) {
+                continue;
+            }
+            let owners = previous_owners(shared, previous, keys[i], &asked[&i]);
+            if let Some(first) = owners.into_iter().next() {
+                asked.get_mut(&i).expect("every missed key").push(first.id.clone());
+                old.insert(i, first);
+            }
+        }
+        if old.is_empty() {
+            continue;
+        }
+        let lookup: Vec<usize> = missed.iter().copied().filter(|i| old.contains_key(i)).collect();
+        shared.metrics.migration_lookups.inc_by(lookup.len() as u64);
+        let groups = group(&lookup, |i| old[&i].clone());
+        let calls = groups.iter().map(|(node, idx)| {
+            let ks: Vec<&[u8]> = idx.iter().map(|&i| keys[i]).collect();
+            async move { get_batch_from(shared, node, &ks).await }
+        });
+        let answers = futures::future::join_all(calls).await;
+        for ((_, idx), answer) in groups.iter().zip(answers) {
+            if let Ok(found) = answer {
+                for (&i, r) in idx.iter().zip(found) {
+                    if let GetResult::Hit { .. } = r {
+                        results[i] = r;
+                        hits.push(i);
+                    }
                 }
             }
         }
@@ -305,6 +348,7 @@ async fn migrate_batch(
         async move { put_batch_to(shared, node, &items).await }
     });
     let answers = futures::future::join_all(calls).await;
+    let mut superseded = Vec::new();
     for ((node, idx), answer) in per_node.iter().zip(answers) {
         let Ok(put) = answer else { continue };
         for (&i, r) in idx.iter().zip(put) {
@@ -313,10 +357,25 @@ async fn migrate_batch(
             }
             match (r, &mut results[i]) {
                 (PutResult::Created { version: v } | PutResult::Replaced { version: v }, GetResult::Hit { version, .. }) => *version = v,
-                // A newer write reached the new owner first: report a miss
-                // rather than the older value.
-                (PutResult::ConditionFailed, r) => *r = GetResult::Miss,
+                // The new owner got a value meanwhile (a write, or another
+                // reader's copy): that value is the answer.
+                (PutResult::ConditionFailed, _) => superseded.push(i),
                 _ => {}
+            }
+        }
+    }
+    if superseded.is_empty() {
+        return;
+    }
+    let groups = group(&superseded, |i| candidates[i][0].clone());
+    let calls = groups.iter().map(|(node, idx)| {
+        let ks: Vec<&[u8]> = idx.iter().map(|&i| keys[i]).collect();
+        async move { get_batch_from(shared, node, &ks).await }
+    });
+    for ((_, idx), answer) in groups.iter().zip(futures::future::join_all(calls).await) {
+        if let Ok(found) = answer {
+            for (&i, r) in idx.iter().zip(found) {
+                results[i] = r;
             }
         }
     }

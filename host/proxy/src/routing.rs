@@ -86,15 +86,24 @@ impl RoutingEpoch {
         }
     }
 
-    /// A copy without the link to its own previous epoch (so epochs never
-    /// form a chain) and without a detour.
+    /// A copy without the link to its own previous epoch and without a detour.
     fn detached(&self) -> Arc<RoutingEpoch> {
+        self.detached_with_history(0, Duration::ZERO)
+    }
+
+    /// A copy keeping at most `depth` earlier epochs whose migration window
+    /// (`window` after they were replaced) is still open.
+    fn detached_with_history(&self, depth: usize, window: Duration) -> Arc<RoutingEpoch> {
+        let previous = match &self.previous {
+            Some((p, since)) if depth > 0 && since.elapsed() < window => Some((p.detached_with_history(depth - 1, window), *since)),
+            _ => None,
+        };
         Arc::new(RoutingEpoch {
             epoch: self.epoch,
             state: self.state.clone(),
             router: self.router.clone(),
             nodes: self.nodes.clone(),
-            previous: None,
+            previous,
             fallback: self.fallback.clone(),
             detour: ArcSwapOption::empty(),
         })
@@ -107,6 +116,22 @@ impl RoutingEpoch {
             Some((prev, since)) if since.elapsed() < window => Some(prev),
             _ => None,
         }
+    }
+
+    /// The earlier epochs whose migration window is still open, newest
+    /// first (at most [`MIGRATION_DEPTH`]): a key that changed owner in
+    /// several recent swaps is looked for on each of its earlier owners.
+    pub fn migration_chain(&self, window: Duration) -> Vec<&RoutingEpoch> {
+        let mut chain = Vec::new();
+        let mut at = self;
+        while let Some(prev) = at.migrating_from(window) {
+            if chain.len() == MIGRATION_DEPTH {
+                break;
+            }
+            chain.push(prev);
+            at = prev;
+        }
+        chain
     }
 
     /// Number of owners per key.
@@ -136,6 +161,9 @@ struct RouterKey {
     replicas: u32,
     nodes: Vec<(String, u64, String)>,
 }
+
+/// Earlier epochs a missed read is looked up in, within the window.
+pub const MIGRATION_DEPTH: usize = 4;
 
 /// Routers kept for reuse.
 const ROUTER_CACHE: usize = 4;
@@ -345,7 +373,7 @@ impl Routing {
         let previous = if self.migration_window.is_zero() || current.router.is_none() || router.is_none() {
             None
         } else {
-            Some((current.detached(), Instant::now()))
+            Some((current.detached_with_history(MIGRATION_DEPTH - 1, self.migration_window), Instant::now()))
         };
         // Keep health state for the nodes still listed now or in the window.
         let mut keep: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();

@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{OwnerDownPolicy, ProxyConfig};
 use crate::error::{ProxyError, RequestError};
+use crate::fanout::Migrated;
 use crate::health::{NodeBoard, NodeHandle, NodeHealth};
 use crate::metrics::ProxyMetrics;
 use crate::routing::{Fallback, Routing, RoutingEpoch, RoutingNotes};
@@ -324,21 +325,30 @@ async fn get_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) 
     let path = key_path(&key);
     let headers = forward_headers(req.headers(), &[header::IF_NONE_MATCH]);
     let response = read_from(shared, &owners, method.clone(), &path, &headers, Bytes::new()).await?;
-    if response.status == StatusCode::NOT_FOUND
-        && let Some(previous) = epoch.migrating_from(shared.routing.migration_window())
-        && let Some(found) = crate::fanout::migrate_one(shared, previous, &key, &owner_ids(epoch, &positions), &owners, &path).await
-    {
-        let (version, content_type, value) = found;
-        let etag = shardgate_node::etag::format_etag(version);
-        if condition.not_modified(version) {
-            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    if response.status == StatusCode::NOT_FOUND && epoch.previous.is_some() {
+        let chain = epoch.migration_chain(shared.routing.migration_window());
+        if !chain.is_empty() {
+            match crate::fanout::migrate_one(shared, &chain, &key, &owner_ids(epoch, &positions), &owners, &path).await {
+                Migrated::Found { version, content_type, value } => {
+                    let etag = shardgate_node::etag::format_etag(version);
+                    if condition.not_modified(version) {
+                        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+                    }
+                    let len = value.len();
+                    let mut r = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(value) });
+                    let h = r.headers_mut();
+                    h.insert(header::CONTENT_TYPE, content_type);
+                    h.insert(header::ETAG, etag);
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                    return Ok(r);
+                }
+                Migrated::Superseded => {
+                    let again = read_from(shared, &owners, method, &path, &headers, Bytes::new()).await?;
+                    return Ok(relay(again));
+                }
+                Migrated::NotFound => {}
+            }
         }
-        let mut r = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(value.clone()) });
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, content_type);
-        h.insert(header::ETAG, etag);
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(value.len()));
-        return Ok(r);
     }
     Ok(relay(response))
 }
@@ -466,8 +476,9 @@ async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming
     // In the migration window the value may still sit on the key's previous
     // owners: delete it there too, or a later read would bring it back.
     if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
-        if let Some(previous) = epoch.migrating_from(shared.routing.migration_window()) {
-            deleted |= crate::fanout::delete_previous(shared, previous, &key, &owner_ids(epoch, &positions), &path).await;
+        let chain = epoch.migration_chain(shared.routing.migration_window());
+        if !chain.is_empty() {
+            deleted |= crate::fanout::delete_previous(shared, &chain, &key, &owner_ids(epoch, &positions), &path).await;
         }
     }
     if deleted && r.status == StatusCode::NOT_FOUND {

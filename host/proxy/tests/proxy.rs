@@ -302,6 +302,17 @@ async fn migration_window_keeps_keys_written_before_a_swap() {
     assert_eq!(http.delete(&p0, victim).await.unwrap().status, StatusCode::NO_CONTENT);
     assert_eq!(http.get(&p0, victim).await.unwrap().status, StatusCode::NOT_FOUND);
     assert_eq!(holders(&http, &cluster, victim).await, Vec::<String>::new());
+    // Two swaps in a row: keys untouched in between are found two epochs back.
+    let chained: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+    for k in &chained {
+        assert_eq!(http.put(&p0, k.as_bytes(), k.clone()).await.unwrap().status, StatusCode::CREATED);
+    }
+    activate(&cluster, "rendezvous", "", 1).await;
+    let e4 = activate(&cluster, "ketama", "", 1).await;
+    for k in &chained {
+        let a = http.get(&p1, k.as_bytes()).await.unwrap();
+        assert_eq!((a.status, a.text(), a.epoch()), (StatusCode::OK, k.clone(), Some(e4)), "{k}");
+    }
     cluster.shutdown().await;
 }
 
