@@ -68,7 +68,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Closed-loop GET load on the proxies until `stop`; answers the latencies
 /// and the number of failed requests.
-async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (Vec<Duration>, Vec<String>) {
+async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (Vec<(Instant, Duration)>, Vec<String>) {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let proxies = proxies.clone();
@@ -93,7 +93,7 @@ async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (V
                     }
                     Err(e) => failed.push(format!("{url}: {e}")),
                 }
-                lat.push(t.elapsed());
+                lat.push((t, t.elapsed()));
             }
             (lat, failed)
         }));
@@ -105,7 +105,6 @@ async fn load(proxies: Vec<String>, clients: usize, stop: Arc<AtomicBool>) -> (V
         all.extend(l);
         failed.extend(f);
     }
-    all.sort();
     (all, failed)
 }
 
@@ -213,47 +212,60 @@ async fn bench() {
 
     // p99 during swaps vs steady state.
     let proxies: Vec<String> = cluster.proxies.iter().filter(|p| p.is_running()).map(|p| p.addr.clone()).collect();
-    let window = Duration::from_secs(3);
+    // One continuous load; phases alternate (1 s each, 3 rounds): steady,
+    // swaps to recent configs, steady, swaps to new configs. Each request
+    // counts in the phase it started in, so all phases see the same
+    // machine noise.
     let clients = 16;
+    let phase = Duration::from_secs(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let steady = tokio::spawn(load(proxies.clone(), clients, stop.clone()));
-    tokio::time::sleep(window).await;
-    stop.store(true, Ordering::Relaxed);
-    let (steady, steady_failed) = steady.await.unwrap();
-    println!("### GET latency through the proxies, {clients} closed-loop clients, {}s windows\n", window.as_secs());
-    println!("| window | requests | failed | p50 | p99 | p99 / steady |");
-    println!("|---|---|---|---|---|---|");
-    let s99 = percentile(&steady, 0.99);
-    println!("| steady | {} | {} | {:?} | {s99:?} | 1.00 |", steady.len(), steady_failed.len(), percentile(&steady, 0.5));
+    let running = tokio::spawn(load(proxies.clone(), clients, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut phases: Vec<(usize, Instant, Instant)> = Vec::new(); // kind: 0 steady, 1 recent, 2 new
+    let mut swaps = [0usize; 3];
     let mut swap_index = 100;
-    let mut failures: Vec<String> = Vec::new();
-    for fresh in [false, true] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let swapping = tokio::spawn(load(proxies.clone(), clients, stop.clone()));
-        let started = Instant::now();
-        let mut swaps = 0;
-        while started.elapsed() < window {
-            let r = activate(swap_index, fresh).await;
-            swap_index += 1;
-            proxies_at(&cluster, r.epoch).await;
-            swaps += 1;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        for kind in [0usize, 1, 0, 2] {
+            let start = Instant::now();
+            if kind == 0 {
+                tokio::time::sleep(phase).await;
+            } else {
+                while start.elapsed() < phase {
+                    let r = activate(swap_index, kind == 2).await;
+                    swap_index += 1;
+                    proxies_at(&cluster, r.epoch).await;
+                    swaps[kind] += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            phases.push((kind, start, Instant::now()));
         }
-        stop.store(true, Ordering::Relaxed);
-        let (during, during_failed) = swapping.await.unwrap();
-        failures.extend(during_failed.iter().cloned());
-        let d99 = percentile(&during, 0.99);
-        let ratio = d99.as_secs_f64() / s99.as_secs_f64();
-        let what = if fresh { "new configs (full configure)" } else { "recent configs (router reused)" };
-        println!(
-            "| {swaps} swaps rendezvous<->ketama, {what} | {} | {} | {:?} | {d99:?} | {ratio:.2} {} |",
-            during.len(),
-            during_failed.len(),
-            percentile(&during, 0.5),
-            if ratio <= 1.5 { "pass" } else { "FAIL (bar 1.5)" }
-        );
     }
-    for f in steady_failed.iter().chain(&failures).take(5) {
+    stop.store(true, Ordering::Relaxed);
+    let (samples, failures) = running.await.unwrap();
+    let mut by_kind: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for (t, d) in samples {
+        if let Some((kind, _, _)) = phases.iter().find(|(_, a, b)| t >= *a && t < *b) {
+            by_kind[*kind].push(d);
+        }
+    }
+    for v in by_kind.iter_mut() {
+        v.sort();
+    }
+    println!("### GET latency through the proxies, {clients} closed-loop clients, phases of 1 s interleaved (3 rounds)\n");
+    println!("| phase | swaps | requests | p50 | p99 | p99 / steady |");
+    println!("|---|---|---|---|---|---|");
+    let s99 = percentile(&by_kind[0], 0.99);
+    let names = ["steady", "swaps rendezvous<->ketama, recent configs (router reused)", "swaps rendezvous<->ketama, new configs (full configure)"];
+    for kind in 0..3 {
+        let v = &by_kind[kind];
+        let p99 = percentile(v, 0.99);
+        let ratio = p99.as_secs_f64() / s99.as_secs_f64();
+        let verdict = if kind == 0 { "" } else if ratio <= 1.5 { " pass" } else { " FAIL (bar 1.5)" };
+        println!("| {} | {} | {} | {:?} | {p99:?} | {ratio:.2}{verdict} |", names[kind], swaps[kind], v.len(), percentile(v, 0.5));
+    }
+    println!("\nfailed requests during all phases: {}", failures.len());
+    for f in failures.iter().take(5) {
         println!("failed: {f}");
     }
     println!();
