@@ -40,7 +40,7 @@ use shardgate_node::{Limits, NodeConfig};
 use shardgate_proxy::ProxyConfig;
 use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 /// `default` cases from a fixed seed, so every run (and CI) tests the same
