@@ -23,7 +23,7 @@ mod cluster;
 #[path = "faults/lab.rs"]
 mod lab;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ struct MetaWriters {
 }
 
 /// Waits until `counter` reaches `at_least`; panics naming `what` after `timeout`.
-async fn wait_count(counter: Arc<AtomicU64>, at_least: u64, timeout: Duration, what: &str) {
+async fn wait_count(counter: Arc<AtomicU64>, at_least: u64, timeout: Duration, what: impl std::fmt::Display) {
     let c = counter.clone();
     let got = poll(timeout, Duration::from_millis(10), || {
         let c = c.clone();
@@ -116,6 +116,11 @@ impl MetaWriters {
         }
         all
     }
+}
+
+/// The first failed write's error, for the report.
+fn first_error(writes: &[MetaWrite]) -> String {
+    writes.iter().find_map(|w| w.error.clone()).map(|e| e.chars().take(80).collect()).unwrap_or_else(|| "none".into())
 }
 
 /// Scenario 1: kill -9 the meta leader under a stream of metadata writes.
@@ -201,4 +206,587 @@ fn s1_meta_leader_killed_under_writes_loses_no_acknowledged_write() {
         ),
     }
     .print();
+}
+
+/// Scenario 2: cut the meta leader's link. The majority elects a leader and
+/// keeps committing; the cut-off member refuses writes with a clear error
+/// and commits nothing; after healing it catches up.
+#[test]
+fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
+    let Some(mut lab) = lab("s2", meta_hosts()) else { return };
+    start_metas(&mut lab, &Timing::default());
+    let metas = meta_urls(&lab);
+    let http = http_client(Duration::from_secs(3));
+    let (m, h) = (metas.clone(), http.clone());
+    let (old_url, old) = lab.lan().run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a leader") });
+    let k = member_no(&metas, &old_url);
+    let majority: Vec<String> = metas.iter().filter(|m| **m != old_url).cloned().collect();
+    let m = metas.clone();
+    let before = lab.lan().run(async move { MetaWriters::start(m, 1, 10, Duration::from_secs(20), "pre").finish().await });
+    assert!(before.iter().all(|w| w.acked), "writes before the partition: {before:?}");
+
+    lab.link_down(&format!("m{k}"), Net::Ctl);
+    let cut_at = Instant::now();
+    let maj = majority.clone();
+    let writers = lab.lan().run(async move { MetaWriters::start(maj, 2, 400, Duration::from_secs(40), "maj") });
+    let acked_count = writers.acked.clone();
+    let (maj, h, old_term) = (majority.clone(), http.clone(), old.term);
+    let elected = lab.lan().run(async move {
+        poll(Duration::from_secs(10), Duration::from_millis(10), || async { leader(&h, &maj).await.filter(|(_, s)| s.term > old_term).map(|_| Instant::now()) })
+            .await
+    });
+    let detection = elected.expect("the majority elected no leader within 10 s") - cut_at;
+
+    // The cut-off member, asked from inside its own host, refuses a write.
+    let inside = lab::NetnsRuntime::start(&lab.ns(&format!("m{k}")));
+    let refused = inside.run(async move {
+        let http = http_client(Duration::from_secs(10));
+        let body = serde_json::to_vec(&NewNode { id: "minority-1".into(), addr: "http://minority.lab:7200".into(), weight: 1.0, zone: String::new() }).unwrap();
+        let started = Instant::now();
+        let a = send(&http, Method::POST, &format!("http://127.0.0.1:{META_PORT}/v1/nodes"), Some(body)).await;
+        (a, started.elapsed())
+    });
+    let (answer, refused_after) = refused;
+    let answer = answer.expect("the cut-off member answers on its own host");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    let err: shardgate_meta::model::ErrorBody = serde_json::from_str(&answer.body).expect("an error body");
+    assert!(matches!(err.kind.as_str(), "no_quorum" | "no_leader" | "leader_unreachable"), "{err:?}");
+    assert!(err.error.contains("quorum") || err.error.contains("leader"), "{err:?}");
+    drop(inside);
+
+    lab.lan().run(wait_count(acked_count.clone(), 60, Duration::from_secs(30), "majority writes during the partition"));
+    let writes = lab.lan().run(writers.finish());
+    let acked: Vec<&MetaWrite> = writes.iter().filter(|w| w.acked).collect();
+    let first_commit = acked.iter().map(|w| w.done).min().expect("majority commits") - cut_at;
+
+    // Heal; the member catches up with everything the majority committed.
+    let maj = majority.clone();
+    let want: BTreeSet<String> = lab.lan().run(async move { MetaClient::new(maj).nodes().await.expect("majority state").into_iter().map(|n| n.id).collect() });
+    lab.link_up(&format!("m{k}"), Net::Ctl);
+    let healed_at = Instant::now();
+    let (h, w, url) = (http.clone(), want.clone(), old_url.clone());
+    let caught_up = lab.lan().run(async move {
+        poll(Duration::from_secs(30), Duration::from_millis(20), || async {
+            let a = send(&h, Method::GET, &format!("{url}/v1/nodes?stale=true"), None).await.ok()?;
+            let nodes: Vec<shardgate_meta::model::NodeView> = serde_json::from_str(&a.body).ok()?;
+            let ids: BTreeSet<String> = nodes.into_iter().map(|n| n.id).collect();
+            (ids == w).then(Instant::now)
+        })
+        .await
+    });
+    let recovery = caught_up.expect("the healed member did not catch up within 30 s") - healed_at;
+    for w in &acked {
+        assert!(want.contains(&w.id), "acknowledged {} missing", w.id);
+    }
+    assert!(!want.contains("minority-1"), "the refused write was committed");
+    Row {
+        scenario: "2. partition the meta leader from the other two",
+        sent: (writes.len() + 1) as u64,
+        failed: (writes.len() - acked.len() + 1) as u64,
+        detection: format!("majority leader {}", ms(detection)),
+        recovery: format!("caught up {} after heal", ms(recovery)),
+        notes: format!(
+            "{} majority commits during the cut (first {} after it; failed: {}); cut-off member answered 503 {} in {}: \"{}...\"",
+            acked.len(),
+            ms(first_commit),
+            first_error(&writes),
+            err.kind,
+            ms(refused_after),
+            err.error.chars().take(40).collect::<String>()
+        ),
+    }
+    .print();
+}
+
+/// Everything a member reports about the cluster state, without the parts
+/// that legitimately differ between members or runs (the leader address).
+async fn member_state(http: &reqwest::Client, meta: &str) -> Option<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for path in ["/v1/nodes", "/v1/strategies", "/v1/routing", "/v1/routing/history"] {
+        let a = send(http, Method::GET, &format!("{meta}{path}?stale=true"), None).await.ok()?;
+        if a.status != 200 {
+            return None;
+        }
+        let mut v: serde_json::Value = serde_json::from_str(&a.body).ok()?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("leader");
+        }
+        out.insert(path.to_string(), v);
+    }
+    let s = raft_status(http, meta).await?;
+    out.insert("epoch".into(), s.epoch.into());
+    out.insert("applied_index".into(), s.applied_index.into());
+    Some(serde_json::Value::Object(out))
+}
+
+/// Scenario 3: kill -9 every meta member at once and start them again from
+/// their data directories (log, snapshots): the same state, the same epoch.
+#[test]
+fn s3_meta_cluster_restarted_from_data_dirs_keeps_state_and_epoch() {
+    let Some(mut lab) = lab("s3", meta_hosts()) else { return };
+    // Small snapshots, so the restart reads a snapshot plus a log tail.
+    let timing = Timing { meta_extra: "snapshot_every = 10\nkeep_logs = 5\n".into(), ..Timing::default() };
+    start_metas(&mut lab, &timing);
+    let metas = meta_urls(&lab);
+    let http = http_client(Duration::from_secs(3));
+    let (m, h) = (metas.clone(), http.clone());
+    lab.lan().run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a leader") });
+
+    let m = metas.clone();
+    let (sent, epoch) = lab.lan().run(async move {
+        let c = MetaClient::new(m).with_retry_for(Duration::from_secs(5));
+        let mut sent = 0u64;
+        for i in 1..=3 {
+            c.add_node(&NewNode { id: format!("node-{i}"), addr: format!("http://10.231.2.{}:{NODE_PORT}", 20 + i), weight: 1.0, zone: format!("z{i}") }).await.expect("add node");
+            sent += 1;
+        }
+        let rendezvous = c.upload_strategy(shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec()).await.expect("upload");
+        let ketama = c.upload_strategy(shardgate_builtins::builtin("ketama").unwrap().component.to_vec()).await.expect("upload");
+        sent += 2;
+        let act = shardgate_meta::model::Activation { config: String::new(), replicas: 2 };
+        c.activate(&rendezvous.hash, &act).await.expect("activate");
+        sent += 1;
+        for i in 0..30 {
+            c.add_node(&NewNode { id: format!("extra-{i}"), addr: format!("http://extra-{i}.lab:7200"), weight: 1.0 + i as f64, zone: String::new() }).await.expect("add");
+            c.update_node(&format!("extra-{i}"), &shardgate_meta::model::NodeUpdate { weight: None, state: Some(shardgate_meta::model::NodeState::Draining) }).await.expect("drain");
+            sent += 2;
+        }
+        let r = c.activate(&ketama.hash, &shardgate_meta::model::Activation { config: String::new(), replicas: 1 }).await.expect("activate");
+        sent += 1;
+        (sent, r.epoch)
+    });
+
+    // Every member has applied everything and reports the same state.
+    let (m, h) = (metas.clone(), http.clone());
+    let before = lab.lan().run(async move {
+        poll(Duration::from_secs(20), Duration::from_millis(20), || async {
+            let mut states = Vec::new();
+            for u in &m {
+                states.push(member_state(&h, u).await?);
+            }
+            states.windows(2).all(|w| w[0] == w[1]).then(|| states.remove(0))
+        })
+        .await
+        .expect("the members agree before the restart")
+    });
+    assert_eq!(before["epoch"], serde_json::json!(epoch));
+    let snapshots: Vec<Option<u64>> = {
+        let (m, h) = (metas.clone(), http.clone());
+        lab.lan().run(async move {
+            let mut v = Vec::new();
+            for u in &m {
+                v.push(raft_status(&h, u).await.and_then(|s| s.snapshot_index));
+            }
+            v
+        })
+    };
+    assert!(snapshots.iter().all(|s| s.is_some()), "every member has taken a snapshot: {snapshots:?}");
+
+    for i in 1..=3 {
+        lab.kill9(&format!("meta-{i}"));
+    }
+    for i in 1..=3 {
+        lab.restart(&format!("meta-{i}"));
+    }
+    let started_at = Instant::now();
+    let (m, h) = (metas.clone(), http.clone());
+    let elected = lab.lan().run(async move { poll(Duration::from_secs(30), Duration::from_millis(10), || leader(&h, &m)).await.map(|_| Instant::now()) });
+    let elected = elected.expect("no leader within 30 s of the restart") - started_at;
+    let (m, h, want) = (metas.clone(), http.clone(), before.clone());
+    let after = lab.lan().run(async move {
+        poll(Duration::from_secs(30), Duration::from_millis(20), || async {
+            let mut states = Vec::new();
+            for u in &m {
+                states.push(member_state(&h, u).await?);
+            }
+            // applied_index grows by the new leader's blank entry: compare the rest.
+            let strip = |mut s: serde_json::Value| {
+                s.as_object_mut().unwrap().remove("applied_index");
+                s
+            };
+            let want = strip(want.clone());
+            states.into_iter().map(strip).all(|s| s == want).then(Instant::now)
+        })
+        .await
+    });
+    let after = after.unwrap_or_else(|| panic!("the restarted members do not all report the state from before the restart")) - started_at;
+
+    // And the cluster works: the next write moves the epoch on from there.
+    let m = metas.clone();
+    let next = lab.lan().run(async move {
+        MetaClient::new(m).add_node(&NewNode { id: "after-restart".into(), addr: "http://after.lab:7200".into(), weight: 1.0, zone: String::new() }).await.expect("a write after the restart")
+    });
+    assert!(next.epoch > epoch, "epoch {} after the restart, {epoch} before", next.epoch);
+    Row {
+        scenario: "3. kill -9 all meta members, restart from data dirs",
+        sent: sent + 1,
+        failed: 0,
+        detection: format!("leader {} after start", ms(elected)),
+        recovery: format!("identical state on all 3 {} after start", ms(after)),
+        notes: format!("epoch {epoch} before and after; snapshots at {snapshots:?} + log tail; next write epoch {}", next.epoch),
+    }
+    .print();
+}
+
+/// A key-value load worker: writes fresh keys through proxy `write_via`
+/// and reads every `read_every`-th of them back through `read_via`
+/// (0: never).
+#[derive(Clone, Copy, Debug)]
+struct Worker {
+    write_via: usize,
+    read_via: usize,
+    read_every: u64,
+}
+
+/// One request of the key-value load.
+#[derive(Debug, Clone)]
+struct KvOp {
+    proxy: usize,
+    key: String,
+    put: bool,
+    started: Instant,
+    done: Instant,
+    status: u16,
+    epoch: Option<u64>,
+    ok: bool,
+    error: String,
+}
+
+/// Key-value load through the proxies, bounded by `max_ops` per worker and
+/// a time limit; `done[i]` counts requests answered (or failed) through proxy i.
+struct KvLoad {
+    done: Vec<Arc<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<KvOp>>>,
+}
+
+impl KvLoad {
+    /// Must be called inside a lab runtime.
+    fn start(proxies: Vec<String>, workers: Vec<Worker>, tag: &str, max_ops: u64, limit: Duration) -> KvLoad {
+        let done: Vec<Arc<AtomicU64>> = proxies.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + limit;
+        let http = http_client(Duration::from_secs(3));
+        let tasks = workers
+            .into_iter()
+            .enumerate()
+            .map(|(w, spec)| {
+                let (http, proxies, done, stop, tag) = (http.clone(), proxies.clone(), done.clone(), stop.clone(), tag.to_string());
+                tokio::spawn(async move {
+                    let mut ops = Vec::new();
+                    let mut n = 0u64;
+                    while (ops.len() as u64) < max_ops && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        n += 1;
+                        let key = format!("{tag}-w{w}-{n}");
+                        let op = kv_op(&http, &proxies, spec.write_via, &key, true).await;
+                        let written = op.ok;
+                        done[spec.write_via].fetch_add(1, Ordering::Relaxed);
+                        ops.push(op);
+                        if written && spec.read_every > 0 && n % spec.read_every == 0 {
+                            let op = kv_op(&http, &proxies, spec.read_via, &key, false).await;
+                            done[spec.read_via].fetch_add(1, Ordering::Relaxed);
+                            ops.push(op);
+                        }
+                        if !ops.last().is_some_and(|o| o.ok) {
+                            // Pace a worker whose proxy is down (refusals are instant).
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    ops
+                })
+            })
+            .collect();
+        KvLoad { done, stop, tasks }
+    }
+
+    async fn finish(self) -> Vec<KvOp> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.expect("load task"));
+        }
+        all
+    }
+}
+
+/// PUT `key` (value: the key) or GET it and check the value.
+async fn kv_op(http: &reqwest::Client, proxies: &[String], proxy: usize, key: &str, put: bool) -> KvOp {
+    let url = format!("{}/v1/keys/{key}", proxies[proxy]);
+    let started = Instant::now();
+    let answer = if put { send(http, Method::PUT, &url, Some(key.as_bytes().to_vec())).await } else { send(http, Method::GET, &url, None).await };
+    let (status, epoch, ok, error) = match answer {
+        Ok(a) => {
+            let ok = if put { (200..300).contains(&a.status) } else { a.status == 200 && a.body == key };
+            let error = if ok { String::new() } else { format!("HTTP {}: {}", a.status, a.body.chars().take(160).collect::<String>()) };
+            (a.status, a.epoch, ok, error)
+        }
+        Err(e) => (0, None, false, e),
+    };
+    KvOp { proxy, key: key.to_string(), put, started, done: Instant::now(), status, epoch, ok, error }
+}
+
+/// The whole cluster on its hosts: 3 meta members, 3 nodes, 2 proxies.
+fn full_lab(tag: &str, timing: &Timing) -> Option<Lab> {
+    let mut hosts = meta_hosts();
+    hosts.extend(node_hosts());
+    hosts.extend(proxy_hosts());
+    let mut lab = lab(tag, hosts)?;
+    start_metas(&mut lab, timing);
+    start_nodes(&mut lab);
+    start_proxies(&mut lab, timing);
+    Some(lab)
+}
+
+/// Registers node-1..3, uploads and activates `strategy` with `replicas`,
+/// and waits until both proxies serve that epoch with every node routable.
+fn bootstrap(lab: &Lab, strategy: &'static str, replicas: u32) -> u64 {
+    let metas = meta_urls(lab);
+    let nodes: Vec<String> = (1..=3).map(|i| node_url(lab, i)).collect();
+    let proxies = vec![proxy_url(lab, 1), proxy_url(lab, 2)];
+    lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(3));
+        poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&http, &metas)).await.expect("a meta leader");
+        let c = MetaClient::new(metas).with_retry_for(Duration::from_secs(10));
+        for (i, addr) in nodes.iter().enumerate() {
+            c.add_node(&NewNode { id: format!("node-{}", i + 1), addr: addr.clone(), weight: 1.0, zone: String::new() }).await.expect("add node");
+        }
+        let epoch = activate(&c, strategy, replicas).await;
+        wait_proxies_at(&http, &proxies, epoch, Duration::from_secs(30)).await;
+        for p in &proxies {
+            let ok = poll(Duration::from_secs(20), Duration::from_millis(20), || async {
+                proxy_status(&http, p).await.filter(|s| s.nodes.len() == 3 && s.nodes.iter().all(|n| n.routable))
+            })
+            .await;
+            assert!(ok.is_some(), "{p} does not see 3 routable nodes");
+        }
+        epoch
+    })
+}
+
+/// Uploads (idempotent) and activates a built-in; answers the new epoch.
+async fn activate(c: &MetaClient, strategy: &str, replicas: u32) -> u64 {
+    let info = c.upload_strategy(shardgate_builtins::builtin(strategy).expect("a built-in").component.to_vec()).await.expect("upload");
+    c.activate(&info.hash, &shardgate_meta::model::Activation { config: String::new(), replicas }).await.expect("activate").epoch
+}
+
+/// The routing meta has active now, configured locally: the reference the
+/// proxies' placement is checked against. Answers (epoch, router, node ids).
+fn reference_router(lab: &Lab) -> (u64, shardgate_strategy::Router, Vec<String>) {
+    let metas = meta_urls(lab);
+    let (state, bytes) = lab.lan().run(async move {
+        let c = MetaClient::new(metas);
+        let state = c.routing().await.expect("routing state");
+        let bytes = c.component(&state.strategy.as_ref().expect("a strategy").hash).await.expect("component");
+        (state, bytes)
+    });
+    let strategy = shardgate_strategy::Sandbox::new(shardgate_strategy::Limits::default()).unwrap().load(&bytes).expect("component loads");
+    let nodes: Vec<shardgate_strategy::NodeSpec> =
+        state.active_nodes().map(|n| shardgate_strategy::NodeSpec::new(n.id.clone(), n.weight, n.zone.clone())).collect();
+    let ids = nodes.iter().map(|n| n.id.clone()).collect();
+    (state.epoch, strategy.configure(&state.config, &nodes, state.replicas).expect("configures"), ids)
+}
+
+/// Owners (ids, preference order) of `key` under `router`.
+fn owners_of(router: &shardgate_strategy::Router, ids: &[String], key: &str) -> Vec<String> {
+    router.route(key.as_bytes()).expect("routes").iter().map(|&p| ids[p as usize].clone()).collect()
+}
+
+/// Waits until `counter` has grown by `more` from now.
+fn wait_more(lab: &Lab, counter: &Arc<AtomicU64>, more: u64, what: &str) {
+    let at_least = counter.load(Ordering::Relaxed) + more;
+    lab.lan().run(wait_count(counter.clone(), at_least, Duration::from_secs(40), what.to_string()));
+}
+
+/// What happened to the load while one node was killed and restarted.
+struct NodeKill {
+    ops: Vec<KvOp>,
+    killed_at: Instant,
+    restarted_at: Instant,
+    ejected: Vec<Duration>,
+    readmitted: Vec<Duration>,
+}
+
+/// Runs load through both proxies (write through one, read back through
+/// the other), kills `victim` with -9, waits until both proxies eject it,
+/// restarts it and waits until both route to it again.
+fn kill_node_under_load(lab: &mut Lab, tag: &str, victim: usize) -> NodeKill {
+    let proxies = vec![proxy_url(lab, 1), proxy_url(lab, 2)];
+    let workers = vec![
+        Worker { write_via: 0, read_via: 1, read_every: 1 },
+        Worker { write_via: 1, read_via: 0, read_every: 1 },
+        Worker { write_via: 0, read_via: 1, read_every: 1 },
+        Worker { write_via: 1, read_via: 0, read_every: 1 },
+    ];
+    let (p, t) = (proxies.clone(), tag.to_string());
+    let load = lab.lan().run(async move { KvLoad::start(p, workers, &t, 3000, Duration::from_secs(90)) });
+    let done = load.done.clone();
+    for d in &done {
+        wait_more(lab, d, 100, "requests before the kill");
+    }
+    let id = format!("node-{victim}");
+    lab.kill9(&id);
+    let killed_at = Instant::now();
+    let watch_node = |lab: &Lab, routable: bool| -> Vec<Instant> {
+        let (p, id) = (proxies.clone(), id.clone());
+        lab.lan().run(async move {
+            let http = http_client(Duration::from_secs(2));
+            let mut at = Vec::new();
+            for proxy in &p {
+                let seen = poll(Duration::from_secs(20), Duration::from_millis(5), || async {
+                    proxy_status(&http, proxy).await.filter(|s| s.nodes.iter().any(|n| n.id == id && n.routable == routable)).map(|_| Instant::now())
+                })
+                .await;
+                at.push(seen.unwrap_or_else(|| panic!("{proxy}: {id} routable={routable} not seen within 20 s")));
+            }
+            at
+        })
+    };
+    let ejected: Vec<Duration> = watch_node(lab, false).into_iter().map(|t| t - killed_at).collect();
+    for d in &done {
+        wait_more(lab, d, 150, "requests while the node is down");
+    }
+    lab.restart(&id);
+    let restarted_at = Instant::now();
+    let readmitted: Vec<Duration> = watch_node(lab, true).into_iter().map(|t| t - restarted_at).collect();
+    for d in &done {
+        wait_more(lab, d, 150, "requests after the node came back");
+    }
+    let ops = lab.lan().run(load.finish());
+    NodeKill { ops, killed_at, restarted_at, ejected, readmitted }
+}
+
+/// Scenario 4: kill -9 a cache node under read/write load through two
+/// proxies. With one replica only keys owned by that node fail; with two
+/// replicas nothing fails. Both proxies eject the node within the
+/// configured detection time and route to it again when it is back.
+#[test]
+fn s4_killed_cache_node_affects_only_its_keys_and_is_ejected_and_readmitted() {
+    let timing = Timing::default();
+    let Some(mut lab) = full_lab("s4", &timing) else { return };
+    bootstrap(&lab, "rendezvous", 1);
+    let (_, router, ids) = reference_router(&lab);
+    let victim = 2;
+    let one = kill_node_under_load(&mut lab, "r1", victim);
+    let failed: Vec<&KvOp> = one.ops.iter().filter(|o| !o.ok).collect();
+    let foreign: Vec<&&KvOp> = failed.iter().filter(|o| owners_of(&router, &ids, &o.key) != [format!("node-{victim}")]).collect();
+    assert!(foreign.is_empty(), "{} failures on keys node-{victim} does not own, first: {:?}", foreign.len(), foreign.first());
+    let bar = timing.ejection_bar();
+    for (i, d) in one.ejected.iter().enumerate() {
+        assert!(*d <= bar, "proxy-{} ejected node-{victim} after {d:?}; configured detection time {bar:?}", i + 1);
+    }
+
+    // Two replicas: the same kill fails nothing.
+    let metas = meta_urls(&lab);
+    let proxies = vec![proxy_url(&lab, 1), proxy_url(&lab, 2)];
+    lab.lan().run(async move {
+        let epoch = activate(&MetaClient::new(metas), "rendezvous", 2).await;
+        wait_proxies_at(&http_client(Duration::from_secs(2)), &proxies, epoch, Duration::from_secs(30)).await;
+    });
+    let two = kill_node_under_load(&mut lab, "r2", victim);
+    // Until the node is restarted (the outage itself) nothing may fail. After
+    // it comes back empty, reads of keys written during the outage whose
+    // first owner is the returning node answer 404 (the replica holding
+    // them is not asked): the bug that `s4b_...` records.
+    let (failed_outage, failed_back): (Vec<&KvOp>, Vec<&KvOp>) = two.ops.iter().filter(|o| !o.ok).partition(|o| o.started < two.restarted_at);
+    for d in &two.ejected {
+        assert!(*d <= bar, "ejected after {d:?} with 2 replicas; configured detection time {bar:?}");
+    }
+    let last_failure = failed.iter().map(|o| o.done).max().map(|t| ms(t - one.killed_at)).unwrap_or_else(|| "none".into());
+    Row {
+        scenario: "4. kill -9 a cache node under load, 2 proxies (R=1, then R=2)",
+        sent: (one.ops.len() + two.ops.len()) as u64,
+        failed: (failed.len() + failed_outage.len() + failed_back.len()) as u64,
+        detection: format!(
+            "ejected R=1: {} / {}, R=2: {} / {} (bar {})",
+            ms(one.ejected[0]),
+            ms(one.ejected[1]),
+            ms(two.ejected[0]),
+            ms(two.ejected[1]),
+            ms(bar)
+        ),
+        recovery: format!(
+            "readmitted {} / {} and {} / {} after restart",
+            ms(one.readmitted[0]),
+            ms(one.readmitted[1]),
+            ms(two.readmitted[0]),
+            ms(two.readmitted[1])
+        ),
+        notes: format!(
+            "R=1: {} of {} failed, all on node-{victim}'s keys, last {last_failure} after the kill; R=2: {} of {} failed during the outage, {} after the node came back{}",
+            failed.len(),
+            one.ops.len(),
+            failed_outage.len(),
+            two.ops.len(),
+            failed_back.len(),
+            failed_back.first().map(|o| format!(" (reads answered {}: known bug, see s4b)", o.status)).unwrap_or_default()
+        ),
+    }
+    .print();
+    assert!(failed_outage.is_empty(), "{} failures with 2 replicas while node-{victim} was down, first: {:?}", failed_outage.len(), failed_outage.first());
+    // After it is back, the only failures are reads of node-{victim}'s keys
+    // (the 404s of the recorded bug), never writes, never other nodes' keys.
+    let (_, router2, ids2) = reference_router(&lab);
+    for o in &failed_back {
+        assert!(!o.put && o.status == 404, "{o:?}");
+        assert_eq!(owners_of(&router2, &ids2, &o.key)[0], format!("node-{victim}"), "{o:?}");
+    }
+}
+
+/// Scenario 4b: with two replicas, a key written while one of its owners is
+/// down lives on the other owner only; when the down node comes back
+/// (empty) and is its first owner, a read answers 404 instead of the value:
+/// a read stops at the first owner's 404 and does not ask the replica.
+#[test]
+#[ignore = "bug: with replicas = 2, keys written while their first owner was down read as 404 after it is readmitted (proxy read_from ends at the first owner's 404)"]
+fn s4b_keys_written_during_an_outage_stay_readable_after_readmission() {
+    let timing = Timing::default();
+    let Some(mut lab) = full_lab("s4b", &timing) else { return };
+    bootstrap(&lab, "rendezvous", 2);
+    let (_, router, ids) = reference_router(&lab);
+    let proxies = vec![proxy_url(&lab, 1), proxy_url(&lab, 2)];
+    lab.kill9("node-2");
+    let p = proxies.clone();
+    lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        for proxy in &p {
+            poll(Duration::from_secs(20), Duration::from_millis(10), || async {
+                proxy_status(&http, proxy).await.filter(|s| s.nodes.iter().any(|n| n.id == "node-2" && !n.routable))
+            })
+            .await
+            .expect("node-2 ejected");
+        }
+    });
+    let keys: Vec<String> = (0..200).map(|i| format!("outage-{i}")).collect();
+    let (p, k) = (proxies.clone(), keys.clone());
+    lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(3));
+        for key in &k {
+            let op = kv_op(&http, &p, 0, key, true).await;
+            assert!(op.ok, "{op:?}");
+        }
+    });
+    lab.restart("node-2");
+    let p = proxies.clone();
+    let unreadable = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        for proxy in &p {
+            poll(Duration::from_secs(20), Duration::from_millis(10), || async {
+                proxy_status(&http, proxy).await.filter(|s| s.nodes.iter().all(|n| n.routable))
+            })
+            .await
+            .expect("node-2 readmitted");
+        }
+        let mut unreadable = Vec::new();
+        for key in &keys {
+            for i in 0..2 {
+                let op = kv_op(&http, &p, i, key, false).await;
+                if !op.ok {
+                    unreadable.push((key.clone(), i + 1, op.status));
+                }
+            }
+        }
+        unreadable
+    });
+    let primary_on_2 = (0..200).filter(|i| owners_of(&router, &ids, &format!("outage-{i}"))[0] == "node-2").count();
+    assert!(unreadable.is_empty(), "{} reads of 400 failed ({primary_on_2} of the 200 keys have node-2 first), first: {:?}", unreadable.len(), unreadable.first());
 }
