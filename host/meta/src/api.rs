@@ -1,4 +1,4 @@
-//! The JSON API under `/v1/...` (and `/metrics`), served by every member on
+//! The JSON API under `/v1/...` (and `/metrics`, `/openapi.json`), served by every member on
 //! the same listener as the Raft RPCs.
 //!
 //! Request flow: a request reaches any member; [`to_leader`] forwards writes
@@ -205,6 +205,7 @@ pub fn router(ctx: Arc<MemberContext>) -> Router {
         .route("/v1/watch", get(crate::watch::watch))
         .route("/v1/raft/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .with_state(ctx)
 }
 
@@ -562,6 +563,14 @@ async fn remove_member(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<W
         .map_err(|_| ApiError::WriteTimeout(t))?
         .map_err(membership_error)?;
     Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
+}
+
+/// The OpenAPI 3.1 document of this API and the Raft RPCs
+/// (`host/meta/openapi.json`), served at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 async fn metrics(State(ctx): Ctx) -> Response {

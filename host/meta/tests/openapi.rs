@@ -1,0 +1,646 @@
+//! Meta's OpenAPI document (`host/meta/openapi.json`) against a real
+//! one-member cluster on 127.0.0.1:0 (real Raft, redb in a temp dir): it is
+//! what `GET /openapi.json` serves, every route of the router (read from
+//! `src/api.rs` and `src/raft.rs` AND kept by hand below) is in it and
+//! nothing else is, every documented operation answers a request built from
+//! the document with a status the document lists (never a route miss), and
+//! bad requests answer the documented statuses and error bodies.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::TestCluster;
+use http::{HeaderMap, Method, StatusCode, header};
+use serde_json::{Value, json};
+use shardgate_meta::{MetaConfig, MetaError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const DOCUMENT: &str = include_str!("../openapi.json");
+const API_SOURCE: &str = include_str!("../src/api.rs");
+const RAFT_SOURCE: &str = include_str!("../src/raft.rs");
+
+/// Every route the member serves (`api::router` merged with
+/// `raft::raft_routes`), by hand: (axum path, methods). Kept in step with
+/// the source by `router_routes_are_exactly_the_documented_ones`.
+const ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/nodes", &["GET", "POST"]),
+    ("/v1/nodes/{id}", &["GET", "PATCH", "DELETE"]),
+    ("/v1/changes", &["POST"]),
+    ("/v1/strategies", &["GET", "POST"]),
+    ("/v1/strategies/{hash}", &["GET"]),
+    ("/v1/strategies/{hash}/component", &["GET"]),
+    ("/v1/strategies/{hash}/activate", &["POST"]),
+    ("/v1/routing", &["GET"]),
+    ("/v1/routing/history", &["GET"]),
+    ("/v1/routing/rollback", &["POST"]),
+    ("/v1/preview", &["POST"]),
+    ("/v1/raft/learners", &["POST"]),
+    ("/v1/raft/members/{id}/promote", &["POST"]),
+    ("/v1/raft/members/{id}", &["DELETE"]),
+    ("/v1/watch", &["GET"]),
+    ("/v1/raft/status", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/openapi.json", &["GET"]),
+    ("/raft/append", &["POST"]),
+    ("/raft/vote", &["POST"]),
+    ("/raft/pre-vote", &["POST"]),
+    ("/raft/snapshot", &["POST"]),
+    ("/raft/transfer-leader", &["POST"]),
+];
+
+const METHODS: &[&str] = &["get", "head", "put", "post", "patch", "delete", "options"];
+
+fn document() -> Value {
+    serde_json::from_str(DOCUMENT).expect("host/meta/openapi.json is valid JSON")
+}
+
+fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(*method).is_some() {
+                out.insert((path.clone(), method.to_uppercase()));
+            }
+        }
+    }
+    out
+}
+
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(pointer) => {
+            doc.pointer(pointer.trim_start_matches('#')).unwrap_or_else(|| panic!("dangling $ref {pointer}"))
+        }
+        None => value,
+    }
+}
+
+// ---------------------------------------------------------------------
+// Reading the routes out of the router's source.
+
+fn skip_string(chars: &[char], mut i: usize) -> usize {
+    i += 1;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 2,
+            '"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// Every `.route("PATH", METHODS)` call inside `fn <function>(` of
+/// `source`: METHODS are the method-router calls (`get(..)`, `.post(..)`,
+/// `axum::routing::delete(..)`, `any(..)`) at the top level of the second
+/// argument (so `.layer(..)` and closures are skipped).
+fn routes_in_source(source: &str, function: &str) -> BTreeSet<(String, String)> {
+    let start = source.find(&format!("fn {function}(")).unwrap_or_else(|| panic!("no fn {function} in the source"));
+    let end = source[start..].find("\n}\n").map_or(source.len(), |e| start + e);
+    let chars: Vec<char> = source[start..end].chars().collect();
+    let pattern: Vec<char> = ".route(".chars().collect();
+    let mut routes = BTreeSet::new();
+    let mut i = 0;
+    while i + pattern.len() <= chars.len() {
+        if chars[i..i + pattern.len()] != pattern[..] {
+            i = if chars[i] == '"' { skip_string(&chars, i) } else { i + 1 };
+            continue;
+        }
+        i += pattern.len();
+        while chars[i].is_whitespace() {
+            i += 1;
+        }
+        assert_eq!(chars[i], '"', "{function}: a route path that is not a string literal");
+        let after = skip_string(&chars, i);
+        let path: String = chars[i + 1..after - 1].iter().collect();
+        i = after;
+        while chars[i] != ',' {
+            i += 1;
+        }
+        i += 1;
+        let mut depth = 0usize;
+        let mut ident = String::new();
+        let mut methods = Vec::new();
+        loop {
+            let c = chars[i];
+            match c {
+                '"' => {
+                    i = skip_string(&chars, i);
+                    ident.clear();
+                    continue;
+                }
+                '(' | '{' | '[' => {
+                    if depth == 0 {
+                        let method = ident.rsplit("::").next().unwrap_or("").to_uppercase();
+                        if ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "ANY"]
+                            .contains(&method.as_str())
+                        {
+                            methods.push(method);
+                        }
+                    }
+                    depth += 1;
+                }
+                ')' | '}' | ']' => {
+                    if depth == 0 {
+                        break;
+                    }
+                    depth -= 1;
+                }
+                _ => {}
+            }
+            if c.is_alphanumeric() || c == '_' || c == ':' {
+                ident.push(c);
+            } else {
+                ident.clear();
+            }
+            i += 1;
+        }
+        assert!(!methods.is_empty(), "route {path} has no method in the source");
+        for method in methods {
+            routes.insert((path.clone(), method));
+        }
+    }
+    routes
+}
+
+#[test]
+fn router_routes_are_exactly_the_documented_ones() {
+    let mut scanned = routes_in_source(API_SOURCE, "router");
+    scanned.extend(routes_in_source(RAFT_SOURCE, "raft_routes"));
+    let kept: BTreeSet<(String, String)> =
+        ROUTES.iter().flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string()))).collect();
+    assert_eq!(
+        scanned, kept,
+        "the routers in src/api.rs + src/raft.rs and this test's ROUTES differ: update ROUTES and openapi.json"
+    );
+    // The scanner finds what it should (it cannot pass by finding nothing).
+    assert!(scanned.contains(&("/v1/raft/members/{id}".to_string(), "DELETE".to_string())));
+    assert!(scanned.contains(&("/v1/strategies".to_string(), "POST".to_string())));
+    assert!(scanned.contains(&("/raft/snapshot".to_string(), "POST".to_string())));
+
+    let documented = documented_operations(&document());
+    assert_eq!(
+        documented, kept,
+        "openapi.json documents other operations than the router serves (left: document, right: router)"
+    );
+}
+
+#[test]
+fn raft_routes_are_marked_internal() {
+    let doc = document();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let internal = item["post"]["x-internal"] == true;
+        assert_eq!(internal, path.starts_with("/raft/"), "{path}: x-internal is {internal}");
+    }
+}
+
+/// A reply, with at most the first chunk of an event stream.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn send(client: &reqwest::Client, method: Method, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
+    let mut req = client.request(method, url).body(body);
+    for (name, value) in headers {
+        req = req.header(*name, value.as_str());
+    }
+    let mut resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let streaming = headers.get(header::CONTENT_TYPE).is_some_and(|v| v == "text/event-stream");
+    let body = if streaming {
+        // An endless stream: the first event is enough.
+        resp.chunk().await.unwrap().map(|c| c.to_vec()).unwrap_or_default()
+    } else {
+        resp.bytes().await.unwrap().to_vec()
+    };
+    Reply { status, headers, body }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// An answer that means the router has no such route: axum's empty 404
+/// (meta has no fallback) or 405.
+fn is_route_miss(reply: &Reply) -> bool {
+    reply.status == StatusCode::METHOD_NOT_ALLOWED || (reply.status == StatusCode::NOT_FOUND && reply.body.is_empty())
+}
+
+/// Checks `reply` against the documented responses of `op`: the status is
+/// listed, the Content-Type is one of the documented media types, and a
+/// JSON body has the documented schema's required fields (an ErrorBody's
+/// `kind` must be one of the documented kinds).
+fn check_documented(doc: &Value, what: &str, op: &Value, reply: &Reply) {
+    let code = reply.status.as_u16().to_string();
+    let response = op["responses"].get(&code).unwrap_or_else(|| {
+        panic!("{what}: answered {} which openapi.json does not list (body {:?})", reply.status, reply.text())
+    });
+    let response = resolve(doc, response);
+    let Some(content) = response["content"].as_object() else {
+        return;
+    };
+    let content_type = reply.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content.keys().find(|m| content_type.split(';').next() == m.split(';').next()).unwrap_or_else(|| {
+        panic!("{what}: Content-Type {content_type:?} is not documented for {code} ({:?})", content.keys())
+    });
+    if media == "application/json" {
+        let schema = resolve(doc, &content[media]["schema"]);
+        let body: Value = serde_json::from_slice(&reply.body)
+            .unwrap_or_else(|e| panic!("{what}: documented JSON body is not JSON ({e}): {:?}", reply.text()));
+        for field in schema["required"].as_array().into_iter().flatten() {
+            let field = field.as_str().unwrap();
+            if body.is_object() {
+                assert!(body.get(field).is_some(), "{what}: body lacks required {field}: {body}");
+            }
+        }
+        if schema == &doc["components"]["schemas"]["ErrorBody"] {
+            let kind = body["kind"].as_str().unwrap_or_default();
+            assert!(
+                response["description"].as_str().unwrap_or_default().contains(&format!("`{kind}`")),
+                "{what}: kind {kind:?} is not among the kinds documented for {code}"
+            );
+        }
+    }
+}
+
+fn example_of(doc: &Value, params: &[&Value], name: &str) -> String {
+    for p in params {
+        let p = resolve(doc, p);
+        if p["name"] == name {
+            return match &p["example"] {
+                Value::String(s) => s.clone(),
+                Value::Null => panic!("parameter {name} has no example"),
+                other => other.to_string(),
+            };
+        }
+    }
+    panic!("path parameter {name} is not declared")
+}
+
+#[tokio::test]
+async fn every_documented_operation_answers_a_documented_status() {
+    let cluster = TestCluster::start(1, |_| {}).await;
+    let base = cluster.addr(1);
+    let doc = document();
+    let http = client();
+
+    // /openapi.json is the repo file, as JSON, OpenAPI 3.1.
+    let served = send(&http, Method::GET, &format!("{base}/openapi.json"), &[], Vec::new()).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.headers[header::CONTENT_TYPE], "application/json");
+    let served_doc: Value = serde_json::from_slice(&served.body).expect("served document is JSON");
+    assert!(
+        served_doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+        "openapi is {}",
+        served_doc["openapi"]
+    );
+    assert_eq!(served.text(), DOCUMENT);
+
+    // The route-miss check is not vacuous: it recognises real misses.
+    let miss = send(&http, Method::GET, &format!("{base}/v1/no-such-route"), &[], Vec::new()).await;
+    assert!(is_route_miss(&miss), "{} {:?}", miss.status, miss.text());
+    let wrong_method = send(&http, Method::PUT, &format!("{base}/v1/routing"), &[], Vec::new()).await;
+    assert!(is_route_miss(&wrong_method), "{}", wrong_method.status);
+
+    // Real values where a dummy would only ever meet an error: an uploaded
+    // component and its hash, and this member itself as the "new" learner.
+    let component = shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec();
+    let uploaded = cluster.client().upload_strategy(component.clone()).await.unwrap();
+    let learner = json!({"id": 1, "addr": base}).to_string().into_bytes();
+
+    let order = ["PUT", "POST", "GET", "HEAD", "PATCH", "DELETE", "OPTIONS"];
+    let mut operations: Vec<(String, String)> = documented_operations(&doc).into_iter().collect();
+    operations.sort_by_key(|(path, method)| (order.iter().position(|m| m == method), path.clone()));
+    assert_eq!(operations.len(), 27);
+    let mut successes = 0;
+    for (path, method) in &operations {
+        let item = &doc["paths"][path];
+        let op = &item[method.to_lowercase()];
+        let mut params: Vec<&Value> = item["parameters"].as_array().into_iter().flatten().collect();
+        params.extend(op["parameters"].as_array().into_iter().flatten());
+        let mut url = path.clone();
+        while let Some(open) = url.find('{') {
+            let close = url[open..].find('}').unwrap() + open;
+            let name = url[open + 1..close].to_string();
+            let value = if name == "hash" { uploaded.hash.clone() } else { example_of(&doc, &params, &name) };
+            url.replace_range(open..=close, &value);
+        }
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        let body: Vec<u8> = match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/strategies") => component.clone(),
+            ("POST", "/v1/raft/learners") => learner.clone(),
+            _ => match op.get("requestBody") {
+                Some(rb) => {
+                    let (media, content) =
+                        rb["content"].as_object().and_then(|c| c.iter().next()).expect("requestBody content");
+                    headers.push(("content-type", media.clone()));
+                    match &content["example"] {
+                        Value::Null => panic!("{method} {path}: request body without example"),
+                        example => example.to_string().into_bytes(),
+                    }
+                }
+                None => Vec::new(),
+            },
+        };
+        let reply =
+            send(&http, Method::from_bytes(method.as_bytes()).unwrap(), &format!("{base}{url}"), &headers, body).await;
+        let what = format!("{method} {url}");
+        assert!(!is_route_miss(&reply), "{what}: route miss {} {:?}", reply.status, reply.text());
+        check_documented(&doc, &what, op, &reply);
+        if reply.status.is_success() {
+            successes += 1;
+        }
+        if path.starts_with("/raft/") {
+            let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+            assert!(answer.get("Ok").is_some() || answer.get("Err").is_some(), "{what}: {answer}");
+        }
+    }
+    // Most operations succeed with the document's examples (the rest answer
+    // documented errors, e.g. rollback to an epoch that never existed).
+    assert!(successes >= 20, "only {successes} of {} operations succeeded", operations.len());
+    cluster.shutdown().await;
+}
+
+/// One bad request and what the member must answer.
+struct Case {
+    method: Method,
+    path: String,
+    body: Vec<u8>,
+    /// The document's operation that serves it.
+    operation: (&'static str, &'static str),
+    status: StatusCode,
+    /// Must appear in the error message (JSON `error`, or the plain text).
+    message: &'static str,
+}
+
+fn case(
+    method: Method,
+    path: impl Into<String>,
+    body: impl Into<Vec<u8>>,
+    operation: (&'static str, &'static str),
+    status: StatusCode,
+    message: &'static str,
+) -> Case {
+    Case { method, path: path.into(), body: body.into(), operation, status, message }
+}
+
+#[tokio::test]
+async fn error_answers_are_the_documented_ones() {
+    let cluster = TestCluster::start(1, |_| {}).await;
+    let base = cluster.addr(1);
+    let doc = document();
+    let http = client();
+    let component = shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec();
+    let hash = cluster.client().upload_strategy(component).await.unwrap().hash;
+    let node = json!({"id": "n1", "addr": "http://127.0.0.1:7100"}).to_string();
+    let added = send(&http, Method::POST, &format!("{base}/v1/nodes"), &[], node.clone().into_bytes()).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text());
+    let max_component = cluster.members[&1].config.max_component_size.as_u64() as usize;
+    // 3 MiB: over axum's default 2 MiB body limit for JSON and Raft routes.
+    let three_mib = vec![b' '; 3 << 20];
+
+    let activate = "/v1/strategies/{hash}/activate";
+    let cases = vec![
+        case(Method::POST, "/v1/nodes", "{", ("/v1/nodes", "post"), StatusCode::BAD_REQUEST, "line 1 column 1"),
+        case(Method::POST, "/v1/nodes", node.clone(), ("/v1/nodes", "post"), StatusCode::CONFLICT, "already exists"),
+        case(
+            Method::POST,
+            "/v1/nodes",
+            r#"{"id":"b c","addr":"http://h:1"}"#,
+            ("/v1/nodes", "post"),
+            StatusCode::BAD_REQUEST,
+            "node id",
+        ),
+        case(
+            Method::POST,
+            "/v1/nodes",
+            r#"{"id":"x","addr":"http://h:1","colour":1}"#,
+            ("/v1/nodes", "post"),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        case(Method::GET, "/v1/nodes/nope", "", ("/v1/nodes/{id}", "get"), StatusCode::NOT_FOUND, "unknown node"),
+        case(
+            Method::PATCH,
+            "/v1/nodes/n1",
+            "{}",
+            ("/v1/nodes/{id}", "patch"),
+            StatusCode::BAD_REQUEST,
+            "changes nothing",
+        ),
+        case(Method::DELETE, "/v1/nodes/nope", "", ("/v1/nodes/{id}", "delete"), StatusCode::NOT_FOUND, "unknown node"),
+        case(
+            Method::POST,
+            "/v1/changes",
+            r#"{"changes":[]}"#,
+            ("/v1/changes", "post"),
+            StatusCode::BAD_REQUEST,
+            "empty change batch",
+        ),
+        case(
+            Method::POST,
+            "/v1/changes",
+            three_mib.clone(),
+            ("/v1/changes", "post"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit exceeded",
+        ),
+        case(Method::POST, "/v1/strategies", "", ("/v1/strategies", "post"), StatusCode::BAD_REQUEST, "empty body"),
+        case(
+            Method::POST,
+            "/v1/strategies",
+            vec![0u8; max_component + 1],
+            ("/v1/strategies", "post"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "meta.max_component_size",
+        ),
+        case(
+            Method::POST,
+            "/v1/strategies",
+            "not wasm",
+            ("/v1/strategies", "post"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "strategy refused",
+        ),
+        case(
+            Method::GET,
+            format!("/v1/strategies/{}", "0".repeat(64)),
+            "",
+            ("/v1/strategies/{hash}", "get"),
+            StatusCode::NOT_FOUND,
+            "upload it first",
+        ),
+        case(
+            Method::GET,
+            format!("/v1/strategies/{}/component", "0".repeat(64)),
+            "",
+            ("/v1/strategies/{hash}/component", "get"),
+            StatusCode::NOT_FOUND,
+            "upload it first",
+        ),
+        case(
+            Method::POST,
+            format!("/v1/strategies/{hash}/activate"),
+            r#"{"replicas":0}"#,
+            (activate, "post"),
+            StatusCode::BAD_REQUEST,
+            "between 1 and 32",
+        ),
+        case(
+            Method::POST,
+            format!("/v1/strategies/{hash}/activate"),
+            r#"{"config":"this is not toml"}"#,
+            (activate, "post"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "strategy refused",
+        ),
+        case(
+            Method::POST,
+            "/v1/routing/rollback",
+            r#"{"epoch":999}"#,
+            ("/v1/routing/rollback", "post"),
+            StatusCode::NOT_FOUND,
+            "epoch 999",
+        ),
+        case(
+            Method::POST,
+            "/v1/preview",
+            r#"{"sample":0}"#,
+            ("/v1/preview", "post"),
+            StatusCode::BAD_REQUEST,
+            "between 1 and 1000000",
+        ),
+        case(
+            Method::POST,
+            "/v1/preview",
+            "",
+            ("/v1/preview", "post"),
+            StatusCode::BAD_REQUEST,
+            "no strategy is active",
+        ),
+        case(
+            Method::POST,
+            "/v1/raft/learners",
+            r#"{"id":0,"addr":"http://h:1"}"#,
+            ("/v1/raft/learners", "post"),
+            StatusCode::BAD_REQUEST,
+            "must be > 0",
+        ),
+        case(
+            Method::POST,
+            "/v1/raft/members/x/promote",
+            "",
+            ("/v1/raft/members/{id}/promote", "post"),
+            StatusCode::BAD_REQUEST,
+            "not a number",
+        ),
+        case(
+            Method::POST,
+            "/v1/raft/members/9/promote",
+            "",
+            ("/v1/raft/members/{id}/promote", "post"),
+            StatusCode::NOT_FOUND,
+            "add it as a learner first",
+        ),
+        case(
+            Method::DELETE,
+            "/v1/raft/members/1",
+            "",
+            ("/v1/raft/members/{id}", "delete"),
+            StatusCode::CONFLICT,
+            "last voter",
+        ),
+        case(Method::GET, "/v1/watch?from_epoch=x", "", ("/v1/watch", "get"), StatusCode::BAD_REQUEST, "from_epoch"),
+        case(
+            Method::POST,
+            "/raft/vote",
+            "{}",
+            ("/raft/vote", "post"),
+            StatusCode::BAD_REQUEST,
+            "malformed raft rpc body",
+        ),
+        case(
+            Method::POST,
+            "/raft/append",
+            three_mib,
+            ("/raft/append", "post"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit exceeded",
+        ),
+    ];
+    for c in cases {
+        let reply = send(&http, c.method.clone(), &format!("{base}{}", c.path), &[], c.body).await;
+        let what = format!("{} {}", c.method, c.path.chars().take(60).collect::<String>());
+        assert_eq!(reply.status, c.status, "{what}: {:?}", reply.text());
+        let op = &doc["paths"][c.operation.0][c.operation.1];
+        assert!(op.is_object(), "{what}: no documented operation {:?}", c.operation);
+        check_documented(&doc, &what, op, &reply);
+        let message = match serde_json::from_slice::<Value>(&reply.body) {
+            Ok(body) => body["error"].as_str().unwrap_or_default().to_string(),
+            Err(_) => reply.text(),
+        };
+        assert!(message.contains(c.message), "{what}: {message:?} lacks {:?}", c.message);
+    }
+    // Stale reads are answered locally (documented `stale` parameter).
+    let stale = send(&http, Method::GET, &format!("{base}/v1/nodes?stale=true"), &[], Vec::new()).await;
+    assert_eq!(stale.status, StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_without_a_cluster_answers_the_documented_503() {
+    // No initial members and no join address: the member waits to be added
+    // and knows no leader.
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = MetaConfig {
+        data_dir: dir.path().join("lonely"),
+        listen: listener.local_addr().unwrap().to_string(),
+        ..common::test_config()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(shardgate_meta::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    let doc = document();
+    let http = client();
+    // Poll until the member serves (its status route answers locally).
+    common::poll("the lonely member serves", Duration::from_secs(20), || {
+        let http = http.clone();
+        let url = format!("{base}/v1/raft/status");
+        async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    for (method, path, operation) in [
+        (Method::GET, "/v1/nodes", ("/v1/nodes", "get")),
+        (Method::POST, "/v1/changes", ("/v1/changes", "post")),
+        (Method::GET, "/v1/routing", ("/v1/routing", "get")),
+    ] {
+        let reply = send(&http, method.clone(), &format!("{base}{path}"), &[], b"{}".to_vec()).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}: {}", reply.text());
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["kind"], "no_leader");
+        check_documented(&doc, &format!("{method} {path}"), &doc["paths"][operation.0][operation.1], &reply);
+    }
+    // The local routes still answer.
+    let watch = send(&http, Method::GET, &format!("{base}/v1/watch"), &[], Vec::new()).await;
+    assert_eq!(watch.status, StatusCode::OK);
+    check_documented(&doc, "GET /v1/watch", &doc["paths"]["/v1/watch"]["get"], &watch);
+    assert!(watch.text().starts_with("event: routing\nid: 0\ndata: {"), "{:?}", watch.text());
+    let _ = stop.send(());
+    let res: Result<(), MetaError> = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    res.unwrap();
+}
