@@ -233,7 +233,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(cases(24))]
+    #![proptest_config(cases(16))]
 
     /// One byte of a real component changed. Most corruptions are refused;
     /// one in a constant or a data segment can leave a valid component that
