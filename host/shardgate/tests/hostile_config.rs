@@ -130,6 +130,7 @@ fn toml_value() -> impl Strategy<Value = String> {
         // Strings with escapes, control characters and non-ASCII text.
         any::<String>().prop_map(|s| toml_string(&s)),
         "\\PC{0,40}".prop_map(|s| toml_string(&s)),
+        "(lru|one|next_owner|5s|1MiB)?[\r\n]{1,2}[a-z ]{0,10}".prop_map(|s| toml_string(&s)),
         Just("1979-05-27T07:32:00Z".to_string()),
         Just("\"\"\"multi\nline\"\"\"".to_string()),
         Just("'literal\\path'".to_string()),
@@ -145,14 +146,12 @@ fn toml_value() -> impl Strategy<Value = String> {
     })
 }
 
-/// A basic TOML string holding `s` (escaped, so it always parses), minus
-/// line breaks: a value with a line break can end up verbatim in the error
-/// (`values_with_line_breaks_still_give_one_line` records that bug).
+/// A basic TOML string holding `s` (escaped, so it always parses; line
+/// breaks included, which once split errors over several lines).
 fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
-            '\n' | '\r' => {}
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
