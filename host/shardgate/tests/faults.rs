@@ -453,12 +453,20 @@ struct KvOp {
 }
 
 /// Key-value load through the proxies, bounded by `max_ops` per worker and
-/// a time limit; `done[i]` counts requests answered (or failed) through proxy i.
+/// a time limit, each worker starting at most one key every `PACE`;
+/// `done[i]` counts requests answered (or failed) through proxy i.
 struct KvLoad {
     done: Vec<Arc<AtomicU64>>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Vec<KvOp>>>,
 }
+
+/// Least time between two keys of one load worker (a rate limit: keeps
+/// the client from starving the 8 processes of the lab on 2 cores).
+const PACE: Duration = Duration::from_millis(2);
+
+/// Most requests one load worker makes.
+const MAX_OPS: u64 = 20_000;
 
 impl KvLoad {
     /// Must be called inside a lab runtime.
@@ -475,7 +483,10 @@ impl KvLoad {
                 tokio::spawn(async move {
                     let mut ops = Vec::new();
                     let mut n = 0u64;
+                    let mut pace = tokio::time::interval(PACE);
+                    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     while (ops.len() as u64) < max_ops && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        pace.tick().await;
                         n += 1;
                         let key = format!("{tag}-w{w}-{n}");
                         let op = kv_op(&http, &proxies, spec.write_via, &key, true).await;
@@ -618,7 +629,7 @@ fn kill_node_under_load(lab: &mut Lab, tag: &str, victim: usize) -> NodeKill {
         Worker { write_via: 1, read_via: 0, read_every: 1 },
     ];
     let (p, t) = (proxies.clone(), tag.to_string());
-    let load = lab.lan().run(async move { KvLoad::start(p, workers, &t, 3000, Duration::from_secs(90)) });
+    let load = lab.lan().run(async move { KvLoad::start(p, workers, &t, MAX_OPS, Duration::from_secs(90)) });
     let done = load.done.clone();
     for d in &done {
         wait_more(lab, d, 100, "requests before the kill");
@@ -789,4 +800,216 @@ fn s4b_keys_written_during_an_outage_stay_readable_after_readmission() {
     });
     let primary_on_2 = (0..200).filter(|i| owners_of(&router, &ids, &format!("outage-{i}"))[0] == "node-2").count();
     assert!(unreadable.is_empty(), "{} reads of 400 failed ({primary_on_2} of the 200 keys have node-2 first), first: {:?}", unreadable.len(), unreadable.first());
+}
+
+/// Which lab nodes hold `key`, asked directly.
+async fn holders(http: &reqwest::Client, nodes: &[String], key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let a = send(http, Method::GET, &format!("{n}/v1/keys/{key}"), None).await.expect("node answers");
+        if a.status == 200 {
+            out.push(format!("node-{}", i + 1));
+        }
+    }
+    out
+}
+
+/// Scenario 5: a strategy swap under load while proxy-2 is cut off from
+/// meta. proxy-2 keeps serving (and reporting) its last epoch, converges
+/// after healing; every request is routed by exactly the epoch it reports.
+#[test]
+fn s5_swap_with_a_proxy_cut_off_from_meta_serves_last_epoch_then_converges() {
+    let timing = Timing::default();
+    let Some(lab) = full_lab("s5", &timing) else { return };
+    let e1 = bootstrap(&lab, "rendezvous", 1);
+    let (_, r1, ids1) = reference_router(&lab);
+    let proxies = vec![proxy_url(&lab, 1), proxy_url(&lab, 2)];
+    // Each proxy has its own clients; every other key is read back, the
+    // others are never read (a read in the migration window may copy a key,
+    // so only unread keys are checked for exact placement).
+    let workers = vec![
+        Worker { write_via: 0, read_via: 0, read_every: 2 },
+        Worker { write_via: 0, read_via: 0, read_every: 2 },
+        Worker { write_via: 1, read_via: 1, read_every: 2 },
+        Worker { write_via: 1, read_via: 1, read_every: 2 },
+    ];
+    let p = proxies.clone();
+    let load = lab.lan().run(async move { KvLoad::start(p, workers, "s5", MAX_OPS, Duration::from_secs(90)) });
+    let done = load.done.clone();
+    for d in &done {
+        wait_more(&lab, d, 100, "requests before the partition");
+    }
+    lab.link_down("p2", Net::Ctl);
+    let cut_at = Instant::now();
+    let (m, p) = (meta_urls(&lab), proxies.clone());
+    let (e2, activated_at, p1_at) = lab.lan().run(async move {
+        let e2 = activate(&MetaClient::new(m), "ketama", 1).await;
+        let activated_at = Instant::now();
+        let http = http_client(Duration::from_secs(2));
+        let p1 = poll(Duration::from_secs(20), Duration::from_millis(5), || async { proxy_status(&http, &p[0]).await.filter(|s| s.epoch == e2).map(|_| Instant::now()) }).await;
+        (e2, activated_at, p1.expect("proxy-1 did not install the new epoch"))
+    });
+    let (_, r2, ids2) = reference_router(&lab);
+    // proxy-2 serves on with epoch e1 and says so.
+    wait_more(&lab, &done[1], 300, "proxy-2 requests while cut off");
+    let p = proxies.clone();
+    let (cut_status, cut_metric) = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        let s = proxy_status(&http, &p[1]).await.expect("proxy-2 status");
+        let m = send(&http, Method::GET, &format!("{}/metrics", p[1]), None).await.expect("metrics").body;
+        (s, m)
+    });
+    assert_eq!((cut_status.epoch, cut_status.routing.meta_epoch), (e1, e1), "proxy-2 while cut off: {cut_status:?}");
+    assert!(cut_metric.lines().any(|l| l == format!("shardgate_proxy_epoch {e1}")), "proxy-2 metrics report epoch {e1}");
+    lab.link_up("p2", Net::Ctl);
+    let healed_at = Instant::now();
+    let p = proxies.clone();
+    let converged_at = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        poll(Duration::from_secs(30), Duration::from_millis(10), || async { proxy_status(&http, &p[1]).await.filter(|s| s.epoch == e2).map(|_| Instant::now()) }).await
+    });
+    let converged_at = converged_at.expect("proxy-2 did not converge within 30 s of healing");
+    wait_more(&lab, &done[1], 100, "proxy-2 requests after converging");
+    let ops = lab.lan().run(load.finish());
+
+    let failed: Vec<&KvOp> = ops.iter().filter(|o| !o.ok).collect();
+    assert!(failed.is_empty(), "{} failed, first: {:?}", failed.len(), failed.first());
+    for o in &ops {
+        assert!(o.epoch == Some(e1) || o.epoch == Some(e2), "{o:?}");
+        if o.proxy == 1 && o.done < healed_at {
+            assert_eq!(o.epoch, Some(e1), "proxy-2 cannot know epoch {e2} before the heal: {o:?}");
+        }
+        if (o.proxy == 1 && o.started > converged_at) || (o.proxy == 0 && o.started > p1_at) {
+            assert_eq!(o.epoch, Some(e2), "{o:?}");
+        }
+    }
+    let p2_cut = ops.iter().filter(|o| o.proxy == 1 && o.started > activated_at && o.done < healed_at).count();
+    assert!(p2_cut >= 300, "proxy-2 served {p2_cut} requests between the swap and the heal");
+    // Placement: every unread key is on exactly the owner its epoch names.
+    let unread: Vec<(String, u64)> = ops.iter().filter(|o| o.put && !ops.iter().any(|r| !r.put && r.key == o.key)).map(|o| (o.key.clone(), o.epoch.unwrap())).collect();
+    let expected: Vec<String> = unread.iter().map(|(k, e)| if *e == e1 { owners_of(&r1, &ids1, k) } else { owners_of(&r2, &ids2, k) }[0].clone()).collect();
+    let nodes: Vec<String> = (1..=3).map(|i| node_url(&lab, i)).collect();
+    let (u, want) = (unread.clone(), expected.clone());
+    let misplaced = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        let mut bad = Vec::new();
+        for ((key, epoch), owner) in u.iter().zip(&want) {
+            let held = holders(&http, &nodes, key).await;
+            if held != [owner.clone()] {
+                bad.push(format!("{key} (epoch {epoch}): on {held:?}, owner {owner}"));
+            }
+        }
+        bad
+    });
+    assert!(misplaced.is_empty(), "{} of {} keys not where their epoch routes them: {:?}", misplaced.len(), unread.len(), &misplaced[..misplaced.len().min(5)]);
+    let both = unread.iter().filter(|(_, e)| *e == e1).count();
+    assert!(both > 0 && both < unread.len(), "keys written under both epochs");
+    Row {
+        scenario: "5. strategy swap under load, proxy-2 cut off from meta",
+        sent: ops.len() as u64,
+        failed: 0,
+        detection: format!("proxy-1 on new epoch {} after activation", ms(p1_at - activated_at)),
+        recovery: format!("proxy-2 converged {} after heal", ms(converged_at - healed_at)),
+        notes: format!(
+            "cut {} before the swap; proxy-2 served {p2_cut} requests on epoch {e1} while epoch {e2} was active, /status and /metrics said {e1}; {} unread keys all on the owner of their epoch",
+            ms(activated_at - cut_at),
+            unread.len()
+        ),
+    }
+    .print();
+}
+
+/// Scenario 6: kill -9 proxy-1 while requests are in flight (one of them
+/// half-sent): clients of proxy-2 see nothing; nothing half-written appears;
+/// keys written through proxy-1 stay readable through proxy-2.
+#[test]
+fn s6_proxy_killed_mid_request_is_invisible_to_the_other_proxys_clients() {
+    let timing = Timing::default();
+    let Some(mut lab) = full_lab("s6", &timing) else { return };
+    let epoch = bootstrap(&lab, "rendezvous", 1);
+    let proxies = vec![proxy_url(&lab, 1), proxy_url(&lab, 2)];
+    let workers = vec![
+        Worker { write_via: 0, read_via: 0, read_every: 1 },
+        Worker { write_via: 0, read_via: 0, read_every: 1 },
+        Worker { write_via: 1, read_via: 1, read_every: 1 },
+        Worker { write_via: 1, read_via: 1, read_every: 1 },
+    ];
+    let p = proxies.clone();
+    let load = lab.lan().run(async move { KvLoad::start(p, workers, "s6", MAX_OPS, Duration::from_secs(90)) });
+    let done = load.done.clone();
+    for d in &done {
+        wait_more(&lab, d, 100, "requests before the kill");
+    }
+    // A PUT whose head and first half of the body reached proxy-1.
+    let target = format!("{}:{PROXY_PORT}", lab.addr("p1", Net::Data));
+    let half_sent = lab.lan().run(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&target).await.expect("connect proxy-1");
+        let head = format!("PUT /v1/keys/half-sent HTTP/1.1\r\nhost: {target}\r\ncontent-length: 2000\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b'x'; 1000]).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let r = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+            (r.map(|r| r.map_err(|e| e.to_string())), buf.len())
+        })
+    });
+    lab.kill9("proxy-1");
+    let killed_at = Instant::now();
+    let (ended, answer_bytes) = lab.lan().run(async move { half_sent.await.expect("reader task") });
+    assert!(ended.is_ok(), "the half-sent request's connection did not end within 20 s");
+    assert_eq!(answer_bytes, 0, "proxy-1 answered a request it never received in full");
+    wait_more(&lab, &done[1], 300, "proxy-2 requests after the kill");
+    lab.restart("proxy-1");
+    let restarted_at = Instant::now();
+    let p = proxies.clone();
+    let serving_at = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        poll(Duration::from_secs(30), Duration::from_millis(10), || async {
+            let ready = send(&http, Method::GET, &format!("{}/readyz", p[0]), None).await.ok()?.status == 200;
+            (ready && proxy_status(&http, &p[0]).await?.epoch == epoch).then(Instant::now)
+        })
+        .await
+    });
+    let serving_at = serving_at.expect("proxy-1 did not serve again within 30 s of its restart");
+    wait_more(&lab, &done[0], 50, "proxy-1 requests after its restart");
+    let ops = lab.lan().run(load.finish());
+
+    let (via2, via1): (Vec<&KvOp>, Vec<&KvOp>) = ops.iter().partition(|o| o.proxy == 1);
+    let failed2: Vec<&&KvOp> = via2.iter().filter(|o| !o.ok).collect();
+    assert!(failed2.is_empty(), "proxy-2's clients saw {} failures, first: {:?}", failed2.len(), failed2.first());
+    let failed1 = via1.iter().filter(|o| !o.ok).count();
+    let first1 = via1.iter().find(|o| !o.ok).map(|o| o.error.chars().take(60).collect::<String>()).unwrap_or_default();
+    let late_failures = via1.iter().filter(|o| !o.ok && o.started > serving_at).count();
+    assert_eq!(late_failures, 0, "proxy-1 failed requests after it was serving again");
+    // Nothing half-written; everything written through proxy-1 before the kill is there.
+    let acked1: Vec<String> = via1.iter().filter(|o| o.put && o.ok && o.done < killed_at).map(|o| o.key.clone()).collect();
+    let p = proxies.clone();
+    let (half, unreadable) = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        let half = send(&http, Method::GET, &format!("{}/v1/keys/half-sent", p[1]), None).await.expect("proxy-2").status;
+        let mut unreadable = Vec::new();
+        for k in &acked1 {
+            let a = send(&http, Method::GET, &format!("{}/v1/keys/{k}", p[1]), None).await.expect("proxy-2");
+            if a.status != 200 || a.body != *k {
+                unreadable.push(k.clone());
+            }
+        }
+        (half, unreadable)
+    });
+    assert_eq!(half, 404, "the half-sent PUT must not be stored");
+    assert!(unreadable.is_empty(), "keys written through proxy-1 unreadable through proxy-2: {unreadable:?}");
+    Row {
+        scenario: "6. kill -9 a proxy mid-request",
+        sent: ops.len() as u64 + 1,
+        failed: failed1 as u64 + 1,
+        detection: "n/a (its clients fail at once)".into(),
+        recovery: format!("restarted proxy serving {} after start", ms(serving_at - restarted_at)),
+        notes: format!(
+            "proxy-2: {} requests, 0 failed; proxy-1: {} requests, {failed1} failed while down (\"{first1}\") + the half-sent PUT (connection closed, nothing stored)",
+            via2.len(),
+            via1.len()
+        ),
+    }
+    .print();
 }

@@ -93,7 +93,6 @@ unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 const CLONE_NEWNET: i32 = 0x4000_0000;
-const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
 
 /// Runs `ip <args>`; the error names the command and quotes its stderr.
@@ -289,30 +288,9 @@ impl Proc {
         self.child = Some(child);
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// SIGKILL (`ip netns exec` execs the binary, so the child is shardgate).
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    fn terminate(&mut self, grace: Duration) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { kill(c.id() as i32, SIGTERM) };
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -440,18 +418,9 @@ impl Lab {
         self.proc(name).kill9();
     }
 
-    /// SIGTERM and wait (SIGKILL after `grace`).
-    pub fn terminate(&mut self, name: &str, grace: Duration) {
-        self.proc(name).terminate(grace);
-    }
-
     /// Starts a stopped process again with the same config (and data dir).
     pub fn restart(&mut self, name: &str) {
         self.proc(name).start();
-    }
-
-    pub fn is_running(&mut self, name: &str) -> bool {
-        self.proc(name).is_running()
     }
 }
 
