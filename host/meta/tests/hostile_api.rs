@@ -58,8 +58,12 @@ impl Harness {
     fn start() -> Harness {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (cluster, client, strategy_hash) = runtime.block_on(async {
-            let cluster = TestCluster::start(1, |_| {}).await;
-            let client = cluster.client();
+            // Generous timeouts: the setup compiles a component and commits
+            // on a machine that may be busy with other builds and tests.
+            let cluster = TestCluster::start(1, |c| c.write_timeout = Duration::from_secs(20)).await;
+            let client = MetaClient::new(cluster.addrs())
+                .with_request_timeout(Duration::from_secs(60))
+                .with_retry_for(Duration::from_secs(60));
             client.add_node(&node("a", 9001)).await.unwrap();
             client.add_node(&node("b", 9002)).await.unwrap();
             let component = shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec();
