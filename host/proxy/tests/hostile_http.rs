@@ -115,10 +115,19 @@ fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        // Under the target directory, replaced on every run (statics are
-        // never dropped, so a temp dir would be left behind).
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("proxy-hostile-http");
-        let _ = std::fs::remove_dir_all(&dir);
+        // Under the target directory, one per process; statics are never
+        // dropped, so directories of processes that have exited are removed
+        // here instead.
+        let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("proxy-hostile-http-")
+                && !std::path::Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = tmp.join(format!("proxy-hostile-http-{}", std::process::id()));
         let (cluster, addr, client, canary_value, canary_etag) = runtime.block_on(async {
             let mut spec = ClusterSpec::new(1, 3, 1, &dir);
             spec.node = node_config();
