@@ -82,6 +82,31 @@ pub fn parse(
         invalid(e.span().map(|s| line_of_offset(s.start)), message)
     };
 
+    // serde would take a struct from an array, field by field: refuse that
+    // where the file must hold tables.
+    if let Ok(doc) = toml::de::DeTable::parse(text) {
+        let doc = doc.get_ref();
+        for role in ["meta", "node", "proxy"] {
+            if let Some((k, v)) = doc.iter().find(|(k, _)| k.get_ref().as_ref() == role) {
+                let members = match v.get_ref() {
+                    toml::de::DeValue::Table(t) => t.iter().find(|(k, _)| k.get_ref().as_ref() == "members").map(|(_, v)| v),
+                    other => {
+                        let found = kind_of(other);
+                        return Err(invalid(Some(line_of_offset(k.span().start)), format!("{role}: expected a table ([{role}]), found {found}")));
+                    }
+                };
+                if let Some(toml::de::DeValue::Array(items)) = members.map(|m| m.get_ref()) {
+                    for (i, item) in items.iter().enumerate() {
+                        if !matches!(item.get_ref(), toml::de::DeValue::Table(_)) {
+                            let message = format!("{role}.members[{i}]: expected a table ({{ id = ..., addr = ... }}), found {}", kind_of(item.get_ref()));
+                            return Err(invalid(Some(line_of_offset(item.span().start)), message));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     let overrides = env_overrides(env);
     let config: DeploymentConfig = if overrides.is_empty() {
         toml::from_str(text).map_err(de_error)?
@@ -114,6 +139,18 @@ pub fn parse(
         proxy.validate().map_err(|e| key_error(&in_table("proxy", &e.key), e.message.clone()))?;
     }
     Ok(config)
+}
+
+fn kind_of(v: &toml::de::DeValue<'_>) -> &'static str {
+    match v {
+        toml::de::DeValue::String(_) => "a string",
+        toml::de::DeValue::Integer(_) => "an integer",
+        toml::de::DeValue::Float(_) => "a float",
+        toml::de::DeValue::Boolean(_) => "a boolean",
+        toml::de::DeValue::Datetime(_) => "a datetime",
+        toml::de::DeValue::Array(_) => "an array",
+        toml::de::DeValue::Table(_) => "a table",
+    }
 }
 
 /// A role's key path with its table in front: `id` -> `meta.id`.
@@ -238,6 +275,14 @@ mod tests {
     fn errors_quoting_line_breaks_stay_one_line() {
         let e = parse_str("version = 1\n[node]\neviction_policy = \"lru\\nx\"\n").unwrap_err().to_string();
         assert!(!e.contains('\n') && e.contains("lru\\nx"), "{e}");
+    }
+
+    #[test]
+    fn arrays_are_not_tables() {
+        let e = parse_str("version = 1\nnode = [\"127.0.0.1:7201\"]\n").unwrap_err().to_string();
+        assert_eq!(e, "test.toml:2: node: expected a table ([node]), found an array");
+        let e = parse_str("version = 1\n[meta]\nmembers = [[1, \"http://a:1\"]]\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:3: meta.members[0]: expected a table"), "{e}");
     }
 
     #[test]

@@ -320,7 +320,6 @@ fn values_with_line_breaks_still_give_one_line() {
 /// `[[node]]` fails with the misleading "invalid type: map, expected socket
 /// address".
 #[test]
-#[ignore = "bug: the deployment file accepts role tables written as arrays (fields by position): node = [\"127.0.0.1:7201\"] passes config check"]
 fn arrays_are_not_accepted_as_role_tables() {
     for text in ["version = 1\nnode = [\"127.0.0.1:7201\"]\n", "version = 1\nmeta = [2]\n", "version = 1\n[[node]]\n"] {
         let o = run_on(text.as_bytes(), &[]);
