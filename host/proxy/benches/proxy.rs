@@ -2,14 +2,17 @@
 //! in-process cluster (3 meta members, 3 nodes, 2 proxies) on loopback.
 //!
 //! 1. GET throughput and CPU per request with `wrk` (Debian's; "skipped"
-//!    when missing), directly against one node and through a proxy, two
-//!    alternating rounds. CPU = this process (nodes, proxies, meta) + wrk,
+//!    when missing), directly against one node, through a proxy, and
+//!    through a proxy using hyper-util's client (the reference hop), three
+//!    alternating rounds (`PROXY_BENCH_WRK_CONNECTIONS`, default 64;
+//!    `PROXY_BENCH_SKIP_WRK=1` skips this part). CPU = this process (nodes, proxies, meta) + wrk,
 //!    from getrusage, divided by requests.
 //! 2. p99 GET latency through the proxies in steady state and during
-//!    strategy swaps (rendezvous <-> ketama every 300 ms), same load.
-//! 3. Time from a strategy activation to the last proxy serving the new
-//!    epoch, over 20 swaps: from sending the activation and from meta's
-//!    commit acknowledgement.
+//!    strategy swaps (rendezvous <-> ketama every 200 ms, to recent configs
+//!    and to new ones), phases interleaved under one continuous load.
+//! 3. Time from a strategy activation (a config never used before) to the
+//!    last proxy serving the new epoch, over 20 swaps: from sending the
+//!    activation and from meta's commit acknowledgement.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -44,7 +47,8 @@ struct WrkRun {
 
 fn wrk(url: &str) -> Option<WrkRun> {
     let (self0, child0) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));
-    let out = Command::new("wrk").args(["-t2", "-c64", &format!("-d{WRK_SECONDS}s"), url]).output().ok()?;
+    let conns = std::env::var("PROXY_BENCH_WRK_CONNECTIONS").unwrap_or_else(|_| "64".into());
+    let out = Command::new("wrk").args(["-t2", &format!("-c{conns}"), &format!("-d{WRK_SECONDS}s"), url]).output().ok()?;
     let (self1, child1) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let requests: f64 = text.lines().find(|l| l.contains("requests in"))?.split_whitespace().next()?.parse().ok()?;
@@ -179,7 +183,8 @@ async fn bench() {
     } else if Command::new("wrk").arg("--version").output().is_err() {
         println!("wrk: skipped (not installed; apt-get install wrk)\n");
     } else {
-        println!("### GET throughput, wrk -t2 -c64 -d{WRK_SECONDS}s, one 100-byte key\n");
+        let conns = std::env::var("PROXY_BENCH_WRK_CONNECTIONS").unwrap_or_else(|_| "64".into());
+        println!("### GET throughput, wrk -t2 -c{conns} -d{WRK_SECONDS}s, one 100-byte key\n");
         println!("| round | case | req/s | CPU us/req | cores busy | non-2xx |");
         println!("|---|---|---|---|---|---|");
         let (mut direct, mut proxied, mut hyper) = (Vec::new(), Vec::new(), Vec::new());
