@@ -36,8 +36,8 @@ pub fn proxy_hosts() -> Vec<Host> {
 }
 
 /// Raft and proxy timing of the lab. Meta runs its shipped defaults
-/// (heartbeat 100ms, election timeout 500ms) so the failover bar is checked
-/// against what ships; writes give up after 1s without quorum.
+/// (heartbeat 100ms, election timeout 500ms, write timeout 5s) so the
+/// failover bar is checked against what ships.
 #[derive(Clone, Debug)]
 pub struct Timing {
     pub meta_extra: String,
@@ -89,7 +89,7 @@ pub fn start_metas(lab: &mut Lab, timing: &Timing) {
     for i in 1..=3 {
         let data = lab.dir().join(format!("meta-{i}-data"));
         let config = format!(
-            "version = 1\n[meta]\nid = {i}\n# all interfaces: reachable on loopback inside its host during a partition\nlisten = \"0.0.0.0:{META_PORT}\"\nadvertise = \"{}\"\ndata_dir = \"{}\"\nmembers = [{}]\nwrite_timeout = \"1s\"\n{}",
+            "version = 1\n[meta]\nid = {i}\n# all interfaces: reachable on loopback inside its host during a partition\nlisten = \"0.0.0.0:{META_PORT}\"\nadvertise = \"{}\"\ndata_dir = \"{}\"\nmembers = [{}]\n{}",
             urls[i - 1],
             data.display(),
             members.join(", "),
@@ -102,7 +102,10 @@ pub fn start_metas(lab: &mut Lab, timing: &Timing) {
 /// Starts node-1..3 in n1..n3.
 pub fn start_nodes(lab: &mut Lab) {
     for i in 1..=3 {
-        let config = format!("version = 1\n[node]\nlisten = \"{}:{NODE_PORT}\"\nmemory_limit = \"64MiB\"\nshutdown_timeout = \"1s\"\n", lab.addr(&format!("n{i}"), Net::Data));
+        let config = format!(
+            "version = 1\n[node]\nlisten = \"{}:{NODE_PORT}\"\nmemory_limit = \"64MiB\"\nshutdown_timeout = \"1s\"\n",
+            lab.addr(&format!("n{i}"), Net::Data)
+        );
         lab.spawn(&format!("node-{i}"), &format!("n{i}"), &config);
     }
 }
@@ -131,13 +134,7 @@ pub fn start_proxies(lab: &mut Lab, timing: &Timing) {
 
 /// An HTTP client for the lab (no proxy settings from the environment).
 pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().no_proxy().timeout(timeout).connect_timeout(Duration::from_millis(500)).tcp_nodelay(true).build().expect("http client")
 }
 
 /// An answer: status, the `Shardgate-Epoch` header, the body.

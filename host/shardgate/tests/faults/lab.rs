@@ -108,7 +108,10 @@ pub fn ip(args: &[&str]) -> Result<String, String> {
 /// Moves the calling thread into the named network namespace.
 fn enter_netns(ns: &str) -> Result<(), String> {
     use std::os::fd::AsRawFd;
-    let file = File::open(Path::new("/run/netns").join(ns)).map_err(|e| format!("open /run/netns/{ns}: {e}"))?;
+    // Where `ip netns add` mounts it (/var/run is usually a link to /run).
+    let file = File::open(Path::new("/run/netns").join(ns))
+        .or_else(|_| File::open(Path::new("/var/run/netns").join(ns)))
+        .map_err(|e| format!("open /run/netns/{ns}: {e}"))?;
     // SAFETY: setns on a valid namespace fd; only this thread changes namespace.
     let rc = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
     if rc != 0 {
