@@ -171,8 +171,47 @@ impl MemberContext {
 }
 
 /// Read a JSON body; malformed JSON is a 400 naming line and column.
+///
+/// Every request body is a JSON object: serde would otherwise take a struct
+/// from an array, field by field (`[]` as an activation with defaults).
 fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) => return Err(ApiError::BadRequest("malformed JSON body: expected a JSON object `{...}`".into())),
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+/// Gives the framework's own refusals (unknown path 404, wrong method 405
+/// with `Allow`, a path segment that is not UTF-8 400, a body over a limit
+/// 413) the same JSON [`crate::model::ErrorBody`] as every other error.
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/event-stream"));
+    if !status.is_client_error() || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let (kind, fallback) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint".to_string()),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            ("method_not_allowed", format!("method not allowed on this path (allowed: {allow})"))
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "request body too large".to_string()),
+        _ => ("bad_request", status.canonical_reason().unwrap_or("bad request").to_lowercase()),
+    };
+    let error = if text.is_empty() { fallback } else { text };
+    let mut out = (status, Json(crate::model::ErrorBody { error, kind: kind.into(), leader: None })).into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
 }
 
 fn created(receipt: WriteReceipt) -> Response {
@@ -488,6 +527,32 @@ fn membership_error(e: openraft::errors::RaftError<crate::raft::TypeConfig, Clie
     }
 }
 
+/// Runs a voter/member change. One that finds another change still in
+/// progress (a joint configuration not yet committed, e.g. right after a
+/// promotion) waits for it instead of failing, up to the membership timeout.
+async fn change_membership(
+    ctx: &MemberContext,
+    change: ChangeMembers<NodeId, RaftMember>,
+) -> Result<openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>, ApiError> {
+    let t = membership_timeout(ctx);
+    let deadline = tokio::time::Instant::now() + t;
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, ctx.raft.change_membership(change.clone(), false))
+            .await
+            .map_err(|_| ApiError::WriteTimeout(t))?;
+        match attempt {
+            Err(e)
+                if matches!(e.api_error(), Some(ClientWriteError::ChangeMembershipError(openraft::errors::ChangeMembershipError::InProgress(_))))
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                debug!("waiting for the previous membership change to commit");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other.map_err(membership_error),
+        }
+    }
+}
+
 /// Membership changes may wait for a learner to catch up: give them longer.
 fn membership_timeout(ctx: &MemberContext) -> Duration {
     ctx.config.write_timeout * 6
@@ -531,12 +596,8 @@ async fn promote(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<WriteRe
         return Ok(Json(WriteReceipt { index: ctx.sm.applied_index().unwrap_or(0), epoch: ctx.sm.read(|s| s.epoch) }));
     }
     ctx.ensure_quorum().await?;
-    let t = membership_timeout(&ctx);
     info!(member = id, "promoting learner to voter");
-    let resp = tokio::time::timeout(t, ctx.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
-        .await
-        .map_err(|_| ApiError::WriteTimeout(t))?
-        .map_err(membership_error)?;
+    let resp = change_membership(&ctx, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
     Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
 }
 
@@ -551,17 +612,13 @@ async fn remove_member(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<W
         return Err(ApiError::Membership(format!("member {id} is the last voter; it cannot be removed")));
     }
     ctx.ensure_quorum().await?;
-    let t = membership_timeout(&ctx);
     warn!(member = id, "removing member");
     let change = if voters.contains(&id) {
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    let resp = tokio::time::timeout(t, ctx.raft.change_membership(change, false))
-        .await
-        .map_err(|_| ApiError::WriteTimeout(t))?
-        .map_err(membership_error)?;
+    let resp = change_membership(&ctx, change).await?;
     Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
 }
 

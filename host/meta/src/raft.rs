@@ -154,7 +154,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let req = (vote, snapshot.meta, SnapshotBytes(snapshot.snapshot.into_inner()));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             res = self.request("snapshot", &req, &option) => Ok(res?),
@@ -170,6 +170,31 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
+/// Snapshot bytes on the wire: base64 in the JSON message (a JSON array of
+/// numbers would take ~3.6 bytes per byte).
+struct SnapshotBytes(Vec<u8>);
+
+impl Serialize for SnapshotBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SnapshotBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map(SnapshotBytes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Largest Raft RPC body accepted from a peer. A snapshot carries the whole
+/// state, the strategy registry included, and one log entry can carry a
+/// component of up to `meta.max_component_size`, so axum's default 2 MiB
+/// would leave a lagging member unable to catch up once the registry grows.
+pub const RAFT_BODY_LIMIT: usize = 1 << 30;
+
 /// Server side of the transport: `POST /raft/{append,vote,pre-vote,snapshot,transfer-leader}`.
 pub fn raft_routes(raft: Arc<Raft>) -> Router {
     Router::new()
@@ -178,6 +203,7 @@ pub fn raft_routes(raft: Arc<Raft>) -> Router {
         .route("/raft/pre-vote", post(pre_vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
+        .layer(axum::extract::DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .with_state(raft)
 }
 
@@ -215,7 +241,7 @@ async fn pre_vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
 }
 
 async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
-    let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = match decode(&body) {
+    let (vote, meta, SnapshotBytes(data)): (Vote, SnapshotMeta, SnapshotBytes) = match decode(&body) {
         Ok(req) => req,
         Err(resp) => return resp,
     };

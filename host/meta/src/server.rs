@@ -71,7 +71,9 @@ pub async fn run(
         metrics: MetaMetrics::default(),
         stopping: stopping.clone(),
     });
-    let app = api::router(ctx.clone()).merge(raft::raft_routes(raft.clone()));
+    let app = api::router(ctx.clone())
+        .merge(raft::raft_routes(raft.clone()))
+        .layer(axum::middleware::map_response(api::json_errors));
     info!(id = config.id, %addr, listen = %local, data_dir = %config.data_dir.display(), "meta member starting");
 
     tokio::spawn(form_cluster(ctx.clone()));

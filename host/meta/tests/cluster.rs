@@ -119,7 +119,13 @@ async fn a_lagging_member_receives_a_snapshot_after_the_log_was_compacted() {
     })
     .await;
     let client = cluster.client();
-    client.upload_strategy(rendezvous()).await.unwrap();
+    // Every built-in plus the test component: ~1.5 MB of components, a
+    // snapshot well over axum's default 2 MiB body limit (which used to
+    // leave the lagging member stuck for good).
+    for b in shardgate_builtins::BUILTINS {
+        client.upload_strategy(b.component.to_vec()).await.unwrap();
+    }
+    client.upload_strategy(shardgate_builtins::MISBEHAVE.to_vec()).await.unwrap();
     let leader = cluster.wait_for_leader().await;
     let lagging = *cluster.members.keys().find(|id| **id != leader).unwrap();
     let lagging_last = poll("the lagging member's status", Duration::from_secs(10), || async {
@@ -148,7 +154,7 @@ async fn a_lagging_member_receives_a_snapshot_after_the_log_was_compacted() {
     assert!(st.snapshot_index.is_some_and(|s| s >= purged), "{st:?} purged {purged}");
     // The registry (component bytes) came with the snapshot.
     let strategies = cluster.client_of(lagging).with_stale_reads(true).strategies().await.unwrap();
-    assert_eq!(strategies.len(), 1);
+    assert_eq!(strategies.len(), shardgate_builtins::BUILTINS.len() + 1);
     cluster.shutdown().await;
 }
 

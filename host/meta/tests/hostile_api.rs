@@ -475,7 +475,6 @@ fn random_paths_get_json_errors_and_change_nothing() {
 /// Paths and methods no route serves, and bytes that are not a valid path
 /// segment: refused with the same JSON `ErrorBody` as every other error.
 #[test]
-#[ignore = "bug: meta answers unknown routes (404), wrong methods (405) and undecodable path segments (400, e.g. /v1/nodes/%FF) with axum's plain-text or empty bodies, not an ErrorBody"]
 fn unknown_routes_and_undecodable_segments_get_json_errors() {
     let h = Harness::start();
     let before = h.settled_snapshot();
@@ -502,7 +501,6 @@ fn unknown_routes_and_undecodable_segments_get_json_errors() {
 /// replica count), `[\"slots = 0\", 1]` activates that config, and
 /// `POST /v1/nodes` with `[\"c\", \"http://127.0.0.1:9003\"]` adds a node.
 #[test]
-#[ignore = "bug: meta accepts JSON arrays as request objects (fields by position): POST .../activate with body [] commits replicas = 1"]
 fn json_arrays_are_not_accepted_as_request_objects() {
     let h = Harness::start();
     let before = h.settled_snapshot();
