@@ -106,10 +106,8 @@ impl Member {
     }
 }
 
-fn stop_signal(rx: oneshot::Receiver<()>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.await;
-    }
+async fn stop_signal(rx: oneshot::Receiver<()>) {
+    let _ = rx.await;
 }
 
 /// Why a cluster could not start.

@@ -218,11 +218,11 @@ pub(crate) async fn migrate_one(
     let headers = vec![(header::CONTENT_TYPE, content_type.clone()), (header::IF_NONE_MATCH, HeaderValue::from_static("*"))];
     let copies = new_owners.iter().map(|n| shared.upstream.send(n, Method::PUT, path, &headers, found.body.clone()));
     let answers = futures::future::join_all(copies).await;
-    let new_version = answers.first().and_then(|a| a.as_ref().ok()).and_then(|r| {
+    let new_version = answers.first().and_then(|a| a.as_ref().ok()).map(|r| {
         if r.status == StatusCode::PRECONDITION_FAILED {
-            return Some(None); // a newer write got there first
+            return None; // a newer write got there first
         }
-        Some(r.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).and_then(|v| parse_etag(v).ok().flatten()))
+        r.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).and_then(|v| parse_etag(v).ok().flatten())
     });
     match (new_version, old_version) {
         (Some(None), _) => Migrated::Superseded,
@@ -381,6 +381,12 @@ async fn migrate_batch(
     }
 }
 
+/// The (entry, owner index) pairs sent to one node.
+type NodeSends = (Arc<NodeHandle>, Vec<(usize, usize)>);
+
+/// One owner's answer for one batch entry (`None`: not sent).
+type OwnerAnswer = Option<Result<PutResult, String>>;
+
 /// `POST /v1/batch/put`: conditional entries are decided by their first
 /// healthy owner, then every entry is written to its other owners, one
 /// batch per node in parallel; each entry needs `proxy.write_ack`
@@ -408,7 +414,7 @@ pub(crate) async fn batch_put(shared: &Shared, epoch: &RoutingEpoch, req: Reques
         owners.push(pick_owners(shared, epoch, key, &positions[i * width..(i + 1) * width])?);
     }
     // answers[i][k]: the answer of owners[i][k].
-    let mut answers: Vec<Vec<Option<Result<PutResult, String>>>> = owners.iter().map(|o| vec![None; o.len()]).collect();
+    let mut answers: Vec<Vec<OwnerAnswer>> = owners.iter().map(|o| vec![None; o.len()]).collect();
 
     // Phase 1: conditions, on the first owner.
     let conditional: Vec<usize> = (0..n).filter(|&i| items[i].condition != WriteCondition::Always).collect();
@@ -430,9 +436,10 @@ pub(crate) async fn batch_put(shared: &Shared, epoch: &RoutingEpoch, req: Reques
 
     // Phase 2: every other (entry, owner) pair; conditional entries follow
     // their first owner unconditionally, and only if it accepted them.
-    let mut sends: Vec<(Arc<NodeHandle>, Vec<(usize, usize)>)> = Vec::new();
-    for i in 0..n {
-        let start = if items[i].condition == WriteCondition::Always {
+    // Per node: (entry, owner index) pairs.
+    let mut sends: Vec<NodeSends> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let start = if item.condition == WriteCondition::Always {
             0
         } else {
             match answers[i][0] {

@@ -353,19 +353,27 @@ async fn get_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) 
     Ok(relay(response))
 }
 
-/// Owners that must acknowledge a write and whether a condition is involved;
-/// returns the primary's answer and the acknowledgement count.
+/// One write (PUT or DELETE) to forward to a key's owners.
+pub(crate) struct Write<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Carries `If-Match`/`If-None-Match`: decided by the first owner.
+    pub conditional: bool,
+    pub body: Bytes,
+}
+
+/// Sends `write` to the key's `owners` (nominally `width` of them) and
+/// answers the first acknowledging owner's answer once `proxy.write_ack`
+/// is met; `acked` says which statuses acknowledge.
 pub(crate) async fn write_all(
     shared: &Shared,
     owners: &[Arc<NodeHandle>],
     width: usize,
-    method: Method,
-    path: &str,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    conditional: bool,
-    body: Bytes,
+    write: Write<'_>,
     acked: impl Fn(StatusCode) -> bool,
 ) -> Result<UpstreamResponse, RequestError> {
+    let Write { method, path, headers, conditional, body } = write;
     // A condition is decided by the first healthy owner; the others follow
     // it unconditionally, so replicas never diverge on a condition.
     let mut answers: Vec<Result<UpstreamResponse, UpstreamError>> = Vec::with_capacity(owners.len());
@@ -452,7 +460,8 @@ async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) 
     };
     let headers = forward_headers(&parts.headers, &[header::CONTENT_TYPE, header::IF_MATCH, header::IF_NONE_MATCH]);
     let conditional = condition != WriteCondition::Always;
-    let r = write_all(shared, &owners, positions.len(), Method::PUT, &path, headers, conditional, value, |s| s.is_success()).await?;
+    let write = Write { method: Method::PUT, path: &path, headers, conditional, body: value };
+    let r = write_all(shared, &owners, positions.len(), write, |s| s.is_success()).await?;
     Ok(relay(r))
 }
 
@@ -471,7 +480,8 @@ async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming
     let conditional = condition != WriteCondition::Always;
     // 404 is an acknowledgement too: the key is gone from that owner.
     let gone = |s: StatusCode| s.is_success() || s == StatusCode::NOT_FOUND;
-    let r = write_all(shared, &owners, positions.len(), Method::DELETE, &path, headers, conditional, Bytes::new(), gone).await?;
+    let write = Write { method: Method::DELETE, path: &path, headers, conditional, body: Bytes::new() };
+    let r = write_all(shared, &owners, positions.len(), write, gone).await?;
     let mut deleted = r.status.is_success();
     // In the migration window the value may still sit on the key's previous
     // owners: delete it there too, or a later read would bring it back.
