@@ -10,8 +10,8 @@
 //! processes run with `ip netns exec`; the test's HTTP clients run on a
 //! thread that entered the switch namespace (`setns`), so all traffic stays
 //! inside the lab. A partition is `ip link set <veth> down` at the switch.
-//! Every load loop is bounded in count and in time; waiting is polling with
-//! deadlines, never a sleep. Scenarios run one at a time (a process-wide
+//! Every load loop is bounded in count and in time; waiting for a state is
+//! polling with a deadline (sleeps only pace the load generator). Scenarios run one at a time (a process-wide
 //! lock) and each prints its report row (`cargo test -p shardgate --test
 //! faults -- --nocapture`).
 //!
