@@ -52,6 +52,8 @@ pub struct Detour {
 /// Everything one request routes with: one meta epoch.
 pub struct RoutingEpoch {
     pub epoch: u64,
+    /// `epoch` as the `Shardgate-Epoch` header value (made once).
+    pub epoch_header: http::HeaderValue,
     /// The state as meta sent it.
     pub state: Arc<RoutingState>,
     /// `None` while no strategy is active.
@@ -77,6 +79,7 @@ impl RoutingEpoch {
     fn empty() -> Self {
         RoutingEpoch {
             epoch: 0,
+            epoch_header: http::HeaderValue::from(0u64),
             state: Arc::new(RoutingState { epoch: 0, nodes: vec![], strategy: None, config: String::new(), replicas: 1, leader: None }),
             router: None,
             nodes: vec![],
@@ -100,6 +103,7 @@ impl RoutingEpoch {
         };
         Arc::new(RoutingEpoch {
             epoch: self.epoch,
+            epoch_header: self.epoch_header.clone(),
             state: self.state.clone(),
             router: self.router.clone(),
             nodes: self.nodes.clone(),
@@ -308,6 +312,7 @@ impl Routing {
         let fallback = Fallback { faulty_epoch: epoch.epoch, reason: error.to_string(), faults: count };
         let replacement = Arc::new(RoutingEpoch {
             epoch: good.epoch,
+            epoch_header: good.epoch_header.clone(),
             state: good.state.clone(),
             router: good.router.clone(),
             nodes: good.nodes.clone(),
@@ -383,6 +388,7 @@ impl Routing {
         self.board.retain(&keep);
         let next = Arc::new(RoutingEpoch {
             epoch: epoch_no,
+            epoch_header: http::HeaderValue::from(epoch_no),
             state: Arc::new(state.clone()),
             router,
             nodes,

@@ -158,10 +158,6 @@ pub async fn run(
     Ok(())
 }
 
-fn epoch_value(epoch: u64) -> HeaderValue {
-    HeaderValue::from(epoch)
-}
-
 async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
     let path = req.uri().path();
     let (route, response) = if path.starts_with(KEY_PATH_PREFIX) {
@@ -175,25 +171,25 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
             _ => ("other", Err(RequestError::MethodNotAllowed)),
         };
         let mut response = result.unwrap_or_else(IntoResponse::into_response);
-        response.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch_value(epoch.epoch));
+        response.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
         (route, response)
     } else {
         match (req.method(), path) {
             (&Method::POST, "/v1/batch/get") => {
                 let epoch = shared.routing.load();
                 let r = crate::fanout::batch_get(&shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
-                ("batch_get", with_epoch(r, epoch.epoch))
+                ("batch_get", with_epoch(r, &epoch))
             }
             (&Method::POST, "/v1/batch/put") => {
                 let epoch = shared.routing.load();
                 let r = crate::fanout::batch_put(&shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
-                ("batch_put", with_epoch(r, epoch.epoch))
+                ("batch_put", with_epoch(r, &epoch))
             }
             (&Method::GET, "/status") => ("status", status(&shared)),
             (&Method::GET, p) if p.starts_with(OWNERS_PATH_PREFIX) => {
                 let epoch = shared.routing.load();
                 let r = owners(&shared, &epoch, req.uri()).unwrap_or_else(IntoResponse::into_response);
-                ("owners", with_epoch(r, epoch.epoch))
+                ("owners", with_epoch(r, &epoch))
             }
             (&Method::GET, "/metrics") => ("metrics", metrics(&shared)),
             (&Method::GET, "/healthz") => ("healthz", "ok\n".into_response()),
@@ -205,8 +201,8 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
     response
 }
 
-fn with_epoch(mut r: Response, epoch: u64) -> Response {
-    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch_value(epoch));
+fn with_epoch(mut r: Response, epoch: &RoutingEpoch) -> Response {
+    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
     r
 }
 
@@ -280,17 +276,16 @@ fn relay_error(node: &NodeHandle, r: &UpstreamResponse) -> RequestError {
     })
 }
 
-/// The client-facing response for a node's answer.
+/// The client-facing response for a node's answer (its headers moved over,
+/// minus the hop-by-hop ones).
 pub(crate) fn relay(r: UpstreamResponse) -> Response {
     let mut response = Response::new(Body::from(r.body));
     *response.status_mut() = r.status;
-    let h = response.headers_mut();
-    for (name, value) in r.headers.iter() {
-        if matches!(name.as_str(), "connection" | "keep-alive" | "transfer-encoding" | "date") {
-            continue;
-        }
-        h.append(name.clone(), value.clone());
+    let mut headers = r.headers;
+    for name in [header::CONNECTION, HeaderName::from_static("keep-alive"), header::TRANSFER_ENCODING, header::DATE] {
+        headers.remove(name);
     }
+    *response.headers_mut() = headers;
     response
 }
 
@@ -577,7 +572,7 @@ fn status(shared: &Shared) -> Response {
         write_ack: shared.config.write_ack,
     };
     let mut r = axum::Json(body).into_response();
-    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch_value(epoch.epoch));
+    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
     r
 }
 
