@@ -4,6 +4,7 @@
 //! [`NodeConfig::validate`] before [`crate::run`] starts serving.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -72,6 +73,17 @@ pub struct NodeConfig {
     pub shutdown_timeout: Duration,
     /// Which entries go first when the store is full.
     pub eviction_policy: EvictionPolicy,
+    /// When set, every `/v1/` request must carry `Authorization: Bearer
+    /// <token>` (the proxies' token); unset (the default) leaves the data
+    /// API open. Health, readiness, metrics and the OpenAPI document stay
+    /// open either way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_token: Option<String>,
+    /// Like `data_token`, read from this file when the node starts
+    /// (surrounding whitespace trimmed), so the secret stays out of the
+    /// config file. At most one of the two may be set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_token_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +102,8 @@ impl Default for NodeConfig {
             body_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             eviction_policy: EvictionPolicy::Lru,
+            data_token: None,
+            data_token_file: None,
         }
     }
 }
@@ -111,6 +125,27 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+/// Longest accepted data token, in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// A token must be sendable as an `Authorization: Bearer` value: 1 to
+/// [`MAX_TOKEN_LEN`] visible ASCII characters, no spaces.
+fn check_token(key: &'static str, token: &str) -> Result<(), ConfigError> {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(ConfigError::new(
+            key,
+            format!("must be 1 to {MAX_TOKEN_LEN} bytes, got {}", token.len()),
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            key,
+            "must be visible ASCII characters without spaces (it is sent as `Authorization: Bearer <token>`)",
+        ));
+    }
+    Ok(())
 }
 
 impl NodeConfig {
@@ -198,7 +233,35 @@ impl NodeConfig {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
             }
         }
+        if self.data_token.is_some() && self.data_token_file.is_some() {
+            return Err(ConfigError::new(
+                "node.data_token",
+                "set node.data_token or node.data_token_file, not both",
+            ));
+        }
+        if let Some(token) = &self.data_token {
+            check_token("node.data_token", token)?;
+        }
         Ok(())
+    }
+
+    /// The data token in force: `node.data_token`, or the contents of
+    /// `node.data_token_file` (trimmed, checked like `node.data_token`), or
+    /// `None` when neither is set.
+    pub fn resolve_data_token(&self) -> Result<Option<String>, crate::NodeError> {
+        if let Some(token) = &self.data_token {
+            return Ok(Some(token.clone()));
+        }
+        let Some(path) = &self.data_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| crate::NodeError::TokenFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let token = text.trim().to_string();
+        check_token("node.data_token_file", &token)?;
+        Ok(Some(token))
     }
 
     /// Weighed bytes of the largest entry a request can create:
@@ -285,5 +348,44 @@ mod tests {
             c.validate().unwrap_err().to_string(),
             "node.max_connections: must be at least 1"
         );
+    }
+
+    #[test]
+    fn data_token_is_checked() {
+        let with = |token: &str| NodeConfig {
+            data_token: Some(token.into()),
+            ..Default::default()
+        };
+        with("abc-123_XYZ").validate().unwrap();
+        assert_eq!(with("").validate().unwrap_err().key, "node.data_token");
+        assert_eq!(with("has space").validate().unwrap_err().key, "node.data_token");
+        assert_eq!(with("naïve").validate().unwrap_err().key, "node.data_token");
+        let both = NodeConfig {
+            data_token: Some("a".into()),
+            data_token_file: Some("/nonexistent".into()),
+            ..Default::default()
+        };
+        assert!(both.validate().unwrap_err().to_string().contains("not both"));
+    }
+
+    #[test]
+    fn data_token_file_is_read_trimmed_and_checked() {
+        let dir = std::env::temp_dir().join(format!("shardgate-node-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let config = NodeConfig {
+            data_token_file: Some(path.clone()),
+            ..Default::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(config.resolve_data_token().unwrap().as_deref(), Some("s3cret"));
+        std::fs::write(&path, "\n").unwrap();
+        let err = config.resolve_data_token().unwrap_err().to_string();
+        assert!(err.contains("node.data_token_file"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let err = config.resolve_data_token().unwrap_err().to_string();
+        assert!(err.contains("node.data_token_file"), "{err}");
+        assert_eq!(NodeConfig::default().resolve_data_token().unwrap(), None);
     }
 }

@@ -45,6 +45,15 @@ pub enum ApiError {
     BodyTimeout(String),
     #[error("request body could not be read: {0}")]
     BodyRead(String),
+    /// `node.data_token` is set and the request has no bearer token: 401.
+    #[error(
+        "missing bearer token: this node requires `Authorization: Bearer <token>` \
+         with the token configured as node.data_token"
+    )]
+    Unauthorized,
+    /// A bearer token other than `node.data_token`: 403.
+    #[error("bearer token does not match node.data_token")]
+    Forbidden,
     #[error(transparent)]
     Batch(#[from] BatchError),
 }
@@ -66,6 +75,8 @@ impl ApiError {
             }
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::Batch(e) => e.status(),
         }
     }
@@ -79,6 +90,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"shardgate-node\""),
+            );
+        }
         response
     }
 }
@@ -88,6 +105,13 @@ impl IntoResponse for ApiError {
 pub enum NodeError {
     #[error("invalid node config: {0}")]
     Config(#[from] ConfigError),
+    /// `node.data_token_file` could not be read.
+    #[error("node.data_token_file {path}: {source}")]
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("listener address: {0}")]
     Listener(#[source] std::io::Error),
 }

@@ -11,6 +11,7 @@
 //!
 //! Start a node with [`run`] on a listener you bound yourself.
 
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod error;

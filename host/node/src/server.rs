@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::auth::{DataToken, require_token};
 use crate::batch::{self, GetResponseEncoder, PutResult};
 use crate::config::NodeConfig;
 use crate::error::{ApiError, NodeError};
@@ -59,6 +60,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     config.validate()?;
+    let data_token = config.resolve_data_token()?.map(|t| DataToken::new(&t));
     let local = listener.local_addr().map_err(NodeError::Listener)?;
     let metrics = NodeMetrics::new();
     let store = Store::with_largest_entry(
@@ -75,14 +77,21 @@ pub async fn run(
         body_read_timeout: config.body_read_timeout,
         ready: AtomicBool::new(true),
     });
-    let service = TowerToHyperService::new(router(state.clone()));
+    let service = TowerToHyperService::new(router(state.clone()).layer(
+        axum::middleware::from_fn_with_state(data_token.clone(), require_token),
+    ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections as usize));
     tokio::pin!(shutdown);
-    info!(addr = %local, memory_limit = config.memory_limit.as_u64(), "node listening");
+    info!(
+        addr = %local,
+        memory_limit = config.memory_limit.as_u64(),
+        data_token = data_token.is_some(),
+        "node listening"
+    );
 
     loop {
         let (stream, peer) = tokio::select! {

@@ -895,3 +895,65 @@ async fn slow_bodies_and_connection_limit_answer_as_documented() {
     }
     node.stop().await;
 }
+
+/// With `node.data_token` set, every documented `/v1/` operation answers a
+/// request without a token 401 and one with another token 403, both
+/// documented (with the `dataToken` security scheme), and the open routes
+/// stay open.
+#[tokio::test]
+async fn token_refusals_are_documented_on_every_data_route() {
+    let node = TestNode::start(NodeConfig {
+        data_token: Some("right".into()),
+        ..NodeConfig::default()
+    })
+    .await;
+    let doc = document();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["dataToken"]["scheme"],
+        "bearer"
+    );
+    let mut checked = 0;
+    for (path, method) in documented_operations(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let url = path.replace("{key}", "k");
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        if !path.starts_with("/v1/") {
+            let reply = node.request(m, &url, &[], Bytes::new()).await;
+            assert_eq!(reply.status, StatusCode::OK, "{method} {url} must stay open");
+            continue;
+        }
+        assert!(
+            op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("dataToken").is_some())),
+            "{method} {path}: no dataToken security requirement"
+        );
+        let missing = node.request(m.clone(), &url, &[], Bytes::new()).await;
+        assert_eq!(missing.status, StatusCode::UNAUTHORIZED, "{method} {url}");
+        check_refusal(&doc, &format!("{method} {url} without a token"), op, &missing);
+        let wrong = node
+            .request(m, &url, &[("authorization", "Bearer wrong")], Bytes::new())
+            .await;
+        assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{method} {url}");
+        check_refusal(&doc, &format!("{method} {url} with a wrong token"), op, &wrong);
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} data operations checked");
+    node.stop().await;
+}
+
+/// A refusal is documented for `op`; a HEAD answer has no body to check.
+fn check_refusal(doc: &Value, what: &str, op: &Value, reply: &Reply) {
+    if what.starts_with("HEAD ") {
+        let code = reply.status.as_u16().to_string();
+        assert!(op["responses"].get(&code).is_some(), "{what}: {code} not documented");
+        assert!(reply.body.is_empty(), "{what}: HEAD answer has a body");
+    } else {
+        check_documented(doc, what, op, reply);
+        assert!(
+            String::from_utf8_lossy(&reply.body).contains("node.data_token"),
+            "{what}: {:?}",
+            reply.text()
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! `node.data_token` against a real node on 127.0.0.1:0: `/v1/` requests
+//! without the token get 401 (with `WWW-Authenticate: Bearer` and a JSON
+//! error naming the key), with another token 403, and neither changes the
+//! store; the right token is served; health, readiness, metrics and the
+//! OpenAPI document stay open; without a token configured the API is open.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use shardgate_node::batch;
+use shardgate_node::etag::WriteCondition;
+use shardgate_node::{NodeConfig, NodeError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+const TOKEN: &str = "proxy-token-1";
+
+struct TestNode {
+    addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json_error(&self) -> String {
+        let value: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body));
+        value["error"].as_str().expect("error field").to_string()
+    }
+}
+
+impl TestNode {
+    async fn start(config: NodeConfig) -> TestNode {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(shardgate_node::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        TestNode {
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
+        if let Some(value) = authorization {
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        let response = tokio::time::timeout(
+            DEADLINE,
+            self.client
+                .request(req.body(Full::new(body.into())).unwrap()),
+        )
+        .await
+        .expect("node answers within the deadline")
+        .expect("request reaches the node");
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn protected() -> NodeConfig {
+    NodeConfig {
+        data_token: Some(TOKEN.into()),
+        ..NodeConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn data_api_requires_the_token_and_refusals_change_nothing() {
+    let node = TestNode::start(protected()).await;
+    let good = format!("Bearer {TOKEN}");
+    let batch_put = batch::encode_put_request(&[batch::PutItem {
+        key: Bytes::from_static(b"b"),
+        content_type: Bytes::new(),
+        value: Bytes::from_static(b"v"),
+        ttl_seconds: None,
+        condition: WriteCondition::Always,
+    }])
+    .unwrap();
+    let batch_get = batch::encode_get_request(&[b"k".as_slice(), b"b".as_slice()]).unwrap();
+
+    // Missing: 401 + WWW-Authenticate, on every /v1/ route (also unknown ones).
+    for (method, path, body) in [
+        (Method::PUT, "/v1/keys/k", Bytes::from_static(b"v")),
+        (Method::GET, "/v1/keys/k", Bytes::new()),
+        (Method::DELETE, "/v1/keys/k", Bytes::new()),
+        (Method::POST, "/v1/batch/put", batch_put.clone()),
+        (Method::POST, "/v1/batch/get", batch_get.clone()),
+        (Method::GET, "/v1/no-such-route", Bytes::new()),
+    ] {
+        for auth in [None, Some("Basic cHJveHk6dG9rZW4="), Some("Bearer ")] {
+            let reply = node.request(method.clone(), path, auth, body.clone()).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} {auth:?}"
+            );
+            let challenge = reply.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+            assert!(
+                reply.json_error().contains("node.data_token"),
+                "{}",
+                reply.json_error()
+            );
+        }
+        for wrong in [
+            "Bearer proxy-token-2",
+            "Bearer proxy-token-",
+            "Bearer PROXY-TOKEN-1",
+        ] {
+            let reply = node
+                .request(method.clone(), path, Some(wrong), body.clone())
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} {wrong}"
+            );
+            assert!(!reply.headers.contains_key(header::WWW_AUTHENTICATE));
+            assert_eq!(
+                reply.json_error(),
+                "bearer token does not match node.data_token"
+            );
+        }
+    }
+
+    // Nothing the refused writes sent was stored.
+    let reply = node
+        .request(
+            Method::POST,
+            "/v1/batch/get",
+            Some(&good),
+            batch_get.clone(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let limits = shardgate_node::Limits::default();
+    let entries = batch::decode_get_response(reply.body, &limits).unwrap();
+    assert!(
+        entries.iter().all(|e| matches!(e, batch::GetResult::Miss)),
+        "{entries:?}"
+    );
+
+    // The right token is served (scheme name case-insensitive).
+    let reply = node
+        .request(Method::PUT, "/v1/keys/k", Some(&good), "v")
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let reply = node
+        .request(
+            Method::GET,
+            "/v1/keys/k",
+            Some(&format!("bearer {TOKEN}")),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(&reply.body[..], b"v");
+    // A refused delete leaves the key in place.
+    let reply = node
+        .request(Method::DELETE, "/v1/keys/k", None, Bytes::new())
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = node
+        .request(Method::GET, "/v1/keys/k", Some(&good), Bytes::new())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Operational endpoints stay open.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let reply = node.request(Method::GET, path, None, Bytes::new()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_the_data_api_is_open() {
+    let node = TestNode::start(NodeConfig::default()).await;
+    let reply = node.request(Method::PUT, "/v1/keys/k", None, "v").await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let reply = node
+        .request(
+            Method::GET,
+            "/v1/keys/k",
+            Some("Bearer anything"),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn token_file_is_used_and_a_missing_one_stops_the_start() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("node-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    let node = TestNode::start(NodeConfig {
+        data_token_file: Some(path.clone()),
+        ..NodeConfig::default()
+    })
+    .await;
+    let reply = node.request(Method::PUT, "/v1/keys/k", None, "v").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = node
+        .request(
+            Method::PUT,
+            "/v1/keys/k",
+            Some(&format!("Bearer {TOKEN}")),
+            "v",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    node.stop().await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = NodeConfig {
+        data_token_file: Some(dir.join("absent")),
+        ..NodeConfig::default()
+    };
+    let err = tokio::time::timeout(
+        DEADLINE,
+        shardgate_node::run(listener, config, std::future::pending()),
+    )
+    .await
+    .expect("run returns at once")
+    .unwrap_err();
+    assert!(matches!(err, NodeError::TokenFile { .. }), "{err}");
+    assert!(err.to_string().contains("node.data_token_file"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
