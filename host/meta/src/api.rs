@@ -300,6 +300,10 @@ async fn forward(ctx: &MemberContext, req: Request, leader: &str) -> Result<Resp
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         rb = rb.header(header::CONTENT_TYPE, ct.clone());
     }
+    // The leader checks `meta.admin_token` again: pass the client's own.
+    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+        rb = rb.header(header::AUTHORIZATION, auth.clone());
+    }
     // A timeout leaves the outcome of a forwarded write unknown; a refused
     // connection means the leader never saw it.
     let unreachable = |e: reqwest::Error| {

@@ -70,6 +70,8 @@ pub struct MetaClient {
     retry_for: Duration,
     stale_reads: bool,
     watch_idle_timeout: Duration,
+    /// `Authorization` value sent with every request (`meta.admin_token`).
+    authorization: Option<Arc<str>>,
 }
 
 struct Body {
@@ -96,6 +98,7 @@ impl MetaClient {
             retry_for: Duration::from_secs(10),
             stale_reads: false,
             watch_idle_timeout: Duration::from_secs(3),
+            authorization: None,
         }
     }
 
@@ -125,6 +128,13 @@ impl MetaClient {
         self
     }
 
+    /// Send `Authorization: Bearer <token>` with every request: needed for
+    /// writes when the members have `meta.admin_token` set.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.authorization = Some(Arc::from(format!("Bearer {token}")));
+        self
+    }
+
     pub fn members(&self) -> &[String] {
         &self.members
     }
@@ -141,6 +151,9 @@ impl MetaClient {
         loop {
             let addr = hint.take().unwrap_or_else(|| self.members[index % n].clone());
             let mut rb = self.http.request(method.clone(), format!("{addr}{path}")).timeout(self.request_timeout);
+            if let Some(auth) = &self.authorization {
+                rb = rb.header(http::header::AUTHORIZATION, auth.as_ref());
+            }
             if let Some(b) = &body {
                 rb = rb.header(http::header::CONTENT_TYPE, b.content_type).body(b.bytes.clone());
             }

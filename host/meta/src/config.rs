@@ -65,6 +65,12 @@ pub struct MetaConfig {
     pub watch_heartbeat: Duration,
     /// Keys routed (twice) when admitting a strategy activation.
     pub admission_sample_keys: usize,
+    /// When set, every write (POST/PATCH/DELETE under `/v1/`, except the
+    /// read-only `/v1/preview`) and every Raft RPC between members needs
+    /// `Authorization: Bearer <token>`; all members of a cluster use the
+    /// same token. Unset (the default): open, as for `shardgate dev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 impl Default for MetaConfig {
@@ -84,6 +90,7 @@ impl Default for MetaConfig {
             write_timeout: Duration::from_secs(5),
             watch_heartbeat: Duration::from_secs(1),
             admission_sample_keys: 1000,
+            admin_token: None,
         }
     }
 }
@@ -100,6 +107,9 @@ fn err(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError { key: format!("meta.{key}"), reason: reason.into() }
 }
 
+/// Longest accepted `meta.admin_token`, in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
 /// Largest accepted `max_component_size`.
 pub const MAX_COMPONENT_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -113,6 +123,17 @@ impl MetaConfig {
         }
         if let Some(a) = &self.advertise {
             validate_addr("address", a).map_err(|e| err("advertise", e.to_string()))?;
+        }
+        if let Some(token) = &self.admin_token {
+            if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+                return Err(err("admin_token", format!("must be 1 to {MAX_TOKEN_LEN} bytes, got {}", token.len())));
+            }
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err(
+                    "admin_token",
+                    "must be visible ASCII characters without spaces (it is sent as `Authorization: Bearer <token>`)",
+                ));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(err("data_dir", "must not be empty"));
@@ -215,12 +236,16 @@ mod tests {
             ("join = \"ftp://x:1\"", "meta.join"),
             ("max_component_size = \"1GiB\"", "meta.max_component_size"),
             ("election_timeout = \"100ms\"", "meta.election_timeout"),
+            ("admin_token = \"\"", "meta.admin_token: must be 1 to"),
+            ("admin_token = \"two words\"", "meta.admin_token: must be visible"),
         ];
         for (text, needle) in cases {
             let c: MetaConfig = toml::from_str(text).unwrap();
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(needle), "{text}: {e}");
         }
+        let c: MetaConfig = toml::from_str("admin_token = \"s3cret-token\"").unwrap();
+        c.validate().unwrap();
         let unknown = toml::from_str::<MetaConfig>("idd = 1").unwrap_err().to_string();
         assert!(unknown.contains("idd"), "{unknown}");
     }

@@ -54,6 +54,12 @@ pub enum ApiError {
     Membership(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// `meta.admin_token` is set and the request carries no bearer token.
+    #[error("missing bearer token: this request needs `Authorization: Bearer <token>` with meta.admin_token")]
+    Unauthorized,
+    /// A bearer token other than `meta.admin_token`.
+    #[error("bearer token does not match meta.admin_token")]
+    Forbidden,
 }
 
 impl ApiError {
@@ -77,6 +83,8 @@ impl ApiError {
             | ApiError::LeaderUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Membership(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -100,6 +108,8 @@ impl ApiError {
             ApiError::LeaderUnreachable { .. } => "leader_unreachable",
             ApiError::Membership(_) => "membership",
             ApiError::Internal(_) => "internal",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
         }
     }
 
@@ -115,6 +125,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: self.to_string(), kind: self.kind().into(), leader: self.leader() };
-        (self.status(), Json(body)).into_response()
+        let unauthorized = matches!(self, ApiError::Unauthorized);
+        let mut response = (self.status(), Json(body)).into_response();
+        if unauthorized {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"shardgate-meta\""));
+        }
+        response
     }
 }

@@ -13,6 +13,7 @@
 //! Entry point: [`run`]. Client: [`client::MetaClient`].
 
 pub mod admission;
+pub mod auth;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -30,6 +30,7 @@ use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::AdminToken;
 use crate::state::{Command, Outcome};
 use crate::store::StateMachineStore;
 
@@ -60,11 +61,13 @@ pub type StorageError = openraft::StorageError<TypeConfig>;
 #[derive(Clone)]
 pub struct NetworkFactory {
     client: reqwest::Client,
+    token: Option<AdminToken>,
 }
 
 impl NetworkFactory {
-    pub fn new(client: reqwest::Client) -> Self {
-        Self { client }
+    /// `token`: `meta.admin_token`, sent with every Raft RPC when set.
+    pub fn new(client: reqwest::Client, token: Option<AdminToken>) -> Self {
+        Self { client, token }
     }
 }
 
@@ -72,7 +75,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, _target: NodeId, node: &Member) -> Self::Network {
-        PeerClient { addr: node.addr.clone(), client: self.client.clone() }
+        PeerClient { addr: node.addr.clone(), client: self.client.clone(), token: self.token.clone() }
     }
 }
 
@@ -80,6 +83,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     addr: String,
     client: reqwest::Client,
+    token: Option<AdminToken>,
 }
 
 impl PeerClient {
@@ -90,12 +94,16 @@ impl PeerClient {
     {
         let url = format!("{}/raft/{rpc}", self.addr);
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let resp = self
+        let mut rb = self
             .client
             .post(&url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
-            .timeout(option.hard_ttl())
+            .timeout(option.hard_ttl());
+        if let Some(token) = &self.token {
+            rb = rb.header(http::header::AUTHORIZATION, token.header_value());
+        }
+        let resp = rb
             .send()
             .await
             .map_err(|e| {

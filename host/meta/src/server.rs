@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::admission::AdmissionGate;
 use crate::api::{self, MemberContext};
+use crate::auth::{AdminToken, require_admin};
 use crate::client::MetaClient;
 use crate::config::MetaConfig;
 use crate::error::MetaError;
@@ -46,6 +47,7 @@ pub async fn run(
         None => format!("http://{local}"),
     };
     let raft_config = Arc::new(config.raft_config()?);
+    let admin_token = config.admin_token.as_deref().map(AdminToken::new);
     let (log_store, sm) = store::open(&config.data_dir)?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -53,7 +55,7 @@ pub async fn run(
         .tcp_nodelay(true)
         .build()
         .map_err(|e| MetaError::Raft(format!("http client: {e}")))?;
-    let raft = Raft::new(config.id, raft_config, NetworkFactory::new(http.clone()), log_store, sm.clone())
+    let raft = Raft::new(config.id, raft_config, NetworkFactory::new(http.clone(), admin_token.clone()), log_store, sm.clone())
         .await
         .map_err(|e| MetaError::Raft(e.to_string()))?;
     let raft = Arc::new(raft);
@@ -73,8 +75,16 @@ pub async fn run(
     });
     let app = api::router(ctx.clone())
         .merge(raft::raft_routes(raft.clone()))
+        .layer(axum::middleware::from_fn_with_state(admin_token.clone(), require_admin))
         .layer(axum::middleware::map_response(api::json_errors));
-    info!(id = config.id, %addr, listen = %local, data_dir = %config.data_dir.display(), "meta member starting");
+    info!(
+        id = config.id,
+        %addr,
+        listen = %local,
+        data_dir = %config.data_dir.display(),
+        admin_token = admin_token.is_some(),
+        "meta member starting"
+    );
 
     tokio::spawn(form_cluster(ctx.clone()));
 
@@ -144,7 +154,10 @@ async fn form_cluster(ctx: Arc<MemberContext>) {
         info!("no members and no join address: waiting to be added by an existing cluster");
         return;
     };
-    let client = MetaClient::new(vec![via.clone()]);
+    let mut client = MetaClient::new(vec![via.clone()]);
+    if let Some(token) = &config.admin_token {
+        client = client.with_token(token);
+    }
     let mut backoff = Duration::from_millis(100);
     let mut stopping = ctx.stopping.clone();
     loop {

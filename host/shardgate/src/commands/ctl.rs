@@ -30,6 +30,9 @@ pub struct CtlArgs {
     /// Give up on an unresponsive meta member after this long.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     timeout: Duration,
+    /// Bearer token for writes to a meta cluster with `meta.admin_token` set.
+    #[arg(long, env = "SHARDGATE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -150,7 +153,10 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
-    let client = MetaClient::new(args.meta.clone()).with_request_timeout(args.timeout).with_retry_for(args.timeout);
+    let mut client = MetaClient::new(args.meta.clone()).with_request_timeout(args.timeout).with_retry_for(args.timeout);
+    if let Some(token) = &args.token {
+        client = client.with_token(token);
+    }
     let json = args.json;
     match args.command {
         CtlCommand::Nodes(cmd) => match cmd {

@@ -1,0 +1,140 @@
+//! Bearer-token access control for the meta cluster. When `meta.admin_token`
+//! is set, [`require_admin`] runs in front of every route (before a follower
+//! forwards to the leader) and demands `Authorization: Bearer <token>` on:
+//! - every write of the JSON API: POST/PATCH/DELETE under `/v1/` (node
+//!   changes, uploads, activation, rollback, Raft learners and members),
+//!   except `POST /v1/preview`, which only reads;
+//! - every Raft RPC (`/raft/*`): members send the token to each other
+//!   ([`crate::raft::PeerClient`]), so a stranger cannot vote or append.
+//!
+//! Reads (`GET`), `/v1/watch`, `/metrics` and `/openapi.json` stay open. A
+//! missing token answers 401 (`WWW-Authenticate: Bearer`, kind
+//! `unauthorized`), another token 403 (kind `forbidden`); nothing is
+//! forwarded, proposed or applied for a refused request.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+use tracing::debug;
+
+use crate::error::ApiError;
+
+/// The admin secret (`meta.admin_token`).
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        AdminToken(Arc::from(token))
+    }
+
+    /// The `Authorization` header value that carries this token.
+    pub fn header_value(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// Accepts `headers` carrying `Authorization: Bearer <this token>`;
+    /// the comparison's time does not depend on where the tokens differ.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()))
+            .ok_or(ApiError::Unauthorized)?;
+        if bool::from(presented.ct_eq(self.0.as_bytes())) { Ok(()) } else { Err(ApiError::Forbidden) }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme name
+/// case-insensitive), or `None`.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Whether a request to `path` with `method` needs the admin token.
+pub fn needs_admin(method: &Method, path: &str) -> bool {
+    if path.starts_with("/raft/") {
+        return true;
+    }
+    let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    path.starts_with("/v1/") && !read && path != "/v1/preview"
+}
+
+/// Middleware over the whole member router: refuses admin requests without
+/// the token, passes everything else through.
+pub async fn require_admin(State(token): State<Option<AdminToken>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &token
+        && needs_admin(request.method(), request.uri().path())
+        && let Err(error) = token.check(request.headers())
+    {
+        debug!(method = %request.method(), path = request.uri().path(), kind = error.kind(), "refusing admin request");
+        return error.into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn writes_and_raft_rpcs_need_the_token_reads_and_preview_do_not() {
+        for (method, path) in [
+            (Method::POST, "/v1/nodes"),
+            (Method::PATCH, "/v1/nodes/a"),
+            (Method::DELETE, "/v1/nodes/a"),
+            (Method::POST, "/v1/changes"),
+            (Method::POST, "/v1/strategies"),
+            (Method::POST, "/v1/strategies/ab/activate"),
+            (Method::POST, "/v1/routing/rollback"),
+            (Method::POST, "/v1/raft/learners"),
+            (Method::POST, "/v1/raft/members/2/promote"),
+            (Method::DELETE, "/v1/raft/members/2"),
+            (Method::POST, "/raft/append"),
+            (Method::POST, "/raft/vote"),
+            (Method::POST, "/raft/snapshot"),
+        ] {
+            assert!(needs_admin(&method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/v1/nodes"),
+            (Method::GET, "/v1/watch"),
+            (Method::GET, "/v1/raft/status"),
+            (Method::POST, "/v1/preview"),
+            (Method::GET, "/metrics"),
+            (Method::GET, "/openapi.json"),
+        ] {
+            assert!(!needs_admin(&method, path), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn check_tells_missing_from_wrong() {
+        let token = AdminToken::new("adm1n");
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert!(token.check(&with(&token.header_value())).is_ok());
+        assert!(matches!(token.check(&HeaderMap::new()), Err(ApiError::Unauthorized)));
+        assert!(matches!(token.check(&with("Basic adm1n")), Err(ApiError::Unauthorized)));
+        assert!(matches!(token.check(&with("Bearer adm1")), Err(ApiError::Forbidden)));
+        assert!(!format!("{token:?}").contains("adm1n"));
+    }
+}
