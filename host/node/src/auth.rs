@@ -12,6 +12,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, header};
+use prometheus_client::metrics::counter::Counter;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -59,17 +60,26 @@ pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
+/// What [`require_token`] needs: the token (none: the API is open) and
+/// the refusal counters of this node's registry.
+#[derive(Clone)]
+pub struct DataAuth {
+    pub token: Option<DataToken>,
+    pub unauthorized: Counter,
+    pub forbidden: Counter,
+}
+
 /// Middleware: refuses `/v1/` requests that lack the data token; passes
 /// everything else through untouched.
-pub async fn require_token(
-    State(token): State<Option<DataToken>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(token) = &token
+pub async fn require_token(State(auth): State<DataAuth>, request: Request, next: Next) -> Response {
+    if let Some(token) = &auth.token
         && request.uri().path().starts_with("/v1/")
         && let Err(error) = token.check(request.headers())
     {
+        match error {
+            ApiError::Forbidden => auth.forbidden.inc(),
+            _ => auth.unauthorized.inc(),
+        };
         tracing::debug!(path = request.uri().path(), status = %error.status(), "refusing data request without a valid token");
         return error.into_response();
     }

@@ -82,6 +82,8 @@ pub struct NodeMetrics {
     pub expirations: Counter,
     pub condition_failures: Counter,
     pub connections_rejected: Counter,
+    pub unauthorized: Counter,
+    pub forbidden: Counter,
     pub connections_open: Gauge,
     requests_in_flight: Gauge,
     bytes_used: Gauge,
@@ -136,6 +138,16 @@ impl NodeMetrics {
             "connections_rejected",
             "Connections refused because node.max_connections were open",
         );
+        let unauthorized = m(
+            &mut registry,
+            "unauthorized",
+            "Data requests refused without a bearer token (401, node.data_token set)",
+        );
+        let forbidden = m(
+            &mut registry,
+            "forbidden",
+            "Data requests refused with a token other than node.data_token (403)",
+        );
         let g = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -175,6 +187,8 @@ impl NodeMetrics {
             expirations,
             condition_failures,
             connections_rejected,
+            unauthorized,
+            forbidden,
             connections_open,
             requests_in_flight,
             bytes_used,

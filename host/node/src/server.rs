@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::auth::{DataToken, require_token};
+use crate::auth::{DataAuth, DataToken, require_token};
 use crate::batch::{self, GetResponseEncoder, PutResult};
 use crate::config::NodeConfig;
 use crate::error::{ApiError, NodeError};
@@ -78,7 +78,14 @@ pub async fn run(
         ready: AtomicBool::new(true),
     });
     let service = TowerToHyperService::new(router(state.clone()).layer(
-        axum::middleware::from_fn_with_state(data_token.clone(), require_token),
+        axum::middleware::from_fn_with_state(
+            DataAuth {
+                token: data_token.clone(),
+                unauthorized: state.metrics.unauthorized.clone(),
+                forbidden: state.metrics.forbidden.clone(),
+            },
+            require_token,
+        ),
     ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())

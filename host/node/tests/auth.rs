@@ -207,6 +207,17 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
 
+    // Refusals are counted: 6 routes x 3 missing + 1 refused delete, 6 x 3 wrong.
+    let metrics = node
+        .request(Method::GET, "/metrics", None, Bytes::new())
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("shardgate_node_unauthorized_total 19"),
+        "{text}"
+    );
+    assert!(text.contains("shardgate_node_forbidden_total 18"), "{text}");
+
     // Operational endpoints stay open.
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         let reply = node.request(Method::GET, path, None, Bytes::new()).await;
