@@ -4,10 +4,11 @@
 //! Where it sits: [`follow`] consumes meta's watch stream
 //! (`shardgate_meta::MetaClient::watch`: any member, leader changes,
 //! reconnect with backoff), fetches a strategy's component by hash (cached
-//! in memory, verified against the hash), compiles and configures it on the
-//! blocking pool, and installs the new epoch. Every request loads the
+//! in memory, verified against the hash), compiles and configures it on a
+//! low-priority thread, and installs the new epoch. Every request loads the
 //! current epoch ONCE and routes only with it, so no request ever mixes two
-//! epochs. An epoch keeps the one before it for the migration window. A
+//! epochs. An epoch keeps the ones before it (up to four, while their
+//! migration window is open) for migration lookups. A
 //! strategy that faults too often is replaced by the last epoch that worked
 //! ([`Routing::strategy_fault`]). When all owners of a key are ejected and
 //! `proxy.owner_down = "next_owner"`, the key is routed by a *detour*: the
@@ -360,9 +361,8 @@ impl Routing {
                 } else {
                     let strategy = self.strategy(&s.hash, meta).await?;
                     let (config, replicas) = (state.config.clone(), state.replicas);
-                    let router = tokio::task::spawn_blocking(move || strategy.configure(&config, &nodes, replicas))
-                        .await
-                        .map_err(|e| format!("configure task failed: {e}"))?
+                    let router = off_request_path(move || strategy.configure(&config, &nodes, replicas))
+                        .await?
                         .map_err(|e| format!("configuring strategy {} ({}) for epoch {epoch_no}: {e}", s.name, s.hash))?;
                     let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
                     if routers.len() >= ROUTER_CACHE {
@@ -418,7 +418,7 @@ impl Routing {
     }
 
     /// The compiled strategy for `hash`: from the cache, or fetched from
-    /// meta, checked against the hash and compiled on the blocking pool.
+    /// meta, checked against the hash and compiled on the a low-priority thread.
     async fn strategy(&self, hash: &str, meta: &MetaClient) -> Result<Strategy, String> {
         if let Some(s) = self.strategies.lock().unwrap_or_else(|e| e.into_inner()).get(hash) {
             return Ok(s.clone());
@@ -430,9 +430,8 @@ impl Routing {
         }
         let sandbox = self.sandbox.clone();
         let started = Instant::now();
-        let strategy = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
-            .await
-            .map_err(|e| format!("compile task failed: {e}"))?
+        let strategy = off_request_path(move || sandbox.load(&bytes))
+            .await?
             .map_err(|e| format!("loading component {hash}: {e}"))?;
         debug!(hash, ms = started.elapsed().as_millis() as u64, "strategy compiled");
         self.strategies.lock().unwrap_or_else(|e| e.into_inner()).insert(hash.to_string(), strategy.clone());
@@ -459,7 +458,7 @@ impl Routing {
     }
 
     /// Keeps the current epoch's detour in step with the ejected nodes:
-    /// rebuilt on the blocking pool after every ejection, recovery or install.
+    /// rebuilt on the a low-priority thread after every ejection, recovery or install.
     pub(crate) async fn run_detour_builder(self: Arc<Self>) {
         loop {
             let epoch = self.load();
@@ -476,7 +475,7 @@ impl Routing {
                         .map(|&p| router.nodes()[p as usize].clone())
                         .collect();
                     let r2 = router.clone();
-                    let built = tokio::task::spawn_blocking(move || r2.strategy().configure(r2.config(), &specs, r2.replicas())).await;
+                    let built = off_request_path(move || r2.strategy().configure(r2.config(), &specs, r2.replicas())).await;
                     match built {
                         Ok(Ok(detour)) => {
                             info!(epoch = epoch.epoch, healthy = healthy.len(), nodes = epoch.nodes.len(), "detour routing built for keys of ejected nodes");
@@ -494,6 +493,27 @@ impl Routing {
             }
         }
     }
+}
+
+/// Runs `f` (compiling or configuring a strategy) on its own thread at a
+/// lower CPU priority (nice 10 on Linux), so that on busy cores the
+/// requests being served keep the CPU and the new routing is ready a little
+/// later instead.
+async fn off_request_path<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("shardgate-configure".into())
+        .spawn(move || {
+            #[cfg(target_os = "linux")]
+            // SAFETY: setpriority on the calling thread (who = 0) has no
+            // memory effects; failure only leaves the priority unchanged.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            }
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("cannot start a configure thread: {e}"))?;
+    rx.await.map_err(|_| "the configure thread stopped without an answer".to_string())
 }
 
 /// Follows meta's routing watch until the task is dropped, installing every
