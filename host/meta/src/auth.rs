@@ -18,10 +18,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use subtle::ConstantTimeEq;
 use tracing::debug;
 
 use crate::error::ApiError;
+use crate::metrics::OutcomeLabel;
 
 /// The admin secret (`meta.admin_token`).
 #[derive(Clone)]
@@ -74,13 +77,22 @@ pub fn needs_admin(method: &Method, path: &str) -> bool {
     path.starts_with("/v1/") && !read && path != "/v1/preview"
 }
 
+/// What [`require_admin`] needs: the token (none: everything is open) and
+/// the refusal counter of this member's registry.
+#[derive(Clone)]
+pub struct AdminAuth {
+    pub token: Option<AdminToken>,
+    pub refused: Family<OutcomeLabel, Counter>,
+}
+
 /// Middleware over the whole member router: refuses admin requests without
 /// the token, passes everything else through.
-pub async fn require_admin(State(token): State<Option<AdminToken>>, request: Request, next: Next) -> Response {
-    if let Some(token) = &token
+pub async fn require_admin(State(auth): State<AdminAuth>, request: Request, next: Next) -> Response {
+    if let Some(token) = &auth.token
         && needs_admin(request.method(), request.uri().path())
         && let Err(error) = token.check(request.headers())
     {
+        auth.refused.get_or_create(&OutcomeLabel { outcome: error.kind().into() }).inc();
         debug!(method = %request.method(), path = request.uri().path(), kind = error.kind(), "refusing admin request");
         return error.into_response();
     }

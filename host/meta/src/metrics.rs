@@ -32,6 +32,9 @@ pub struct MetaMetrics {
     pub commit_seconds: Histogram,
     /// Open `/v1/watch` streams.
     pub watch_streams: Gauge,
+    /// Admin requests and Raft RPCs refused by `meta.admin_token`, by
+    /// outcome: unauthorized (no token), forbidden (another token).
+    pub auth_refused: Family<OutcomeLabel, Counter>,
     term: Gauge,
     is_leader: Gauge,
     last_log_index: Gauge,
@@ -52,6 +55,8 @@ impl Default for MetaMetrics {
         registry.register("commit_seconds", "Seconds from proposing a write to its apply (leader)", commit_seconds.clone());
         let watch_streams = Gauge::default();
         registry.register("watch_streams", "Open /v1/watch streams", watch_streams.clone());
+        let auth_refused = Family::<OutcomeLabel, Counter>::default();
+        registry.register("auth_refused", "Admin requests and Raft RPCs refused by meta.admin_token, by outcome", auth_refused.clone());
         let term = Gauge::default();
         registry.register("raft_term", "Current Raft term", term.clone());
         let is_leader = Gauge::default();
@@ -69,6 +74,7 @@ impl Default for MetaMetrics {
             admission_refused,
             commit_seconds,
             watch_streams,
+            auth_refused,
             term,
             is_leader,
             last_log_index,

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::admission::AdmissionGate;
 use crate::api::{self, MemberContext};
-use crate::auth::{AdminToken, require_admin};
+use crate::auth::{AdminAuth, AdminToken, require_admin};
 use crate::client::MetaClient;
 use crate::config::MetaConfig;
 use crate::error::MetaError;
@@ -75,7 +75,10 @@ pub async fn run(
     });
     let app = api::router(ctx.clone())
         .merge(raft::raft_routes(raft.clone()))
-        .layer(axum::middleware::from_fn_with_state(admin_token.clone(), require_admin))
+        .layer(axum::middleware::from_fn_with_state(
+            AdminAuth { token: admin_token.clone(), refused: ctx.metrics.auth_refused.clone() },
+            require_admin,
+        ))
         .layer(axum::middleware::map_response(api::json_errors));
     info!(
         id = config.id,

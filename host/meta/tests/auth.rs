@@ -63,6 +63,10 @@ async fn a_token_protected_cluster_refuses_strangers_and_serves_the_token() {
         assert_eq!(resp.headers()["content-type"], "application/json");
     }
 
+    let metrics = reqwest::get(format!("{}/metrics", cluster.addr(follower))).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("shardgate_meta_auth_refused_total{outcome=\"unauthorized\"} 7"), "{metrics}");
+    assert!(metrics.contains("shardgate_meta_auth_refused_total{outcome=\"forbidden\"} 2"), "{metrics}");
+
     // Nothing was proposed, let alone committed.
     assert_eq!(cluster.status_of(leader).await.unwrap().applied_index, applied_before);
     for id in cluster.members.keys() {
