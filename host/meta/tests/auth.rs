@@ -116,6 +116,27 @@ async fn a_token_protected_cluster_refuses_strangers_and_serves_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_the_token_joins_through_a_follower() {
+    let mut cluster = TestCluster::start(3, |c| c.admin_token = Some(TOKEN.into())).await;
+    cluster.client().with_token(TOKEN).add_node(&node("a", 9001)).await.unwrap();
+    let leader = cluster.wait_for_leader().await;
+    let follower = *cluster.members.keys().find(|id| **id != leader).unwrap();
+    // The joiner's add-learner and promote go through a follower (forwarded
+    // with its token), then Raft replicates to it with the token.
+    cluster.start_joining_with(4, &cluster.addr(follower), |c| c.admin_token = Some(TOKEN.into())).await;
+    poll("member 4 is a voter", Duration::from_secs(20), || async {
+        let st = cluster.status_of(leader).await?;
+        st.members.iter().any(|m| m.id == 4 && m.voter).then_some(())
+    })
+    .await;
+    poll("member 4 has the state", Duration::from_secs(10), || async {
+        (node_ids_on(&cluster, 4).await == ["a"]).then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_cluster_is_open() {
     let cluster = TestCluster::start(1, |_| {}).await;
     let client = MetaClient::new(cluster.addrs());

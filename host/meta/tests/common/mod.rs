@@ -92,6 +92,11 @@ impl TestCluster {
 
     /// Start one more member that joins through `via`.
     pub async fn start_joining(&mut self, id: u64, via: &str) {
+        self.start_joining_with(id, via, |_| {}).await
+    }
+
+    /// Like `start_joining`; `tweak` adjusts the new member's config.
+    pub async fn start_joining_with(&mut self, id: u64, via: &str, tweak: impl Fn(&mut MetaConfig)) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = listener.local_addr().unwrap();
         let mut config = test_config();
@@ -99,6 +104,7 @@ impl TestCluster {
         config.listen = socket.to_string();
         config.data_dir = self.dir.path().join(format!("meta-{id}"));
         config.join = Some(via.to_string());
+        tweak(&mut config);
         let (stop, task) = spawn_member(listener, config.clone());
         self.members.insert(
             id,
