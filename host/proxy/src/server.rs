@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use shardgate_meta::MetaClient;
-use shardgate_node::etag::{ReadCondition, WriteCondition};
+use shardgate_node::etag::{ReadCondition, WriteCondition, parse_etag};
 use shardgate_node::key::{KEY_PATH_PREFIX, decode_key_segment, key_path};
 use shardgate_node::ttl::ttl_from_query;
 use shardgate_node::{ApiError, Limits};
@@ -194,12 +194,19 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
             (&Method::GET, "/metrics") => ("metrics", metrics(&shared)),
             (&Method::GET, "/healthz") => ("healthz", "ok\n".into_response()),
             (&Method::GET, "/readyz") => ("readyz", readyz(&shared)),
+            (&Method::GET, "/openapi.json") => {
+                ("openapi", ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response())
+            }
             _ => ("other", ApiError::NoRoute.into_response()),
         }
     };
     shared.metrics.request(route, response.status().as_u16());
     response
 }
+
+/// The OpenAPI 3.1 document of the proxy's API (`host/proxy/openapi.json`),
+/// served at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 fn with_epoch(mut r: Response, epoch: &RoutingEpoch) -> Response {
     r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
@@ -320,22 +327,17 @@ async fn get_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) 
     let path = key_path(&key);
     let headers = forward_headers(req.headers(), &[header::IF_NONE_MATCH]);
     let response = read_from(shared, &owners, method.clone(), &path, &headers, Bytes::new()).await?;
+    if response.status == StatusCode::NOT_FOUND && owners.len() > 1 {
+        if let Some(found) = read_replicas(shared, &owners, &path).await {
+            return Ok(found.into_response(&condition, &method));
+        }
+    }
     if response.status == StatusCode::NOT_FOUND && epoch.previous.is_some() {
         let chain = epoch.migration_chain(shared.routing.migration_window());
         if !chain.is_empty() {
             match crate::fanout::migrate_one(shared, &chain, &key, &owner_ids(epoch, &positions), &owners, &path).await {
                 Migrated::Found { version, content_type, value } => {
-                    let etag = shardgate_node::etag::format_etag(version);
-                    if condition.not_modified(version) {
-                        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
-                    }
-                    let len = value.len();
-                    let mut r = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(value) });
-                    let h = r.headers_mut();
-                    h.insert(header::CONTENT_TYPE, content_type);
-                    h.insert(header::ETAG, etag);
-                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-                    return Ok(r);
+                    return Ok(FoundValue { version, content_type, value }.into_response(&condition, &method));
                 }
                 Migrated::Superseded => {
                     let again = read_from(shared, &owners, method, &path, &headers, Bytes::new()).await?;
@@ -346,6 +348,53 @@ async fn get_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) 
         }
     }
     Ok(relay(response))
+}
+
+/// A value found somewhere other than the first owner: on a replica, or on
+/// an earlier epoch's owner (migration).
+struct FoundValue {
+    version: u64,
+    content_type: HeaderValue,
+    value: Bytes,
+}
+
+impl FoundValue {
+    fn into_response(self, condition: &ReadCondition, method: &Method) -> Response {
+        let etag = shardgate_node::etag::format_etag(self.version);
+        if condition.not_modified(self.version) {
+            return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        }
+        let len = self.value.len();
+        let mut r = Response::new(if *method == Method::HEAD { Body::empty() } else { Body::from(self.value) });
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, self.content_type);
+        h.insert(header::ETAG, etag);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        r
+    }
+}
+
+/// Read-through to the replicas: the first owner can miss a key its
+/// replicas hold (it restarted empty, or the key was written while it was
+/// ejected). Asks the other owners in preference order; a hit is copied back
+/// to the first owner (`If-None-Match: *`, so a newer write there wins) and
+/// answered. A genuine miss with R > 1 therefore costs one read per owner.
+async fn read_replicas(shared: &Shared, owners: &[Arc<NodeHandle>], path: &str) -> Option<FoundValue> {
+    for replica in &owners[1..] {
+        shared.metrics.read_retries.inc();
+        let Ok(r) = shared.upstream.send(replica, Method::GET, path, &[], Bytes::new()).await else { continue };
+        if r.status != StatusCode::OK {
+            continue;
+        }
+        let version = r.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).and_then(|v| parse_etag(v).ok().flatten())?;
+        let content_type = r.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        let repair = [(header::CONTENT_TYPE, content_type.clone()), (header::IF_NONE_MATCH, HeaderValue::from_static("*"))];
+        if let Err(e) = shared.upstream.send(&owners[0], Method::PUT, path, &repair, r.body.clone()).await {
+            debug!(node = %owners[0].id, error = %e, "read repair failed");
+        }
+        return Some(FoundValue { version, content_type, value: r.body });
+    }
+    None
 }
 
 /// One write (PUT or DELETE) to forward to a key's owners.

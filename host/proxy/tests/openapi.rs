@@ -1,0 +1,36 @@
+//! The proxy serves its OpenAPI document (`host/proxy/openapi.json`) at
+//! `GET /openapi.json`, and every parameter-free GET the document lists is a
+//! route the proxy answers (not its "no such endpoint" 404).
+
+use serde_json::Value;
+use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_is_served_and_its_plain_gets_are_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(ClusterSpec::new(1, 1, 1, dir.path())).await.unwrap();
+    let base = cluster.proxies[0].addr.clone();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http.get(format!("{base}/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let text = r.text().await.unwrap();
+    assert_eq!(text, include_str!("../openapi.json"));
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.contains('{') || item.get("get").is_none() || path.ends_with('/') {
+            continue;
+        }
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(!(status == 404 && body.contains("no such endpoint")), "{path} is documented but not routed");
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} paths checked");
+    let r = http.get(format!("{base}/no/such/path")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the miss check can fail");
+    cluster.shutdown().await;
+}
