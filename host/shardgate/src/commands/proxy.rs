@@ -1,7 +1,9 @@
 //! `shardgate proxy [--config FILE] [--listen ADDR] [--meta URL]...`: runs
 //! the proxy role (crate `shardgate-proxy`) from the `[proxy]` table of a
-//! config file until SIGTERM or Ctrl-C, then shuts down gracefully. The
-//! proxy follows meta's routing watch and forwards the key API to nodes.
+//! deployment file (read by `crate::config`: strict errors with lines,
+//! `SHARDGATE_PROXY__*` overrides) until SIGTERM or Ctrl-C, then shuts down
+//! gracefully. The proxy follows meta's routing watch and forwards the key
+//! API to nodes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use shardgate_proxy::ProxyConfig;
 
+use crate::config;
 use crate::signal::shutdown_signal;
 
 #[derive(clap::Args)]
@@ -28,10 +31,7 @@ pub struct ProxyArgs {
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            ProxyConfig::from_config_file(&text).with_context(|| format!("config file {}", path.display()))?
-        }
+        Some(path) => config::load(path)?.proxy.unwrap_or_default(),
         None => ProxyConfig::default(),
     };
     if let Some(listen) = args.listen {
