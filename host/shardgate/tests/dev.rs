@@ -110,8 +110,18 @@ fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
     assert!(epoch > first_epoch);
     assert_eq!(epoch, meta_epoch());
 
-    // 4. A custom strategy, exactly as the README's walkthrough does it.
+    // Bad input: a file that is not a component is a one-line error.
     let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join("notes.wasm");
+    std::fs::write(&junk, "not a component").unwrap();
+    let out = shardgate().args(["ctl", "--meta", META, "strategy", "upload"]).arg(&junk).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("not a WebAssembly file"), "{stderr}");
+
+    // 4. A custom strategy, exactly as the README's walkthrough does it.
     let dir = tmp.path().join("zone-spread");
     let out = shardgate().args(["strategy", "new", "zone-spread", "--dir"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

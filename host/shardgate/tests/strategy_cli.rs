@@ -97,3 +97,16 @@ fn a_strategy_breaking_a_hard_property_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("out of range"));
 }
+
+#[test]
+fn ctl_names_a_meta_address_that_does_not_answer_within_the_timeout() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let out = shardgate(&["ctl", "--meta", &format!("http://127.0.0.1:{port}"), "--timeout", "1s", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("meta member http://127.0.0.1:{port}")), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "ctl must not hang");
+}
