@@ -6,6 +6,7 @@
 //! [`ProxyConfig::validate`] before [`crate::run`] starts serving.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -145,6 +146,22 @@ pub struct ProxyConfig {
     /// On shutdown, how long in-flight requests get to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>` on every request to a node;
+    /// set it to the nodes' `node.data_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_token: Option<String>,
+    /// Like `node_token`, read from this file when the proxy starts
+    /// (surrounding whitespace trimmed). At most one of the two may be set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_token_file: Option<PathBuf>,
+    /// When set, every client request to `/v1/` must carry
+    /// `Authorization: Bearer <token>`; `/healthz`, `/readyz`, `/status`,
+    /// `/metrics` and `/openapi.json` stay open. Unset (the default): open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_token: Option<String>,
+    /// Like `data_token`, read from this file when the proxy starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_token_file: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -176,6 +193,10 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            node_token: None,
+            node_token_file: None,
+            data_token: None,
+            data_token_file: None,
         }
     }
 }
@@ -243,6 +264,17 @@ impl ProxyConfig {
             memory_limit: ByteSize::b(u64::MAX / 2),
             ..Default::default()
         };
+        for (key, token, file) in [
+            ("node_token", &self.node_token, &self.node_token_file),
+            ("data_token", &self.data_token, &self.data_token_file),
+        ] {
+            if token.is_some() && file.is_some() {
+                return Err(err(key, format!("set proxy.{key} or proxy.{key}_file, not both")));
+            }
+            if let Some(token) = token {
+                check_token(key, token)?;
+            }
+        }
         // The same rules as the node's; the key path is renamed to ours.
         node.validate().map_err(|e| ConfigError { key: e.key.replacen("node.", "proxy.", 1), message: e.message.replace("node.", "proxy.") })?;
         Ok(())
@@ -260,6 +292,53 @@ impl ProxyConfig {
             max_batch_size: self.max_batch_size.as_u64() as usize,
         }
     }
+}
+
+/// Longest bearer token accepted (the node's limit).
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(err(key, format!("must be 1 to {MAX_TOKEN_LEN} bytes, got {}", token.len())));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err(key, "must be visible ASCII characters without spaces (it is sent as `Authorization: Bearer <token>`)"));
+    }
+    Ok(())
+}
+
+/// A token file that could not be read, or holds no usable token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("proxy.{key}_file {path}: {source}")]
+    Read { key: &'static str, path: String, source: std::io::Error },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+impl ProxyConfig {
+    /// The token sent to nodes: `proxy.node_token`, or the contents of
+    /// `proxy.node_token_file` (trimmed, checked the same way), or `None`.
+    pub fn resolve_node_token(&self) -> Result<Option<String>, TokenFileError> {
+        resolve_token("node_token", &self.node_token, &self.node_token_file)
+    }
+
+    /// The token clients must present: `proxy.data_token`, or the contents
+    /// of `proxy.data_token_file`, or `None` (the data API is open).
+    pub fn resolve_data_token(&self) -> Result<Option<String>, TokenFileError> {
+        resolve_token("data_token", &self.data_token, &self.data_token_file)
+    }
+}
+
+fn resolve_token(key: &'static str, token: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, TokenFileError> {
+    if let Some(token) = token {
+        return Ok(Some(token.clone()));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read { key, path: path.display().to_string(), source })?;
+    let token = text.trim().to_string();
+    check_token(&format!("{key}_file"), &token)?;
+    Ok(Some(token))
 }
 
 /// Why a config file could not give a `[proxy]` section.
@@ -338,6 +417,34 @@ mod tests {
             let e = ProxyConfig::from_config_file(&format!("version = 1\n[proxy]\n{line}\n")).unwrap_err().to_string();
             assert!(e.contains(needle), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn tokens_are_checked_and_read_from_files() {
+        let cases = [
+            ("node_token = \"\"", "proxy.node_token"),
+            ("data_token = \"has space\"", "proxy.data_token"),
+            ("data_token = \"a\"\ndata_token_file = \"/x\"", "proxy.data_token"),
+            ("node_token = \"a\"\nnode_token_file = \"/x\"", "proxy.node_token_file, not both"),
+        ];
+        for (line, needle) in cases {
+            let e = ProxyConfig::from_config_file(&format!("version = 1\n[proxy]\n{line}\n")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{line}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret\n").unwrap();
+        let c = ProxyConfig { node_token_file: Some(file.clone()), data_token: Some("d".into()), ..Default::default() };
+        c.validate().unwrap();
+        assert_eq!(c.resolve_node_token().unwrap().as_deref(), Some("s3cret"));
+        assert_eq!(c.resolve_data_token().unwrap().as_deref(), Some("d"));
+        std::fs::write(&file, "\n").unwrap();
+        let e = c.resolve_node_token().unwrap_err().to_string();
+        assert!(e.contains("proxy.node_token_file") && e.contains("got 0"), "{e}");
+        let missing = ProxyConfig { data_token_file: Some(dir.path().join("absent")), ..Default::default() };
+        let e = missing.resolve_data_token().unwrap_err().to_string();
+        assert!(e.starts_with("proxy.data_token_file") && e.contains("absent"), "{e}");
+        assert_eq!(ProxyConfig::default().resolve_node_token().unwrap(), None);
     }
 
     #[test]

@@ -77,4 +77,6 @@ pub enum ProxyError {
     Listener(#[source] std::io::Error),
     #[error("strategy sandbox: {0}")]
     Sandbox(String),
+    #[error(transparent)]
+    TokenFile(#[from] crate::config::TokenFileError),
 }

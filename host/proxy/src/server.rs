@@ -79,6 +79,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
     config.validate()?;
+    let node_token = config.resolve_node_token()?;
     let local = listener.local_addr().map_err(ProxyError::Listener)?;
     let metrics = Arc::new(ProxyMetrics::new());
     let pool = crate::health::PoolSettings {
@@ -99,7 +100,7 @@ pub async fn run(
     ));
     let shared = Arc::new(Shared {
         limits: config.limits(),
-        upstream: Upstream::new(&config, board.clone()),
+        upstream: Upstream::new(&config, board.clone(), node_token.as_deref()),
         routing: routing.clone(),
         board,
         metrics,

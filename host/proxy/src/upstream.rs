@@ -2,7 +2,11 @@
 //! in-task client, [`crate::h1`], by default; hyper-util's legacy client
 //! with `proxy.upstream_client = "hyper-util"`), a per-request timeout, and
 //! the bookkeeping of every upstream outcome (latency histogram per node,
-//! passive error counting in [`crate::health`]).
+//! passive error counting in [`crate::health`]). Every request carries
+//! `Authorization: Bearer <proxy.node_token>` when that is set; a node that
+//! refuses the proxy's credentials (401/403) is reported as a 502 naming the
+//! node's answer and `proxy.node_token`, never relayed as the client's own
+//! authentication failure.
 //!
 //! Where it sits: handlers in [`crate::server`] and the batch fan-out in
 //! [`crate::fanout`] pick the owners, then call [`Upstream::send`]; the
@@ -38,6 +42,10 @@ pub enum UpstreamError {
     Timeout { node: String, timeout: String },
     #[error("node {node}: bad upstream address {addr}")]
     BadAddress { node: String, addr: String },
+    #[error(
+        "node {node} refused the proxy with HTTP {status} ({message}); proxy.node_token must equal the node's node.data_token"
+    )]
+    Refused { node: String, status: u16, message: String },
 }
 
 /// The pooled client to cache nodes.
@@ -46,10 +54,14 @@ pub struct Upstream {
     direct: bool,
     timeout: Duration,
     board: Arc<NodeBoard>,
+    /// `Authorization: Bearer <proxy.node_token>`, when set.
+    authorization: Option<(header::HeaderName, HeaderValue)>,
 }
 
 impl Upstream {
-    pub fn new(config: &ProxyConfig, board: Arc<NodeBoard>) -> Self {
+    /// A forwarder; `node_token` (resolved from `proxy.node_token[_file]`,
+    /// already validated) is sent on every request.
+    pub fn new(config: &ProxyConfig, board: Arc<NodeBoard>, node_token: Option<&str>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -59,7 +71,11 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle_per_node)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Upstream { client, direct: config.upstream_client == UpstreamClient::Direct, timeout: config.request_timeout, board }
+        let authorization = node_token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()).map(|mut v| {
+            v.set_sensitive(true);
+            (header::AUTHORIZATION, v)
+        });
+        Upstream { client, direct: config.upstream_client == UpstreamClient::Direct, timeout: config.request_timeout, board, authorization }
     }
 
     /// Sends one request to `node` and reads the whole answer within
@@ -74,6 +90,14 @@ impl Upstream {
         headers: &[(header::HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let with_token;
+        let headers = match &self.authorization {
+            Some(auth) => {
+                with_token = headers.iter().cloned().chain(std::iter::once(auth.clone())).collect::<Vec<_>>();
+                &with_token[..]
+            }
+            None => headers,
+        };
         let start = Instant::now();
         let result = if self.direct {
             let Some(pool) = &node.pool else {
@@ -89,6 +113,18 @@ impl Upstream {
         };
         node.latency.observe(start.elapsed().as_secs_f64());
         match result {
+            Ok(Ok(response)) if matches!(response.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                // The node is up; the proxy's credentials are wrong. Not a
+                // node failure (ejecting would hide the cause), not the
+                // client's fault either.
+                node.errors.inc();
+                tracing::debug!(node = %node.id, status = response.status.as_u16(), "node refused the proxy's token");
+                let message = serde_json::from_slice::<serde_json::Value>(&response.body)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&response.body).chars().take(200).collect());
+                Err(UpstreamError::Refused { node: node.id.clone(), status: response.status.as_u16(), message })
+            }
             Ok(Ok(response)) => {
                 if response.status.is_server_error() {
                     node.errors.inc();
