@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod config;
+mod roles;
 mod signal;
 
 #[derive(Parser)]

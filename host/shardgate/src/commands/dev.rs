@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use crate::roles::RoleSet;
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -80,14 +81,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let proxy_addr = at(args.proxy_port);
     let proxy_listener = bind("proxy", proxy_addr).await?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let mut roles = tokio::task::JoinSet::new();
+    let mut roles = RoleSet::new();
     let meta_config = MetaConfig {
         id: 1,
         listen: meta_addr.to_string(),
@@ -95,18 +89,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         members: vec![InitialMember { id: 1, addr: url(meta_addr) }],
         ..MetaConfig::default()
     };
-    let shutdown = stopped();
-    roles.spawn(async move { ("meta", shardgate_meta::run(meta_listener, meta_config, shutdown).await.map_err(anyhow::Error::from)) });
+    roles.spawn("meta", shardgate_meta::run(meta_listener, meta_config, roles.stopped()));
     let mut node_addrs = vec![];
     for (id, listener, addr) in node_listeners {
         let config = NodeConfig { listen: addr, ..NodeConfig::default() };
-        let shutdown = stopped();
         node_addrs.push((id, addr));
-        roles.spawn(async move { ("node", shardgate_node::run(listener, config, shutdown).await.map_err(anyhow::Error::from)) });
+        roles.spawn("node", shardgate_node::run(listener, config, roles.stopped()));
     }
     let proxy_config = ProxyConfig { listen: proxy_addr, meta: vec![url(meta_addr)], ..ProxyConfig::default() };
-    let shutdown = stopped();
-    roles.spawn(async move { ("proxy", shardgate_proxy::run(proxy_listener, proxy_config, shutdown).await.map_err(anyhow::Error::from)) });
+    roles.spawn("proxy", shardgate_proxy::run(proxy_listener, proxy_config, roles.stopped()));
 
     let meta = MetaClient::new(vec![url(meta_addr)]).with_retry_for(Duration::from_secs(30));
     let bootstrap = async {
@@ -114,14 +105,21 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         wait_for_proxy(&url(proxy_addr), epoch).await?;
         anyhow::Ok(epoch)
     };
-    let epoch = tokio::select! {
-        r = bootstrap => r?,
-        Some(done) = roles.join_next() => {
-            let _ = stop_tx.send(true);
-            match done {
-                Ok((role, Err(e))) => anyhow::bail!("{role} stopped while starting: {e:#}"),
-                _ => anyhow::bail!("a role stopped while starting"),
-            }
+    let mut bootstrapped = None;
+    let failed = roles
+        .watch(async {
+            bootstrapped = Some(bootstrap.await);
+        })
+        .await;
+    let epoch = match (failed, bootstrapped) {
+        (None, Some(Ok(epoch))) => epoch,
+        (None, Some(Err(e))) => {
+            roles.shutdown().await;
+            return Err(e);
+        }
+        (failed, _) => {
+            roles.shutdown().await;
+            return Err(failed.unwrap_or_else(|| anyhow::anyhow!("a role stopped")).context("while starting"));
         }
     };
 
@@ -140,24 +138,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  shardgate ctl strategy activate ketama --wait --proxy {}", url(proxy_addr));
     println!("\nCtrl-C stops everything.");
 
-    let mut failed = None;
-    tokio::select! {
-        () = crate::signal::shutdown_signal() => {}
-        Some(done) = roles.join_next() => {
-            failed = Some(match done {
-                Ok((role, Err(e))) => anyhow::anyhow!("{role} stopped: {e:#}"),
-                Ok((role, Ok(()))) => anyhow::anyhow!("{role} stopped unexpectedly"),
-                Err(e) => anyhow::anyhow!("a role panicked: {e}"),
-            });
-        }
-    }
-    let _ = stop_tx.send(true);
-    while roles.join_next().await.is_some() {}
+    let result = roles.run_until_signal().await;
     eprintln!("shardgate dev: stopped");
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 /// Adds the nodes and built-in strategies meta does not have yet and

@@ -8,12 +8,12 @@
 //! the others are shut down and the command exits non-zero.
 
 use crate::config::{self, DeploymentConfig};
+use crate::roles::RoleSet;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -73,49 +73,19 @@ async fn serve(config: DeploymentConfig) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let mut roles = tokio::task::JoinSet::new();
+    let mut roles = RoleSet::new();
     if let Some((listener, c)) = meta {
         tracing::info!(role = "meta", addr = %c.listen, id = c.id, "starting");
-        let shutdown = stopped();
-        roles.spawn(async move { ("meta", shardgate_meta::run(listener, c, shutdown).await.map_err(anyhow::Error::from)) });
+        roles.spawn("meta", shardgate_meta::run(listener, c, roles.stopped()));
     }
     if let Some((listener, c)) = node {
         tracing::info!(role = "node", addr = %c.listen, "starting");
-        let shutdown = stopped();
-        roles.spawn(async move { ("node", shardgate_node::run(listener, c, shutdown).await.map_err(anyhow::Error::from)) });
+        roles.spawn("node", shardgate_node::run(listener, c, roles.stopped()));
     }
     if let Some((listener, c)) = proxy {
         tracing::info!(role = "proxy", addr = %c.listen, meta = ?c.meta, "starting");
-        let shutdown = stopped();
-        roles.spawn(async move { ("proxy", shardgate_proxy::run(listener, c, shutdown).await.map_err(anyhow::Error::from)) });
+        roles.spawn("proxy", shardgate_proxy::run(listener, c, roles.stopped()));
     }
-
-    let mut failed = None;
-    tokio::select! {
-        () = crate::signal::shutdown_signal() => {}
-        Some(done) = roles.join_next() => {
-            match done {
-                Ok((role, Err(e))) => failed = Some(anyhow::anyhow!("[{role}] stopped: {e:#}")),
-                Ok((role, Ok(()))) => failed = Some(anyhow::anyhow!("[{role}] stopped unexpectedly")),
-                Err(e) => failed = Some(anyhow::anyhow!("a role panicked: {e}")),
-            }
-        }
-    }
-    let _ = stop_tx.send(true);
-    while let Some(done) = roles.join_next().await {
-        if let Ok((role, Err(e))) = done {
-            tracing::warn!(role, error = %e, "role stopped with an error during shutdown");
-        }
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    roles.run_until_signal().await?;
+    Ok(ExitCode::SUCCESS)
 }
