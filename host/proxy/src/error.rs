@@ -32,6 +32,12 @@ pub enum RequestError {
     BadUpstreamBatch { node: String, reason: String },
     #[error("no such endpoint")]
     MethodNotAllowed,
+    /// `proxy.data_token` is set and the request has no bearer token: 401.
+    #[error("missing bearer token: this proxy requires `Authorization: Bearer <token>` with the token configured as proxy.data_token")]
+    Unauthorized,
+    /// A bearer token other than `proxy.data_token`: 403.
+    #[error("bearer token does not match proxy.data_token")]
+    Forbidden,
 }
 
 impl RequestError {
@@ -47,6 +53,8 @@ impl RequestError {
             RequestError::WriteNotAcknowledged { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::BadUpstreamBatch { .. } => StatusCode::BAD_GATEWAY,
             RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RequestError::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -64,6 +72,9 @@ impl IntoResponse for RequestError {
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut response = (self.status(), body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let RequestError::Unauthorized = self {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"shardgate-proxy\""));
+        }
         response
     }
 }

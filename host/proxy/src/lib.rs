@@ -13,6 +13,7 @@
 //!
 //! Start a proxy with [`run`] on a listener you bound yourself.
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod error;

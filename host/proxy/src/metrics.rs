@@ -26,6 +26,14 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+/// Label set of `shardgate_proxy_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `unauthorized` (401), `forbidden` (403), `rate_limited` (429) or
+    /// `too_many_connections` (503).
+    pub reason: &'static str,
+}
+
 /// Every metric of one proxy instance.
 pub struct ProxyMetrics {
     registry: Registry,
@@ -47,6 +55,8 @@ pub struct ProxyMetrics {
     pub routed_keys: Counter,
     pub read_retries: Counter,
     pub detoured_keys: Counter,
+    pub refused: Family<RefusedLabels, Counter>,
+    pub connections_open: Gauge,
 }
 
 impl Default for ProxyMetrics {
@@ -94,6 +104,10 @@ impl ProxyMetrics {
         registry.register("read_retries", "Reads retried on the next owner", read_retries.clone());
         let detoured_keys = Counter::default();
         registry.register("detoured_keys", "Keys routed to the next owner because all their owners were ejected", detoured_keys.clone());
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register("refused", "Client requests or connections refused by access control or limits, by reason", refused.clone());
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Client connections being served", connections_open.clone());
         ProxyMetrics {
             registry,
             requests,
@@ -113,12 +127,19 @@ impl ProxyMetrics {
             routed_keys,
             read_retries,
             detoured_keys,
+            refused,
+            connections_open,
         }
     }
 
     /// Counts one client request.
     pub fn request(&self, route: &'static str, status: u16) {
         self.requests.get_or_create(&RequestLabels { route, status }).inc();
+    }
+
+    /// Counts one refusal (see [`RefusedLabels`]).
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
     }
 
     /// OpenMetrics text of every metric.

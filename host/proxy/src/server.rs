@@ -34,6 +34,7 @@ use shardgate_strategy::Sandbox;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::auth::{ClientToken, is_data_path};
 use crate::config::{OwnerDownPolicy, ProxyConfig};
 use crate::error::{ProxyError, RequestError};
 use crate::fanout::Migrated;
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     pub board: Arc<NodeBoard>,
     pub upstream: Upstream,
     pub metrics: Arc<ProxyMetrics>,
+    /// `proxy.data_token`: required on `/v1/` when set.
+    client_token: Option<ClientToken>,
     ready: AtomicBool,
 }
 
@@ -80,6 +83,7 @@ pub async fn run(
 ) -> Result<(), ProxyError> {
     config.validate()?;
     let node_token = config.resolve_node_token()?;
+    let client_token = config.resolve_data_token()?.map(|t| ClientToken::new(&t));
     let local = listener.local_addr().map_err(ProxyError::Listener)?;
     let metrics = Arc::new(ProxyMetrics::new());
     let pool = crate::health::PoolSettings {
@@ -104,6 +108,7 @@ pub async fn run(
         routing: routing.clone(),
         board,
         metrics,
+        client_token,
         ready: AtomicBool::new(true),
         config,
     });
@@ -118,7 +123,7 @@ pub async fn run(
     http.timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    info!(addr = %local, meta = ?shared.config.meta, "proxy listening");
+    info!(addr = %local, meta = ?shared.config.meta, data_token = shared.client_token.is_some(), node_token = node_token.is_some(), "proxy listening");
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
@@ -161,6 +166,17 @@ pub async fn run(
 
 async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
     let path = req.uri().path();
+    if let Some(token) = &shared.client_token
+        && is_data_path(path)
+        && let Err(error) = token.check(req.headers())
+    {
+        let reason = if matches!(error, RequestError::Forbidden) { "forbidden" } else { "unauthorized" };
+        shared.metrics.refuse(reason);
+        debug!(path, status = %error.status(), "refusing data request without a valid token");
+        let response = error.into_response();
+        shared.metrics.request("refused", response.status().as_u16());
+        return response;
+    }
     let (route, response) = if path.starts_with(KEY_PATH_PREFIX) {
         let epoch = shared.routing.load();
         let method = req.method().clone();

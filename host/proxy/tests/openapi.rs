@@ -1,6 +1,7 @@
 //! The proxy serves its OpenAPI document (`host/proxy/openapi.json`) at
 //! `GET /openapi.json`, and every parameter-free GET the document lists is a
-//! route the proxy answers (not its "no such endpoint" 404).
+//! route the proxy answers (not its "no such endpoint" 404). Data routes
+//! (`/v1/`) document `proxy.data_token` (401/403); the others do not.
 
 use serde_json::Value;
 use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
@@ -30,6 +31,22 @@ async fn the_document_is_served_and_its_plain_gets_are_routes() {
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} paths checked");
+    // `proxy.data_token` is documented on every data route and only there.
+    assert_eq!(doc["components"]["securitySchemes"]["dataToken"]["scheme"], "bearer");
+    let mut guarded = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "head", "put", "delete", "post"].contains(&method.as_str()) {
+                continue;
+            }
+            let data = path.starts_with("/v1/");
+            let documents_401 = op["responses"].get("401").is_some() && op["responses"].get("403").is_some();
+            assert_eq!(op.get("security").is_some(), data, "{method} {path}: security listed iff a /v1/ route");
+            assert_eq!(documents_401, data, "{method} {path}: 401/403 documented iff a /v1/ route");
+            guarded += usize::from(data);
+        }
+    }
+    assert!(guarded >= 10, "only {guarded} data operations");
     let r = http.get(format!("{base}/no/such/path")).send().await.unwrap();
     assert_eq!(r.status(), 404, "the miss check can fail");
     cluster.shutdown().await;

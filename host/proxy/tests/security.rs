@@ -81,3 +81,71 @@ async fn proxies_present_the_node_token_and_a_proxy_without_it_gets_a_clear_502(
     assert_eq!((got.status, got.text()), (StatusCode::OK, "v-sec:1".to_string()));
     cluster.shutdown().await;
 }
+
+const CLIENT_TOKEN: &str = "client-t0ken";
+
+/// One meta member, one node that requires `NODE_TOKEN`, one proxy that
+/// requires `CLIENT_TOKEN` and presents `NODE_TOKEN`; a strategy active.
+async fn guarded_cluster(dir: &tempfile::TempDir, tune: impl FnOnce(&mut ClusterSpec)) -> LocalCluster {
+    let mut spec = ClusterSpec::new(1, 1, 1, dir.path());
+    spec.node.data_token = Some(NODE_TOKEN.into());
+    spec.proxy.node_token = Some(NODE_TOKEN.into());
+    spec.proxy.data_token = Some(CLIENT_TOKEN.into());
+    spec.proxy.health_interval = Duration::from_millis(100);
+    tune(&mut spec);
+    let cluster = LocalCluster::start(spec).await.expect("cluster starts");
+    cluster.register_nodes().await.expect("nodes registered");
+    activate(&cluster, "rendezvous", "", 1).await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_api_needs_proxy_data_token_and_the_operational_endpoints_stay_open() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = guarded_cluster(&dir, |_| {}).await;
+    let base = cluster.proxies[0].addr.clone();
+    let http = Http::new();
+    let url = format!("{base}/v1/keys/k1");
+    let good = format!("Bearer {CLIENT_TOKEN}");
+
+    let put = http.send(Method::PUT, &url, &[("authorization", &good)], "v1").await.unwrap();
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    let got = http.send(Method::GET, &url, &[("authorization", &good)], "").await.unwrap();
+    assert_eq!((got.status, got.text()), (StatusCode::OK, "v1".to_string()));
+
+    // Missing (or another scheme): 401 with a challenge, naming the key.
+    for headers in [vec![], vec![("authorization", "Basic Y2xpZW50")], vec![("authorization", "Bearer ")]] {
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            let a = http.send(method.clone(), &url, &headers, "x").await.unwrap();
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{method} {headers:?}: {}", a.text());
+            assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"shardgate-proxy\"");
+            assert_eq!(a.headers["content-type"], "application/json");
+            assert!(a.text().contains("proxy.data_token"), "{}", a.text());
+        }
+    }
+    // Wrong token, including the nodes' token: 403.
+    for wrong in [format!("Bearer {NODE_TOKEN}"), format!("Bearer {CLIENT_TOKEN}x"), "Bearer client".to_string()] {
+        let a = http.send(Method::GET, &url, &[("authorization", &wrong)], "").await.unwrap();
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{wrong}: {}", a.text());
+        assert!(a.text().contains("does not match proxy.data_token"), "{}", a.text());
+    }
+    for path in ["/v1/batch/get", "/v1/batch/put"] {
+        let a = http.send(Method::POST, &format!("{base}{path}"), &[], "").await.unwrap();
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let a = http.send(Method::GET, &format!("{base}/v1/owners/k1"), &[], "").await.unwrap();
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // Nothing was written by the refused PUTs and DELETEs.
+    let got = http.send(Method::GET, &url, &[("authorization", &good)], "").await.unwrap();
+    assert_eq!((got.status, got.text()), (StatusCode::OK, "v1".to_string()));
+
+    for path in ["/healthz", "/readyz", "/status", "/metrics", "/openapi.json"] {
+        let a = http.send(Method::GET, &format!("{base}{path}"), &[], "").await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{path} stays open: {}", a.text());
+    }
+    let metrics = http.metrics(&base).await.unwrap();
+    let refused = |reason: &str| metric(&metrics, &format!("shardgate_proxy_refused_total{{reason=\"{reason}\"}}"));
+    assert_eq!((refused("unauthorized"), refused("forbidden")), (12.0, 3.0), "{metrics}");
+    cluster.shutdown().await;
+}
