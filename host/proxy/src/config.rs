@@ -73,6 +73,16 @@ pub enum OwnerDownPolicy {
     NextOwner,
 }
 
+/// `proxy.rate_limit`: a token bucket per client IP address.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second one client IP may send to `/v1/`.
+    pub requests_per_second: u32,
+    /// Requests a client may send at once after being idle.
+    pub burst: u32,
+}
+
 /// `[proxy]`: the proxy role.
 #[derive(Deserialize, Serialize, Clone, Debug)]
 #[serde(deny_unknown_fields, default)]
@@ -162,6 +172,14 @@ pub struct ProxyConfig {
     /// Like `data_token`, read from this file when the proxy starts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_token_file: Option<PathBuf>,
+    /// Client connections served at once; one more gets a 503 naming this
+    /// limit and is closed.
+    pub max_connections: u32,
+    /// Per-client-IP limit on `/v1/` requests
+    /// (`{ requests_per_second = N, burst = M }`); over it: 429 with
+    /// `Retry-After`. Unset (the default): no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ProxyConfig {
@@ -197,6 +215,8 @@ impl Default for ProxyConfig {
             node_token_file: None,
             data_token: None,
             data_token_file: None,
+            max_connections: 1024,
+            rate_limit: None,
         }
     }
 }
@@ -264,6 +284,17 @@ impl ProxyConfig {
             memory_limit: ByteSize::b(u64::MAX / 2),
             ..Default::default()
         };
+        if self.max_connections == 0 {
+            return Err(err("max_connections", "must be at least 1"));
+        }
+        if let Some(limit) = &self.rate_limit {
+            if limit.requests_per_second == 0 {
+                return Err(err("rate_limit.requests_per_second", "must be at least 1 (leave proxy.rate_limit unset for no limit)"));
+            }
+            if limit.burst == 0 {
+                return Err(err("rate_limit.burst", "must be at least 1"));
+            }
+        }
         for (key, token, file) in [
             ("node_token", &self.node_token, &self.node_token_file),
             ("data_token", &self.data_token, &self.data_token_file),
@@ -396,6 +427,9 @@ mod tests {
         assert_eq!(c.max_value_size.as_u64(), 4 << 20);
         assert_eq!((c.write_ack, c.owner_down), (WriteAck::All, OwnerDownPolicy::FailFast));
         assert_eq!(ProxyConfig::from_config_file("version = 1\n").unwrap().migration_window, Duration::from_secs(60));
+        let c = ProxyConfig::from_config_file("version = 1\n[proxy]\nmax_connections = 8\nrate_limit = { requests_per_second = 100, burst = 20 }\n").unwrap();
+        assert_eq!((c.max_connections, c.rate_limit), (8, Some(RateLimit { requests_per_second: 100, burst: 20 })));
+        assert_eq!(ProxyConfig::default().rate_limit, None);
     }
 
     #[test]
@@ -412,6 +446,11 @@ mod tests {
             ("probe_backoff_max = \"1ms\"", "proxy.probe_backoff_max"),
             ("max_key_size = 0", "proxy.max_key_size"),
             ("write_ack = \"most\"", "write_ack"),
+            ("max_connections = 0", "proxy.max_connections"),
+            ("rate_limit = { requests_per_second = 0, burst = 1 }", "proxy.rate_limit.requests_per_second"),
+            ("rate_limit = { requests_per_second = 5, burst = 0 }", "proxy.rate_limit.burst"),
+            ("rate_limit = { requests_per_second = 5 }", "burst"),
+            ("rate_limit = { requests_per_second = 5, burst = 5, per = 1 }", "per"),
         ];
         for (line, needle) in cases {
             let e = ProxyConfig::from_config_file(&format!("version = 1\n[proxy]\n{line}\n")).unwrap_err().to_string();

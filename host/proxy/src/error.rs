@@ -38,6 +38,12 @@ pub enum RequestError {
     /// A bearer token other than `proxy.data_token`: 403.
     #[error("bearer token does not match proxy.data_token")]
     Forbidden,
+    /// The client's IP is over `proxy.rate_limit`: 429 with `Retry-After`.
+    #[error(
+        "too many requests from {client}: proxy.rate_limit allows {requests_per_second} requests per second with a burst of {burst}; retry in {}ms",
+        retry_after.as_millis()
+    )]
+    RateLimited { client: std::net::IpAddr, requests_per_second: u32, burst: u32, retry_after: std::time::Duration },
 }
 
 impl RequestError {
@@ -55,6 +61,7 @@ impl RequestError {
             RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
             RequestError::Forbidden => StatusCode::FORBIDDEN,
+            RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -72,6 +79,11 @@ impl IntoResponse for RequestError {
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut response = (self.status(), body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let RequestError::RateLimited { retry_after, .. } = &self {
+            // Whole seconds, rounded up: never tell a client to retry at once.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         if let RequestError::Unauthorized = self {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"shardgate-proxy\""));
         }

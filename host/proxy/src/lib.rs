@@ -13,6 +13,7 @@
 //!
 //! Start a proxy with [`run`] on a listener you bound yourself.
 
+pub mod admission;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -25,6 +26,6 @@ pub mod routing;
 pub mod server;
 pub mod upstream;
 
-pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, UpstreamClient, WriteAck};
+pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, RateLimit, UpstreamClient, WriteAck};
 pub use error::{ProxyError, RequestError};
 pub use server::{EPOCH_HEADER, OWNERS_PATH_PREFIX, Owners, Status, run};

@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,8 +33,10 @@ use shardgate_node::ttl::ttl_from_query;
 use shardgate_node::{ApiError, Limits};
 use shardgate_strategy::Sandbox;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::admission::{ClientRateLimit, reject_connection};
 use crate::auth::{ClientToken, is_data_path};
 use crate::config::{OwnerDownPolicy, ProxyConfig};
 use crate::error::{ProxyError, RequestError};
@@ -68,6 +71,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<ProxyMetrics>,
     /// `proxy.data_token`: required on `/v1/` when set.
     client_token: Option<ClientToken>,
+    /// `proxy.rate_limit`, when set.
+    rate_limit: Option<Arc<ClientRateLimit>>,
     ready: AtomicBool,
 }
 
@@ -109,15 +114,21 @@ pub async fn run(
         board,
         metrics,
         client_token,
+        rate_limit: config.rate_limit.map(|r| Arc::new(ClientRateLimit::new(r))),
         ready: AtomicBool::new(true),
         config,
     });
     let meta = MetaClient::new(shared.config.meta.clone()).with_stale_reads(true);
-    let background = [
+    let mut background = vec![
         tokio::spawn(crate::routing::follow(routing.clone(), meta)),
         tokio::spawn(routing.clone().run_detour_builder()),
         tokio::spawn(crate::health::run_checker(shared.clone())),
     ];
+    if let Some(limit) = &shared.rate_limit {
+        background.push(tokio::spawn(limit.clone().prune()));
+    }
+    let max_connections = shared.config.max_connections;
+    let connections = Arc::new(Semaphore::new(max_connections as usize));
 
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout);
@@ -136,17 +147,28 @@ pub async fn run(
                 }
             },
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            shared.metrics.refuse("too_many_connections");
+            debug!(%peer, limit = max_connections, "rejecting connection over proxy.max_connections");
+            tokio::spawn(reject_connection(stream, max_connections));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared2 = shared.clone();
+        let client = peer.ip();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let shared = shared2.clone();
-            async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
+            async move { Ok::<_, Infallible>(dispatch(shared, client, req).await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let metrics = shared.metrics.clone();
+        metrics.connections_open.inc();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "connection ended with an error");
             }
+            metrics.connections_open.dec();
+            drop(permit);
         });
     }
     shared.ready.store(false, Ordering::Relaxed);
@@ -164,8 +186,19 @@ pub async fn run(
     Ok(())
 }
 
-async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response {
+async fn dispatch(shared: Arc<Shared>, client: IpAddr, req: Request<Incoming>) -> Response {
     let path = req.uri().path();
+    // Rate limit first, so floods of requests without a token are cheap.
+    if let Some(limit) = &shared.rate_limit
+        && is_data_path(path)
+        && let Err(error) = limit.check(client)
+    {
+        shared.metrics.refuse("rate_limited");
+        debug!(%client, path, "refusing request over proxy.rate_limit");
+        let response = error.into_response();
+        shared.metrics.request("refused", response.status().as_u16());
+        return response;
+    }
     if let Some(token) = &shared.client_token
         && is_data_path(path)
         && let Err(error) = token.check(req.headers())

@@ -5,12 +5,19 @@
 
 mod cluster;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use cluster::*;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpSocket;
 use http::{Method, StatusCode};
 use shardgate_node::batch::{self, GetResult};
-use shardgate_proxy::{ProxyConfig, UpstreamClient};
+use shardgate_proxy::{ProxyConfig, RateLimit, UpstreamClient};
 
 const NODE_TOKEN: &str = "node-s3cret";
 
@@ -147,5 +154,106 @@ async fn the_data_api_needs_proxy_data_token_and_the_operational_endpoints_stay_
     let metrics = http.metrics(&base).await.unwrap();
     let refused = |reason: &str| metric(&metrics, &format!("shardgate_proxy_refused_total{{reason=\"{reason}\"}}"));
     assert_eq!((refused("unauthorized"), refused("forbidden")), (12.0, 3.0), "{metrics}");
+    cluster.shutdown().await;
+}
+
+/// A keep-alive HTTP/1.1 connection to `proxy` from the local address
+/// `source` (any of 127.0.0.0/8 works on Linux loopback), so one test can
+/// be several clients.
+async fn connect_from(source: &str, proxy: &str) -> SendRequest<Full<Bytes>> {
+    let addr: SocketAddr = proxy.trim_start_matches("http://").parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    send
+}
+
+async fn get_on(send: &mut SendRequest<Full<Bytes>>, path: &str) -> Result<Answer, String> {
+    send.ready().await.map_err(|e| e.to_string())?;
+    let request = http::Request::get(path).header("host", "proxy").body(Full::new(Bytes::new())).unwrap();
+    let response = send.send_request(request).await.map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Answer { status: parts.status, headers: parts.headers, body })
+}
+
+/// A proxy of a 1-meta, 1-node cluster with no strategy: `GET /v1/keys/`
+/// (an empty key) answers 400 without routing, so it measures admission only.
+async fn plain_cluster(dir: &tempfile::TempDir, tune: impl FnOnce(&mut ProxyConfig)) -> LocalCluster {
+    let mut spec = ClusterSpec::new(1, 1, 1, dir.path());
+    tune(&mut spec.proxy);
+    LocalCluster::start(spec).await.expect("cluster starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_proxy_rate_limit_gets_429s_while_another_client_is_served() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = plain_cluster(&dir, |p| p.rate_limit = Some(RateLimit { requests_per_second: 1, burst: 5 })).await;
+    let base = cluster.proxies[0].addr.clone();
+    let mut greedy = connect_from("127.0.0.1", &base).await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let a = get_on(&mut greedy, "/v1/keys/").await.unwrap();
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry >= 1, "Retry-After {retry}");
+            let text = a.text();
+            assert!(text.contains("proxy.rate_limit") && text.contains("127.0.0.1") && text.contains("burst of 5"), "{text}");
+        } else {
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+        }
+        statuses.push(a.status.as_u16());
+    }
+    // The burst passes; then (at 1 request per second) almost all are refused.
+    assert!(statuses[..5].iter().all(|s| *s == 400), "{statuses:?}");
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 10, "{statuses:?}");
+    // The limit is not on operational endpoints.
+    assert_eq!(get_on(&mut greedy, "/healthz").await.unwrap().status, StatusCode::OK);
+
+    // Another client (another source address) has its own bucket.
+    let mut other = connect_from("127.0.0.2", &base).await;
+    for _ in 0..5 {
+        let a = get_on(&mut other, "/v1/keys/").await.unwrap();
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "the other client is limited too: {}", a.text());
+    }
+    let metrics = Http::new().metrics(&base).await.unwrap();
+    assert_eq!(metric(&metrics, "shardgate_proxy_refused_total{reason=\"rate_limited\"}"), limited as f64, "{metrics}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_proxy_max_connections_gets_503_and_a_freed_slot_is_reused() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = plain_cluster(&dir, |p| p.max_connections = 2).await;
+    let base = cluster.proxies[0].addr.clone();
+    let mut first = connect_from("127.0.0.1", &base).await;
+    let mut second = connect_from("127.0.0.1", &base).await;
+    for c in [&mut first, &mut second] {
+        assert_eq!(get_on(c, "/healthz").await.unwrap().status, StatusCode::OK);
+    }
+    // The third is answered and closed without being asked anything.
+    let mut third = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut raw)).await.expect("closed").unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 503") && raw.contains("proxy.max_connections is 2"), "{raw}");
+    // The served connections keep working.
+    assert_eq!(get_on(&mut first, "/healthz").await.unwrap().status, StatusCode::OK);
+    drop(second);
+    poll("a freed connection slot", Duration::from_secs(10), || {
+        let base = base.clone();
+        async move {
+            let mut c = connect_from("127.0.0.1", &base).await;
+            get_on(&mut c, "/healthz").await.ok().filter(|a| a.status == StatusCode::OK)
+        }
+    })
+    .await;
+    let m = get_on(&mut first, "/metrics").await.unwrap().text();
+    assert!(metric(&m, "shardgate_proxy_refused_total{reason=\"too_many_connections\"}") >= 1.0, "{m}");
     cluster.shutdown().await;
 }
