@@ -83,6 +83,16 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// `proxy.tls`: serve clients over TLS with this certificate.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// `[proxy]`: the proxy role.
 #[derive(Deserialize, Serialize, Clone, Debug)]
 #[serde(deny_unknown_fields, default)]
@@ -180,6 +190,10 @@ pub struct ProxyConfig {
     /// `Retry-After`. Unset (the default): no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// TLS on the client listener (`{ cert = "path", key = "path" }`);
+    /// unset (the default): plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -217,6 +231,7 @@ impl Default for ProxyConfig {
             data_token_file: None,
             max_connections: 1024,
             rate_limit: None,
+            tls: None,
         }
     }
 }
@@ -293,6 +308,13 @@ impl ProxyConfig {
             }
             if limit.burst == 0 {
                 return Err(err("rate_limit.burst", "must be at least 1"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for (key, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if path.as_os_str().is_empty() {
+                    return Err(err(key, "must be the path of a PEM file"));
+                }
             }
         }
         for (key, token, file) in [
@@ -451,6 +473,8 @@ mod tests {
             ("rate_limit = { requests_per_second = 5, burst = 0 }", "proxy.rate_limit.burst"),
             ("rate_limit = { requests_per_second = 5 }", "burst"),
             ("rate_limit = { requests_per_second = 5, burst = 5, per = 1 }", "per"),
+            ("tls = { cert = \"\", key = \"k.pem\" }", "proxy.tls.cert"),
+            ("tls = { cert = \"c.pem\" }", "key"),
         ];
         for (line, needle) in cases {
             let e = ProxyConfig::from_config_file(&format!("version = 1\n[proxy]\n{line}\n")).unwrap_err().to_string();

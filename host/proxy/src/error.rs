@@ -102,4 +102,6 @@ pub enum ProxyError {
     Sandbox(String),
     #[error(transparent)]
     TokenFile(#[from] crate::config::TokenFileError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }

@@ -24,8 +24,9 @@ pub mod health;
 pub mod metrics;
 pub mod routing;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
-pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, RateLimit, UpstreamClient, WriteAck};
+pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, RateLimit, TlsConfig, UpstreamClient, WriteAck};
 pub use error::{ProxyError, RequestError};
 pub use server::{EPOCH_HEADER, OWNERS_PATH_PREFIX, Owners, Status, run};

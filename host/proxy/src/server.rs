@@ -89,6 +89,7 @@ pub async fn run(
     config.validate()?;
     let node_token = config.resolve_node_token()?;
     let client_token = config.resolve_data_token()?.map(|t| ClientToken::new(&t));
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let local = listener.local_addr().map_err(ProxyError::Listener)?;
     let metrics = Arc::new(ProxyMetrics::new());
     let pool = crate::health::PoolSettings {
@@ -134,7 +135,7 @@ pub async fn run(
     http.timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    info!(addr = %local, meta = ?shared.config.meta, data_token = shared.client_token.is_some(), node_token = node_token.is_some(), "proxy listening");
+    info!(addr = %local, meta = ?shared.config.meta, tls = tls.is_some(), data_token = shared.client_token.is_some(), node_token = node_token.is_some(), "proxy listening");
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
@@ -160,9 +161,29 @@ pub async fn run(
             let shared = shared2.clone();
             async move { Ok::<_, Infallible>(dispatch(shared, client, req).await) }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let metrics = shared.metrics.clone();
         metrics.connections_open.inc();
+        if let Some(acceptor) = &tls {
+            // The handshake runs in the connection's own task, bounded like
+            // a request head, so a slow client cannot stall the accept loop.
+            let (acceptor, http, watcher) = (acceptor.clone(), http.clone(), graceful.watcher());
+            let handshake_timeout = shared.config.header_read_timeout;
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        if let Err(error) = watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service)).await {
+                            debug!(%peer, %error, "connection ended with an error");
+                        }
+                    }
+                    Ok(Err(error)) => debug!(%peer, %error, "tls handshake failed"),
+                    Err(_) => debug!(%peer, timeout = ?handshake_timeout, "tls handshake timed out"),
+                }
+                metrics.connections_open.dec();
+                drop(permit);
+            });
+            continue;
+        }
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "connection ended with an error");
