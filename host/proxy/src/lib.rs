@@ -5,7 +5,9 @@
 //! pooled keep-alive connections, replicates writes, survives node failures
 //! and keeps keys readable across routing changes (the migration window).
 //!
-//! Request flow: client -> [`server`] (accept loop, handlers) -> routing
+//! Request flow: client -> [`server`] (accept loop with
+//! `proxy.max_connections` and optional [`tls`]; per request the
+//! [`admission`] rate limit and the [`auth`] data token) -> routing
 //! epoch from [`routing`] -> owners filtered by [`health`] -> [`upstream`]
 //! (single keys) or [`fanout`] (batches, migration lookups) -> nodes.
 //! [`cluster`] starts whole local clusters (metas + nodes + proxies) for

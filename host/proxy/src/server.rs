@@ -5,7 +5,10 @@
 //! answers, plus a `Shardgate-Epoch` header naming the routing epoch that
 //! routed the request.
 //!
-//! Request flow: client -> [`run`]'s connection -> `dispatch` -> load the
+//! Request flow: client -> [`run`]'s connection (over `proxy.max_connections`:
+//! 503 and close; TLS handshake when `proxy.tls` is set) -> `dispatch`
+//! (`/v1/` only: `proxy.rate_limit` 429, then `proxy.data_token` 401/403,
+//! see [`crate::admission`] and [`crate::auth`]) -> load the
 //! routing epoch once -> route the key ([`crate::routing`]) -> pick healthy
 //! owners ([`crate::health`]) -> forward ([`crate::upstream`]; batches via
 //! [`crate::fanout`]) -> relay the node's answer.
