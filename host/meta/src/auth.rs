@@ -12,61 +12,42 @@
 //! `unauthorized`), another token 403 (kind `forbidden`); nothing is
 //! forwarded, proposed or applied for a refused request.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use subtle::ConstantTimeEq;
+use shardgate_auth::{BearerToken, Refusal};
 use tracing::debug;
 
 use crate::error::ApiError;
 use crate::metrics::OutcomeLabel;
 
 /// The admin secret (`meta.admin_token`).
-#[derive(Clone)]
-pub struct AdminToken(Arc<str>);
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct AdminToken(BearerToken);
 
 impl AdminToken {
     pub fn new(token: &str) -> Self {
-        AdminToken(Arc::from(token))
+        AdminToken(BearerToken::new(token))
     }
 
     /// The `Authorization` header value that carries this token.
     pub fn header_value(&self) -> String {
-        format!("Bearer {}", self.0)
+        self.0.header_value()
     }
 
-    /// Accepts `headers` carrying `Authorization: Bearer <this token>`;
-    /// the comparison's time does not depend on where the tokens differ.
+    /// Accepts `headers` carrying `Authorization: Bearer <this token>`
+    /// (constant-time comparison): 401 when missing, 403 when another.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| bearer_token(v.as_bytes()))
-            .ok_or(ApiError::Unauthorized)?;
-        if bool::from(presented.ct_eq(self.0.as_bytes())) { Ok(()) } else { Err(ApiError::Forbidden) }
+        self.0.check(headers).map_err(|r| match r {
+            Refusal::Missing => ApiError::Unauthorized,
+            Refusal::Wrong => ApiError::Forbidden,
+        })
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` value (scheme name
-/// case-insensitive), or `None`.
-pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = value.split_at_checked(7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
-}
 
 /// Whether a request to `path` with `method` needs the admin token.
 pub fn needs_admin(method: &Method, path: &str) -> bool {
@@ -102,7 +83,7 @@ pub async fn require_admin(State(auth): State<AdminAuth>, request: Request, next
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, header};
 
     #[test]
     fn writes_and_raft_rpcs_need_the_token_reads_and_preview_do_not() {

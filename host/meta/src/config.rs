@@ -107,8 +107,7 @@ fn err(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError { key: format!("meta.{key}"), reason: reason.into() }
 }
 
-/// Longest accepted `meta.admin_token`, in bytes.
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub use shardgate_auth::MAX_TOKEN_LEN;
 
 /// Largest accepted `max_component_size`.
 pub const MAX_COMPONENT_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
@@ -125,15 +124,7 @@ impl MetaConfig {
             validate_addr("address", a).map_err(|e| err("advertise", e.to_string()))?;
         }
         if let Some(token) = &self.admin_token {
-            if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-                return Err(err("admin_token", format!("must be 1 to {MAX_TOKEN_LEN} bytes, got {}", token.len())));
-            }
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(err(
-                    "admin_token",
-                    "must be visible ASCII characters without spaces (it is sent as `Authorization: Bearer <token>`)",
-                ));
-            }
+            shardgate_auth::validate(token).map_err(|reason| err("admin_token", reason))?;
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(err("data_dir", "must not be empty"));

@@ -6,59 +6,37 @@
 //! `/metrics` and `/openapi.json` stay open. The token is what proxies
 //! present, so a node only serves its configured proxies.
 
-use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, header};
+use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
-use subtle::ConstantTimeEq;
+use shardgate_auth::{BearerToken, Refusal};
 
 use crate::error::ApiError;
 
-/// The secret every `/v1/` request must present.
-#[derive(Clone)]
-pub struct DataToken(Arc<[u8]>);
-
-impl std::fmt::Debug for DataToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DataToken(<redacted>)")
-    }
-}
+/// The secret every `/v1/` request must present (`node.data_token`).
+#[derive(Clone, Debug)]
+pub struct DataToken(BearerToken);
 
 impl DataToken {
-    /// Wraps a non-empty token (checked by `NodeConfig::validate`).
+    /// Wraps a token checked by `NodeConfig::validate`.
     pub fn new(token: &str) -> Self {
-        DataToken(Arc::from(token.as_bytes()))
+        DataToken(BearerToken::new(token))
     }
 
-    /// Accepts `headers` if they carry `Authorization: Bearer <this token>`.
-    /// The comparison takes the same time wherever the tokens differ (only
-    /// the length can be learned from timing).
+    /// Accepts `headers` if they carry `Authorization: Bearer <this token>`
+    /// (constant-time comparison): 401 when missing, 403 when another.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::Unauthorized);
-        };
-        let presented = bearer_token(value.as_bytes()).ok_or(ApiError::Unauthorized)?;
-        if bool::from(presented.ct_eq(&self.0)) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden)
-        }
+        self.0.check(headers).map_err(|r| match r {
+            Refusal::Missing => ApiError::Unauthorized,
+            Refusal::Wrong => ApiError::Forbidden,
+        })
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` value (scheme name is
-/// case-insensitive, RFC 7235), or `None` for another scheme.
-pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = value.split_at_checked(7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
-}
+pub use shardgate_auth::bearer_token;
 
 /// What [`require_token`] needs: the token (none: the API is open) and
 /// the refusal counters of this node's registry.
@@ -89,7 +67,7 @@ pub async fn require_token(State(auth): State<DataAuth>, request: Request, next:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderValue, header};
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

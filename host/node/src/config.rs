@@ -127,25 +127,12 @@ impl ConfigError {
     }
 }
 
-/// Longest accepted data token, in bytes.
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub use shardgate_auth::MAX_TOKEN_LEN;
 
-/// A token must be sendable as an `Authorization: Bearer` value: 1 to
-/// [`MAX_TOKEN_LEN`] visible ASCII characters, no spaces.
+/// A token must be sendable as an `Authorization: Bearer` value
+/// (`shardgate_auth::validate`).
 fn check_token(key: &'static str, token: &str) -> Result<(), ConfigError> {
-    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return Err(ConfigError::new(
-            key,
-            format!("must be 1 to {MAX_TOKEN_LEN} bytes, got {}", token.len()),
-        ));
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ConfigError::new(
-            key,
-            "must be visible ASCII characters without spaces (it is sent as `Authorization: Bearer <token>`)",
-        ));
-    }
-    Ok(())
+    shardgate_auth::validate(token).map_err(|reason| ConfigError::new(key, reason))
 }
 
 impl NodeConfig {

@@ -7,38 +7,29 @@
 //! `/openapi.json` stay open. The client's `Authorization` header is never
 //! forwarded; nodes see the proxy's own `proxy.node_token`.
 
-use std::sync::Arc;
-
-use http::{HeaderMap, header};
-use shardgate_node::auth::bearer_token;
-use subtle::ConstantTimeEq;
+use http::HeaderMap;
+use shardgate_auth::{BearerToken, Refusal};
 
 use crate::error::RequestError;
 
-/// The secret every client `/v1/` request must present.
-#[derive(Clone)]
-pub struct ClientToken(Arc<[u8]>);
-
-impl std::fmt::Debug for ClientToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientToken(<redacted>)")
-    }
-}
+/// The secret every client `/v1/` request must present (`proxy.data_token`).
+#[derive(Clone, Debug)]
+pub struct ClientToken(BearerToken);
 
 impl ClientToken {
     /// Wraps a token already checked by `ProxyConfig::validate` (or read
     /// and checked from `proxy.data_token_file`).
     pub fn new(token: &str) -> Self {
-        ClientToken(Arc::from(token.as_bytes()))
+        ClientToken(BearerToken::new(token))
     }
 
-    /// Accepts `headers` if they carry `Authorization: Bearer <this token>`.
-    /// The comparison takes the same time wherever the tokens differ (only
-    /// the length can be learned from timing).
+    /// Accepts `headers` if they carry `Authorization: Bearer <this token>`
+    /// (constant-time comparison): 401 when missing, 403 when another.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), RequestError> {
-        let value = headers.get(header::AUTHORIZATION).ok_or(RequestError::Unauthorized)?;
-        let presented = bearer_token(value.as_bytes()).ok_or(RequestError::Unauthorized)?;
-        if bool::from(presented.ct_eq(&self.0)) { Ok(()) } else { Err(RequestError::Forbidden) }
+        self.0.check(headers).map_err(|r| match r {
+            Refusal::Missing => RequestError::Unauthorized,
+            Refusal::Wrong => RequestError::Forbidden,
+        })
     }
 }
 
@@ -50,7 +41,7 @@ pub fn is_data_path(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderValue, header};
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

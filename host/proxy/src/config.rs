@@ -347,17 +347,12 @@ impl ProxyConfig {
     }
 }
 
-/// Longest bearer token accepted (the node's limit).
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub use shardgate_auth::MAX_TOKEN_LEN;
 
+/// A token must be sendable as an `Authorization: Bearer` value
+/// (`shardgate_auth::validate`).
 fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
-    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return Err(err(key, format!("must be 1 to {MAX_TOKEN_LEN} bytes, got {}", token.len())));
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(err(key, "must be visible ASCII characters without spaces (it is sent as `Authorization: Bearer <token>`)"));
-    }
-    Ok(())
+    shardgate_auth::validate(token).map_err(|reason| err(key, reason))
 }
 
 /// A token file that could not be read, or holds no usable token.
