@@ -116,7 +116,7 @@ pub async fn run(
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             state.metrics.connections_rejected.inc();
             debug!(%peer, limit = config.max_connections, "rejecting connection");
-            tokio::spawn(reject_connection(stream, config.max_connections));
+            tokio::spawn(reject_connection(stream, "node.max_connections", config.max_connections, None));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -145,14 +145,18 @@ pub async fn run(
     Ok(())
 }
 
-/// Answers a connection over `node.max_connections` with a 503 and closes it.
-async fn reject_connection(mut stream: TcpStream, limit: u32) {
+/// Answers a connection over a connection limit (`key`, e.g.
+/// `node.max_connections`) with a 503 naming the limit, optionally with
+/// `Retry-After`, and closes it. The proxy refuses its extra connections
+/// with the same answer.
+pub async fn reject_connection(mut stream: TcpStream, key: &str, limit: u32, retry_after_secs: Option<u32>) {
     let body = serde_json::json!({
-        "error": format!("too many connections; the limit node.max_connections is {limit}")
+        "error": format!("too many connections; the limit {key} is {limit}")
     })
     .to_string();
+    let retry_after = retry_after_secs.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n{retry_after}\
          content-length: {}\r\n\r\n{body}",
         body.len()
     );

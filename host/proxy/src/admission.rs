@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::config::RateLimit;
 use crate::error::RequestError;
@@ -67,24 +65,6 @@ impl ClientRateLimit {
             self.limiter.shrink_to_fit();
         }
     }
-}
-
-/// Answers a connection over `proxy.max_connections` with a 503 and closes it.
-pub(crate) async fn reject_connection(mut stream: TcpStream, limit: u32) {
-    let body = serde_json::json!({
-        "error": format!("too many connections; the limit proxy.max_connections is {limit}")
-    })
-    .to_string();
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\nretry-after: 1\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 #[cfg(test)]

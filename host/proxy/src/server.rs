@@ -39,7 +39,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::admission::{ClientRateLimit, reject_connection};
+use crate::admission::ClientRateLimit;
+use shardgate_node::server::reject_connection;
 use crate::auth::{ClientToken, is_data_path};
 use crate::config::{OwnerDownPolicy, ProxyConfig};
 use crate::error::{ProxyError, RequestError};
@@ -154,7 +155,7 @@ pub async fn run(
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             shared.metrics.refuse("too_many_connections");
             debug!(%peer, limit = max_connections, "rejecting connection over proxy.max_connections");
-            tokio::spawn(reject_connection(stream, max_connections));
+            tokio::spawn(reject_connection(stream, "proxy.max_connections", max_connections, Some(1)));
             continue;
         };
         let _ = stream.set_nodelay(true);
