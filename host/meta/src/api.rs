@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::metrics::MetaMetrics;
 use crate::model::*;
 use crate::raft::{ClientWriteError, Member as RaftMember, NodeId, Raft};
-use crate::state::{Command, MetaState, Outcome, Rejection, validate_addr};
+use crate::state::{Command, MetaState, Outcome, Rejection, validate_addr, validate_member_addr};
 use crate::store::StateMachineStore;
 
 /// Resolves once `stopping` turns `true` (or its sender is gone).
@@ -567,7 +567,7 @@ async fn add_learner(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>,
     if m.id == 0 {
         return Err(ApiError::BadRequest("member id must be > 0".into()));
     }
-    validate_addr("addr", &m.addr)?;
+    validate_member_addr("addr", &m.addr)?;
     let existing = ctx.raft.metrics().borrow_watched().membership_config.membership().get_node(&m.id).cloned();
     if let Some(node) = existing {
         if node.addr == m.addr {

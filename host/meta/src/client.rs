@@ -8,7 +8,13 @@
 //! outcome is unknown (timeout) is never retried. [`MetaClient::watch`]
 //! follows `/v1/watch` across members with backoff, resuming from the last
 //! epoch it delivered.
+//!
+//! Members may be `https://` (`meta.tls`): the client checks their
+//! certificates against the platform's roots, or against a CA file given
+//! with [`MetaClient::with_tls_ca`]. Its HTTP client comes from
+//! `shardgate-tls` (rustls with the ring provider).
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +46,9 @@ pub enum ClientError {
     NoMembers,
     #[error("watch stream from {addr}: {reason}")]
     Watch { addr: String, reason: String },
+    /// The CA file given to [`MetaClient::with_tls_ca`] cannot be used.
+    #[error("TLS for meta members: {0}")]
+    Tls(#[from] shardgate_tls::TlsError),
 }
 
 impl ClientError {
@@ -80,16 +89,13 @@ struct Body {
 }
 
 impl MetaClient {
-    /// A client for the members at these API addresses (`http://host:port`).
+    /// A client for the members at these API addresses (`http://host:port`,
+    /// or `https://host:port` with certificates the platform trusts; see
+    /// [`MetaClient::with_tls_ca`] for a private CA).
     pub fn new(members: Vec<String>) -> Self {
         let members: Vec<String> = members.into_iter().map(|m| m.trim_end_matches('/').to_string()).collect();
         let request_timeout = Duration::from_secs(10);
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = Self::http_client(shardgate_tls::http_client_system_roots());
         Self {
             members: Arc::new(members),
             http,
@@ -100,6 +106,26 @@ impl MetaClient {
             watch_idle_timeout: Duration::from_secs(3),
             authorization: None,
         }
+    }
+
+    /// Trust the CA certificate(s) in this PEM file (and only them) for
+    /// `https://` members: the CA that signed the members' `meta.tls`
+    /// certificates.
+    pub fn with_tls_ca(mut self, ca: &Path) -> Result<Self, ClientError> {
+        self.http = Self::http_client(shardgate_tls::http_client(Some(ca))?);
+        Ok(self)
+    }
+
+    fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Client {
+        // `build` fails only when a TLS backend cannot be initialised or the
+        // system resolver config cannot be read: the builder already carries
+        // its rustls config, and reqwest's default resolver reads nothing.
+        builder
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .build()
+            .expect("a reqwest client with a preconfigured rustls config")
     }
 
     /// Per-request timeout (default 10 s).

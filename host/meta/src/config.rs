@@ -1,6 +1,7 @@
 //! `[meta]` of the Shardgate config file: identity, addresses, data
 //! directory, how a new cluster forms (initial `members`, or `join` through an
-//! existing member), Raft timing, snapshot policy and limits.
+//! existing member), Raft timing, snapshot policy, limits and optional TLS
+//! (`tls = { cert, key, ca }`).
 //!
 //! Read once at start by [`crate::run`]; `validate` names the offending key.
 
@@ -10,15 +11,33 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::state::validate_addr;
+use crate::state::validate_member_addr;
 
 /// A member of a new cluster, for bootstrapping.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct InitialMember {
     pub id: u64,
-    /// The member's API address, `http://host:port`.
+    /// The member's API address, `http://host:port` (`https://` when the
+    /// members serve `meta.tls`).
     pub addr: String,
+}
+
+/// `meta.tls`: serve the API (JSON API, Raft RPCs, forwarded writes: one
+/// listener) over TLS, and check the other members' certificates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetaTlsConfig {
+    /// PEM file with this member's certificate chain, leaf first; its names
+    /// must cover the host of this member's address.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file with the CA certificate(s) that signed the members'
+    /// certificates, trusted for Raft RPCs, forwarded writes and `join`.
+    /// Unset: the platform's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug)]
@@ -29,7 +48,8 @@ pub struct MetaConfig {
     /// Address to listen on (`shardgate meta` binds it; tests pass a listener).
     pub listen: String,
     /// API address the other members and clients use to reach this one,
-    /// `http://host:port`; default `http://` + the bound address.
+    /// `http://host:port` (`https://host:port` with `tls`); default
+    /// `http://` (`https://` with `tls`) + the bound address.
     pub advertise: Option<String>,
     /// Where the Raft log, vote and snapshots live (`meta.redb`).
     pub data_dir: PathBuf,
@@ -37,7 +57,8 @@ pub struct MetaConfig {
     /// set); the lowest id initializes it. Ignored once the data directory
     /// holds state.
     pub members: Vec<InitialMember>,
-    /// Join an existing cluster through any member (`http://host:port`):
+    /// Join an existing cluster through any member (`http://host:port` or
+    /// `https://host:port`):
     /// added as learner, then promoted to voter. Ignored once this member is
     /// part of a cluster.
     pub join: Option<String>,
@@ -71,6 +92,10 @@ pub struct MetaConfig {
     /// same token. Unset (the default): open, as for `shardgate dev`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// TLS on the API listener (`{ cert = "path", key = "path", ca = "path" }`,
+    /// `ca` optional). Unset (the default): plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MetaTlsConfig>,
 }
 
 impl Default for MetaConfig {
@@ -91,6 +116,7 @@ impl Default for MetaConfig {
             watch_heartbeat: Duration::from_secs(1),
             admission_sample_keys: 1000,
             admin_token: None,
+            tls: None,
         }
     }
 }
@@ -121,7 +147,15 @@ impl MetaConfig {
             return Err(err("listen", format!("{:?} is not host:port with an IP address", self.listen)));
         }
         if let Some(a) = &self.advertise {
-            validate_addr("address", a).map_err(|e| err("advertise", e.to_string()))?;
+            validate_member_addr("address", a).map_err(|e| err("advertise", e.to_string()))?;
+            self.check_own_scheme("advertise", a)?;
+        }
+        if let Some(tls) = &self.tls {
+            for (key, path) in [("tls.cert", Some(&tls.cert)), ("tls.key", Some(&tls.key)), ("tls.ca", tls.ca.as_ref())] {
+                if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err(err(key, "must be the path of a PEM file"));
+                }
+            }
         }
         if let Some(token) = &self.admin_token {
             shardgate_auth::validate(token).map_err(|reason| err("admin_token", reason))?;
@@ -137,7 +171,11 @@ impl MetaConfig {
             if !seen.insert(m.id) {
                 return Err(err(&format!("members[{i}].id"), format!("duplicate member id {}", m.id)));
             }
-            validate_addr("address", &m.addr).map_err(|e| err(&format!("members[{i}].addr"), e.to_string()))?;
+            let key = format!("members[{i}].addr");
+            validate_member_addr("address", &m.addr).map_err(|e| err(&key, e.to_string()))?;
+            if m.id == self.id {
+                self.check_own_scheme(&key, &m.addr)?;
+            }
         }
         if !self.members.is_empty() && !seen.contains(&self.id) {
             return Err(err("members", format!("must include this member (id {})", self.id)));
@@ -146,7 +184,7 @@ impl MetaConfig {
             if !self.members.is_empty() {
                 return Err(err("join", "give either members (new cluster) or join (existing cluster), not both"));
             }
-            validate_addr("address", j).map_err(|e| err("join", e.to_string()))?;
+            validate_member_addr("address", j).map_err(|e| err("join", e.to_string()))?;
         }
         if self.heartbeat_interval < Duration::from_millis(10) {
             return Err(err("heartbeat_interval", "must be at least 10ms"));
@@ -171,6 +209,16 @@ impl MetaConfig {
             return Err(err("admission_sample_keys", "must be between 1 and 1000000"));
         }
         Ok(())
+    }
+
+    /// This member's own address must use the scheme its listener speaks:
+    /// `https://` with `meta.tls`, `http://` without.
+    fn check_own_scheme(&self, key: &str, addr: &str) -> Result<(), ConfigError> {
+        match (self.tls.is_some(), addr.starts_with("https://")) {
+            (true, false) => Err(err(key, format!("{addr:?} must start with https:// because meta.tls is set"))),
+            (false, true) => Err(err(key, format!("{addr:?} is https:// but meta.tls is not set (this member serves plain HTTP)"))),
+            _ => Ok(()),
+        }
     }
 
     /// openraft's `Config` for these settings.
@@ -229,6 +277,16 @@ mod tests {
             ("election_timeout = \"100ms\"", "meta.election_timeout"),
             ("admin_token = \"\"", "meta.admin_token: must be 1 to"),
             ("admin_token = \"two words\"", "meta.admin_token: must be visible"),
+            ("tls = { cert = \"\", key = \"k.pem\" }", "meta.tls.cert: must be the path"),
+            ("tls = { cert = \"c.pem\", key = \"\" }", "meta.tls.key: must be the path"),
+            ("tls = { cert = \"c.pem\", key = \"k.pem\", ca = \"\" }", "meta.tls.ca: must be the path"),
+            ("advertise = \"https://a:1\"", "meta.advertise: \"https://a:1\" is https:// but meta.tls is not set"),
+            ("tls = { cert = \"c.pem\", key = \"k.pem\" }\nadvertise = \"http://a:1\"", "meta.advertise: \"http://a:1\" must start with https://"),
+            (
+                "tls = { cert = \"c.pem\", key = \"k.pem\" }\nmembers = [{ id = 1, addr = \"http://a:1\" }, { id = 2, addr = \"https://b:1\" }]",
+                "meta.members[0].addr: \"http://a:1\" must start with https://",
+            ),
+            ("members = [{ id = 1, addr = \"ftp://a:1\" }]", "meta.members[0].addr: address \"ftp://a:1\" is not http://host:port or https://host:port"),
         ];
         for (text, needle) in cases {
             let c: MetaConfig = toml::from_str(text).unwrap();
@@ -237,6 +295,16 @@ mod tests {
         }
         let c: MetaConfig = toml::from_str("admin_token = \"s3cret-token\"").unwrap();
         c.validate().unwrap();
+        let c: MetaConfig = toml::from_str(
+            "tls = { cert = \"c.pem\", key = \"k.pem\", ca = \"ca.pem\" }\nadvertise = \"https://a:1\"\njoin = \"https://b:1\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tls.unwrap().ca, Some(PathBuf::from("ca.pem")));
+        for unknown in ["tls = { cert = \"c.pem\", key = \"k.pem\", client_ca = \"x\" }", "tls = { cert = \"c.pem\" }"] {
+            let e = toml::from_str::<MetaConfig>(unknown).unwrap_err().to_string();
+            assert!(e.contains("client_ca") || e.contains("missing field `key`"), "{unknown}: {e}");
+        }
         let unknown = toml::from_str::<MetaConfig>("idd = 1").unwrap_err().to_string();
         assert!(unknown.contains("idd"), "{unknown}");
     }

@@ -24,6 +24,13 @@ pub enum MetaError {
     Sandbox(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// `meta.tls.cert` / `meta.tls.key` cannot be used (the message names
+    /// the key and the file).
+    #[error(transparent)]
+    Tls(#[from] shardgate_tls::TlsError),
+    /// `meta.tls.ca` cannot be used.
+    #[error("meta.tls.ca: {0}")]
+    TlsCa(shardgate_tls::TlsError),
 }
 
 /// A refused request. Nothing was committed unless the variant says the

@@ -10,6 +10,9 @@
 //! entry ([`raft`], [`store`]) -> applied on every member -> `/v1/watch`
 //! ([`watch`]) pushes the new [`model::RoutingState`].
 //!
+//! Transport: plain HTTP, or TLS with `meta.tls` (crate `shardgate-tls`)
+//! for clients and members alike.
+//!
 //! Entry point: [`run`]. Client: [`client::MetaClient`].
 
 pub mod admission;
@@ -27,7 +30,7 @@ pub mod store;
 pub mod watch;
 
 pub use client::{ClientError, MetaClient, WatchStream};
-pub use config::{ConfigError, InitialMember, MetaConfig};
+pub use config::{ConfigError, InitialMember, MetaConfig, MetaTlsConfig};
 pub use error::{ApiError, MetaError};
 pub use model::RoutingState;
 pub use server::run;

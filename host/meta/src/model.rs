@@ -253,7 +253,8 @@ pub struct PreviewReport {
 #[serde(deny_unknown_fields)]
 pub struct NewMember {
     pub id: u64,
-    /// API address of the member, `http://host:port`.
+    /// API address of the member, `http://host:port` (`https://host:port`
+    /// for members serving `meta.tls`).
     pub addr: String,
 }
 

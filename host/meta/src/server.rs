@@ -1,6 +1,7 @@
 //! Starting and stopping one meta member: open the stores, start Raft, serve
-//! Raft RPCs and the JSON API on one listener, bootstrap a new cluster or
-//! join an existing one, and shut down cleanly.
+//! Raft RPCs and the JSON API on one listener (plain HTTP, or TLS with
+//! `meta.tls` through [`shardgate_tls::TlsListener`]), bootstrap a new
+//! cluster or join an existing one, and shut down cleanly.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,7 +16,7 @@ use tracing::{info, warn};
 use crate::admission::AdmissionGate;
 use crate::api::{self, MemberContext};
 use crate::auth::{AdminAuth, AdminToken, require_admin};
-use crate::client::MetaClient;
+use crate::client::{ClientError, MetaClient};
 use crate::config::MetaConfig;
 use crate::error::MetaError;
 use crate::metrics::MetaMetrics;
@@ -24,6 +25,10 @@ use crate::store;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a client has to finish the TLS handshake (`meta.tls`); each
+/// handshake runs in its own task, so a slow one delays nobody else.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run one meta member on `listener` until `shutdown` completes.
 ///
@@ -44,17 +49,43 @@ pub async fn run(
                 reason: format!("required when listening on {local} (an unspecified address)"),
             }));
         }
-        None => format!("http://{local}"),
+        None => format!("{}://{local}", if config.tls.is_some() { "https" } else { "http" }),
     };
-    let raft_config = Arc::new(config.raft_config()?);
-    let admin_token = config.admin_token.as_deref().map(AdminToken::new);
-    let (log_store, sm) = store::open(&config.data_dir)?;
-    let http = reqwest::Client::builder()
+    // Load the certificate, key and CA before anything else starts.
+    let tls = match &config.tls {
+        Some(tls) => Some(shardgate_tls::acceptor(&tls.cert, &tls.key, "meta.tls")?),
+        None => None,
+    };
+    let ca = config.tls.as_ref().and_then(|t| t.ca.as_deref());
+    // Peers (Raft RPCs, forwarded writes) are reached at their advertised
+    // addresses; with `meta.tls` they are `https://` and their certificates
+    // are checked against `meta.tls.ca`.
+    let http = shardgate_tls::http_client(ca)
+        .map_err(MetaError::TlsCa)?
         .no_proxy()
         .pool_idle_timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .build()
         .map_err(|e| MetaError::Raft(format!("http client: {e}")))?;
+    let join_client = match &config.join {
+        Some(via) => {
+            let mut client = MetaClient::new(vec![via.clone()]);
+            if let Some(ca) = ca {
+                client = client.with_tls_ca(ca).map_err(|e| match e {
+                    ClientError::Tls(e) => MetaError::TlsCa(e),
+                    other => MetaError::Raft(format!("join client: {other}")),
+                })?;
+            }
+            if let Some(token) = &config.admin_token {
+                client = client.with_token(token);
+            }
+            Some(client)
+        }
+        None => None,
+    };
+    let raft_config = Arc::new(config.raft_config()?);
+    let admin_token = config.admin_token.as_deref().map(AdminToken::new);
+    let (log_store, sm) = store::open(&config.data_dir)?;
     let raft = Raft::new(config.id, raft_config, NetworkFactory::new(http.clone(), admin_token.clone()), log_store, sm.clone())
         .await
         .map_err(|e| MetaError::Raft(e.to_string()))?;
@@ -86,37 +117,33 @@ pub async fn run(
         listen = %local,
         data_dir = %config.data_dir.display(),
         admin_token = admin_token.is_some(),
+        tls = tls.is_some(),
         "meta member starting"
     );
 
-    tokio::spawn(form_cluster(ctx.clone()));
+    tokio::spawn(form_cluster(ctx.clone(), join_client));
 
     let raft_for_stop = raft.clone();
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    // Small request/response pairs (Raft RPCs, forwarded writes): no Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stopping = async move {
         shutdown.await;
         info!("meta member stopping");
         let _ = stop_tx.send(true);
         if let Err(e) = raft_for_stop.shutdown().await {
             warn!(error = %e, "raft shutdown");
         }
-        let _ = drained_tx.send(());
-    });
-    let serve = async move {
-        let mut serve = std::pin::pin!(serve.into_future());
-        tokio::select! {
-            res = &mut serve => res,
-            _ = async { let _ = drained_rx.await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-                warn!("connections still open after the drain timeout; closing");
-                Ok(())
-            }
+    };
+    let res = match tls {
+        // The accept loop sets TCP_NODELAY and runs each handshake in its
+        // own task, bounded by TLS_HANDSHAKE_TIMEOUT.
+        Some(acceptor) => serve(shardgate_tls::TlsListener::new(listener, acceptor, TLS_HANDSHAKE_TIMEOUT)?, app, stopping).await,
+        None => {
+            // Small request/response pairs (Raft RPCs, forwarded writes): no Nagle.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve(listener, app, stopping).await
         }
     };
-    let res = serve.await;
     if res.is_err() {
         // The listener failed before the shutdown signal: stop Raft here.
         let _ = raft.shutdown().await;
@@ -125,9 +152,32 @@ pub async fn run(
     res.map_err(MetaError::Io)
 }
 
+/// Serve `app` on `listener` until `stopping` completes, then give open
+/// connections [`DRAIN_TIMEOUT`] to finish.
+async fn serve<L>(listener: L, app: axum::Router, stopping: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stopping.await;
+        let _ = drained_tx.send(());
+    });
+    let mut serve = std::pin::pin!(serve.into_future());
+    tokio::select! {
+        res = &mut serve => res,
+        _ = async { let _ = drained_rx.await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            warn!("connections still open after the drain timeout; closing");
+            Ok(())
+        }
+    }
+}
+
 /// Bootstrap a new cluster (initial `members`, lowest id initializes) or
-/// join one (`join`): only on a member that is not part of a cluster yet.
-async fn form_cluster(ctx: Arc<MemberContext>) {
+/// join one (`join`, through `join_client`): only on a member that is not
+/// part of a cluster yet.
+async fn form_cluster(ctx: Arc<MemberContext>, join_client: Option<MetaClient>) {
     let initialized = match ctx.raft.is_initialized().await {
         Ok(i) => i,
         Err(e) => {
@@ -153,14 +203,10 @@ async fn form_cluster(ctx: Arc<MemberContext>) {
         }
         return;
     }
-    let Some(via) = config.join.clone() else {
+    let (Some(via), Some(client)) = (config.join.clone(), join_client) else {
         info!("no members and no join address: waiting to be added by an existing cluster");
         return;
     };
-    let mut client = MetaClient::new(vec![via.clone()]);
-    if let Some(token) = &config.admin_token {
-        client = client.with_token(token);
-    }
     let mut backoff = Duration::from_millis(100);
     let mut stopping = ctx.stopping.clone();
     loop {

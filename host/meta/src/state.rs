@@ -336,12 +336,24 @@ fn validate_config_len(config: &str) -> Result<(), Rejection> {
 }
 
 /// Check an HTTP base address `http://host:port` (no path, query or
-/// userinfo). `what` names the field in the error.
+/// userinfo): a cache node's address (the proxy reaches nodes over plain
+/// HTTP). `what` names the field in the error.
 pub fn validate_addr(what: &str, addr: &str) -> Result<(), Rejection> {
-    let bad = |why: &str| Rejection::Invalid(format!("{what} {addr:?} is not http://host:port: {why}"));
+    check_base_url(what, addr, &["http"])
+}
+
+/// Check a meta member's API address: `http://host:port`, or
+/// `https://host:port` for members serving `meta.tls`.
+pub fn validate_member_addr(what: &str, addr: &str) -> Result<(), Rejection> {
+    check_base_url(what, addr, &["http", "https"])
+}
+
+fn check_base_url(what: &str, addr: &str, schemes: &[&str]) -> Result<(), Rejection> {
+    let form = schemes.iter().map(|s| format!("{s}://host:port")).collect::<Vec<_>>().join(" or ");
+    let bad = |why: &str| Rejection::Invalid(format!("{what} {addr:?} is not {form}: {why}"));
     let uri: http::Uri = addr.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad("the scheme must be http"));
+    if !uri.scheme_str().is_some_and(|s| schemes.contains(&s)) {
+        return Err(bad(&format!("the scheme must be {}", schemes.join(" or "))));
     }
     let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
     if authority.as_str().contains('@') {

@@ -56,14 +56,14 @@ async fn a_token_protected_cluster_refuses_strangers_and_serves_the_token() {
         expect_api(wrong.remove_node("a").await, 403, "forbidden");
 
         // The 401 names the scheme; framework refusals stay JSON.
-        let http = reqwest::Client::new();
+        let http = common::http();
         let resp = http.post(format!("{}/v1/changes", cluster.addr(id))).body("{}").send().await.unwrap();
         assert_eq!(resp.status(), 401);
         assert!(resp.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
         assert_eq!(resp.headers()["content-type"], "application/json");
     }
 
-    let metrics = reqwest::get(format!("{}/metrics", cluster.addr(follower))).await.unwrap().text().await.unwrap();
+    let metrics = common::http().get(format!("{}/metrics", cluster.addr(follower))).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("shardgate_meta_auth_refused_total{outcome=\"unauthorized\"} 7"), "{metrics}");
     assert!(metrics.contains("shardgate_meta_auth_refused_total{outcome=\"forbidden\"} 2"), "{metrics}");
 
@@ -94,11 +94,11 @@ async fn a_token_protected_cluster_refuses_strangers_and_serves_the_token() {
         .await;
     }
     let metrics =
-        reqwest::get(format!("{}/metrics", cluster.addr(follower))).await.unwrap().text().await.unwrap();
+        common::http().get(format!("{}/metrics", cluster.addr(follower))).send().await.unwrap().text().await.unwrap();
     assert!(!metrics.contains("shardgate_meta_forwarded_total 0"), "{metrics}");
 
     // A stranger's Raft RPCs never reach Raft.
-    let http = reqwest::Client::new();
+    let http = common::http();
     for rpc in ["vote", "pre-vote", "append", "snapshot", "transfer-leader"] {
         let url = format!("{}/raft/{rpc}", cluster.addr(follower));
         let resp = http.post(&url).body("{}").send().await.unwrap();

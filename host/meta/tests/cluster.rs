@@ -47,9 +47,9 @@ async fn writes_sent_to_a_follower_commit_on_every_member() {
         })
         .await;
     }
-    let metrics = reqwest::get(format!("{}/metrics", cluster.addr(follower))).await.unwrap().text().await.unwrap();
+    let metrics = common::http().get(format!("{}/metrics", cluster.addr(follower))).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("shardgate_meta_forwarded_total 2"), "{metrics}");
-    let metrics = reqwest::get(format!("{}/metrics", cluster.addr(leader))).await.unwrap().text().await.unwrap();
+    let metrics = common::http().get(format!("{}/metrics", cluster.addr(leader))).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("shardgate_meta_writes_total{outcome=\"committed\"} 1"), "{metrics}");
     assert!(metrics.contains("shardgate_meta_raft_is_leader 1"), "{metrics}");
     cluster.shutdown().await;
@@ -165,7 +165,7 @@ async fn watch_resumes_from_an_epoch_across_reconnects_and_members() {
     let first = client.add_node(&node("a", 9001)).await.unwrap();
 
     // A raw SSE connection: full state on connect, then heartbeats.
-    let mut raw = reqwest::get(format!("{}/v1/watch", cluster.addr(1))).await.unwrap();
+    let mut raw = common::http().get(format!("{}/v1/watch", cluster.addr(1))).send().await.unwrap();
     assert_eq!(raw.headers()["content-type"], "text/event-stream");
     let mut text = String::new();
     while !text.contains(": heartbeat") {
@@ -180,7 +180,7 @@ async fn watch_resumes_from_an_epoch_across_reconnects_and_members() {
     drop(raw);
 
     // Up to date: nothing but heartbeats until the next change.
-    let mut raw = reqwest::get(format!("{}/v1/watch?from_epoch={}", cluster.addr(2), first.epoch)).await.unwrap();
+    let mut raw = common::http().get(format!("{}/v1/watch?from_epoch={}", cluster.addr(2), first.epoch)).send().await.unwrap();
     let chunk = tokio::time::timeout(Duration::from_secs(5), raw.chunk()).await.unwrap().unwrap().unwrap();
     assert_eq!(&chunk[..], b": heartbeat\n\n");
     drop(raw);
@@ -294,7 +294,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     expect_api(res, 404, "unknown_node");
 
     // Malformed JSON and unknown fields, through a follower (forwarded).
-    let http = reqwest::Client::new();
+    let http = common::http();
     for body in ["{\"id\": \"b\", ", "{\"id\":\"b\",\"addr\":\"http://h:1\",\"colour\":\"red\"}", "[]"] {
         let resp = http.post(format!("{}/v1/nodes", cluster.addr(2))).body(body).send().await.unwrap();
         assert_eq!(resp.status(), 400);

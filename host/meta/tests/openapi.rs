@@ -229,7 +229,7 @@ async fn send(client: &reqwest::Client, method: Method, url: &str, headers: &[(&
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+    shardgate_tls::http_client_system_roots().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 /// An answer that means the router has no such route: axum's empty 404

@@ -1,15 +1,16 @@
 //! In-process meta clusters on 127.0.0.1 for the integration tests and the
-//! benchmark: real listeners, real Raft, real redb files in a temp dir.
+//! benchmark: real listeners, real Raft, real redb files in a temp dir;
+//! plain HTTP, or TLS (`meta.tls`) with certificates from an rcgen CA.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shardgate_meta::model::{NewNode, RaftStatus};
-use shardgate_meta::{InitialMember, MetaClient, MetaConfig, MetaError};
+use shardgate_meta::{InitialMember, MetaClient, MetaConfig, MetaError, MetaTlsConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -32,6 +33,48 @@ impl RunningMember {
 pub struct TestCluster {
     pub members: BTreeMap<u64, RunningMember>,
     pub dir: tempfile::TempDir,
+    /// With TLS: the CA that signed every member's certificate.
+    pub tls: Option<TestCa>,
+}
+
+/// A test CA (PEM files in a directory) that signs certificates for
+/// `127.0.0.1` and `localhost`.
+pub struct TestCa {
+    pub ca: PathBuf,
+    dir: PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let ca = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca, issuer.pem()).unwrap();
+        TestCa { ca, dir: dir.to_path_buf(), issuer }
+    }
+
+    /// A leaf certificate for `127.0.0.1` and `localhost`: `meta.tls` with
+    /// this CA as `ca`.
+    pub fn member_tls(&self, name: &str) -> MetaTlsConfig {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let (cert_path, key_path) = (self.dir.join(format!("{name}-cert.pem")), self.dir.join(format!("{name}-key.pem")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        MetaTlsConfig { cert: cert_path, key: key_path, ca: Some(self.ca.clone()) }
+    }
+}
+
+/// A reqwest client for raw requests to plain-HTTP members.
+pub fn http() -> reqwest::Client {
+    shardgate_tls::http_client_system_roots().no_proxy().build().unwrap()
 }
 
 /// Settings for test clusters: quicker than the defaults, still far from
@@ -59,7 +102,20 @@ fn spawn_member(listener: TcpListener, config: MetaConfig) -> (oneshot::Sender<(
 impl TestCluster {
     /// `n` members bootstrapped together; `tweak` adjusts every member's config.
     pub async fn start(n: u64, tweak: impl Fn(&mut MetaConfig)) -> TestCluster {
+        Self::start_with(n, false, tweak).await
+    }
+
+    /// Like `start`, every member serving `meta.tls` with its own
+    /// certificate from one test CA (`self.tls`), which the members and
+    /// `client()` trust.
+    pub async fn start_tls(n: u64, tweak: impl Fn(&mut MetaConfig)) -> TestCluster {
+        Self::start_with(n, true, tweak).await
+    }
+
+    async fn start_with(n: u64, tls: bool, tweak: impl Fn(&mut MetaConfig)) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let tls = tls.then(|| TestCa::new(dir.path(), "meta"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut listeners = Vec::new();
         for _ in 0..n {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
@@ -67,7 +123,7 @@ impl TestCluster {
         let initial: Vec<InitialMember> = listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| InitialMember { id: i as u64 + 1, addr: format!("http://{}", l.local_addr().unwrap()) })
+            .map(|(i, l)| InitialMember { id: i as u64 + 1, addr: format!("{scheme}://{}", l.local_addr().unwrap()) })
             .collect();
         let mut members = BTreeMap::new();
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -78,14 +134,15 @@ impl TestCluster {
             config.listen = socket.to_string();
             config.data_dir = dir.path().join(format!("meta-{id}"));
             config.members = initial.clone();
+            config.tls = tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));
             tweak(&mut config);
             let (stop, task) = spawn_member(listener, config.clone());
             members.insert(
                 id,
-                RunningMember { id, socket, addr: format!("http://{socket}"), config, stop: Some(stop), task: Some(task) },
+                RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) },
             );
         }
-        let cluster = TestCluster { members, dir };
+        let cluster = TestCluster { members, dir, tls };
         cluster.wait_for_leader().await;
         cluster
     }
@@ -104,11 +161,13 @@ impl TestCluster {
         config.listen = socket.to_string();
         config.data_dir = self.dir.path().join(format!("meta-{id}"));
         config.join = Some(via.to_string());
+        config.tls = self.tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));
         tweak(&mut config);
         let (stop, task) = spawn_member(listener, config.clone());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.members.insert(
             id,
-            RunningMember { id, socket, addr: format!("http://{socket}"), config, stop: Some(stop), task: Some(task) },
+            RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) },
         );
     }
 
@@ -120,18 +179,27 @@ impl TestCluster {
         self.members[&id].addr.clone()
     }
 
+    /// A client of these members, trusting the test CA with TLS.
+    pub fn client_for(&self, members: Vec<String>) -> MetaClient {
+        let client = MetaClient::new(members);
+        match &self.tls {
+            Some(ca) => client.with_tls_ca(&ca.ca).expect("the test CA loads"),
+            None => client,
+        }
+    }
+
     /// A client of every running member.
     pub fn client(&self) -> MetaClient {
-        MetaClient::new(self.addrs()).with_request_timeout(Duration::from_secs(5)).with_retry_for(Duration::from_secs(10))
+        self.client_for(self.addrs()).with_request_timeout(Duration::from_secs(5)).with_retry_for(Duration::from_secs(10))
     }
 
     /// A client of one member only.
     pub fn client_of(&self, id: u64) -> MetaClient {
-        MetaClient::new(vec![self.addr(id)]).with_request_timeout(Duration::from_secs(5)).with_retry_for(Duration::from_secs(10))
+        self.client_for(vec![self.addr(id)]).with_request_timeout(Duration::from_secs(5)).with_retry_for(Duration::from_secs(10))
     }
 
     pub async fn status_of(&self, id: u64) -> Option<RaftStatus> {
-        MetaClient::new(vec![self.addr(id)]).with_retry_for(Duration::from_millis(1)).status().await.ok()
+        self.client_for(vec![self.addr(id)]).with_retry_for(Duration::from_millis(1)).status().await.ok()
     }
 
     /// Poll until every running member names the same leader; returns its id.
