@@ -99,9 +99,14 @@ pub struct TlsConfig {
 pub struct ProxyConfig {
     /// Address the HTTP API listens on (`--listen` overrides it).
     pub listen: SocketAddr,
-    /// API addresses of meta members (`http://host:port`); the proxy follows
-    /// the routing watch through any of them.
+    /// API addresses of meta members (`http://host:port`, or
+    /// `https://host:port` for members serving `meta.tls`); the proxy
+    /// follows the routing watch through any of them.
     pub meta: Vec<String>,
+    /// PEM file with the CA certificate(s) that signed the `https://` meta
+    /// members' certificates; unset: the platform's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta_ca: Option<PathBuf>,
     /// Time for one upstream request to a node (connect, send, full answer).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -202,6 +207,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
             meta: vec!["http://127.0.0.1:7101".into()],
+            meta_ca: None,
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(500),
             upstream_client: UpstreamClient::Direct,
@@ -259,10 +265,13 @@ impl ProxyConfig {
             let ok = m
                 .parse::<http::Uri>()
                 .ok()
-                .is_some_and(|u| u.scheme_str() == Some("http") && u.port_u16().is_some() && u.path_and_query().is_none_or(|p| p.as_str() == "/"));
+                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.port_u16().is_some() && u.path_and_query().is_none_or(|p| p.as_str() == "/"));
             if !ok {
-                return Err(err(&format!("meta[{i}]"), format!("{m:?} is not http://host:port")));
+                return Err(err(&format!("meta[{i}]"), format!("{m:?} is not http://host:port or https://host:port")));
             }
+        }
+        if self.meta_ca.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(err("meta_ca", "must be the path of a PEM file"));
         }
         for (key, d) in [
             ("request_timeout", self.request_timeout),
@@ -447,6 +456,8 @@ mod tests {
         let c = ProxyConfig::from_config_file("version = 1\n[proxy]\nmax_connections = 8\nrate_limit = { requests_per_second = 100, burst = 20 }\n").unwrap();
         assert_eq!((c.max_connections, c.rate_limit), (8, Some(RateLimit { requests_per_second: 100, burst: 20 })));
         assert_eq!(ProxyConfig::default().rate_limit, None);
+        let c = ProxyConfig::from_config_file("version = 1\n[proxy]\nmeta = [\"https://m1:7101\", \"http://m2:7101\"]\nmeta_ca = \"/etc/shardgate/ca.pem\"\n").unwrap();
+        assert_eq!(c.meta_ca.as_deref(), Some(std::path::Path::new("/etc/shardgate/ca.pem")));
     }
 
     #[test]
@@ -458,6 +469,8 @@ mod tests {
         let cases = [
             ("meta = []", "proxy.meta"),
             ("meta = [\"127.0.0.1:1\"]", "proxy.meta[0]"),
+            ("meta = [\"ftp://a:1\"]", "proxy.meta[0]: \"ftp://a:1\" is not http://host:port or https://host:port"),
+            ("meta_ca = \"\"", "proxy.meta_ca: must be the path"),
             ("request_timeout = \"0s\"", "proxy.request_timeout"),
             ("eject_after_failures = 0", "proxy.eject_after_failures"),
             ("probe_backoff_max = \"1ms\"", "proxy.probe_backoff_max"),

@@ -1,52 +1,49 @@
-//! TLS on the proxy's client listener (`proxy.tls = { cert, key }`): the
-//! PEM certificate chain and private key are loaded once at start into a
-//! rustls `ServerConfig` built with the `ring` provider passed explicitly
-//! (never a process-wide default provider), offering HTTP/1.1 over ALPN.
-//! Where it sits: [`crate::server`]'s accept loop hands each accepted TCP
-//! connection to a task that runs the handshake (bounded by
-//! `proxy.header_read_timeout`) and then serves HTTP on the TLS stream.
-//! Plain HTTP stays the default.
+//! TLS for the proxy, both ways, through crate `shardgate-tls` (rustls with
+//! the `ring` provider passed explicitly, never a process-wide default):
+//!
+//! - `proxy.tls = { cert, key }`: the client listener. The PEM certificate
+//!   chain and key are loaded once at start into an acceptor offering
+//!   HTTP/1.1 over ALPN. [`crate::server`]'s accept loop hands each
+//!   accepted TCP connection to a task that runs the handshake (bounded by
+//!   `proxy.header_read_timeout`) and then serves HTTP on the TLS stream.
+//! - `proxy.meta_ca`: the routing watch and reads from `https://` meta
+//!   members check their certificates against this CA ([`meta_client`]).
+//!
+//! Plain HTTP stays the default on both.
 
-use std::sync::Arc;
-
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use shardgate_meta::{ClientError, MetaClient};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{ProxyConfig, TlsConfig};
 
-/// Why `proxy.tls` could not be loaded.
+/// Why `proxy.tls` or `proxy.meta_ca` could not be loaded; the message
+/// names the key and the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("proxy.tls.cert {path}: {reason}")]
-    Cert { path: String, reason: String },
-    #[error("proxy.tls.key {path}: {reason}")]
-    Key { path: String, reason: String },
-    #[error("proxy.tls: the certificate and key do not make a TLS server config: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Listener(#[from] shardgate_tls::TlsError),
+    #[error("proxy.meta_ca: {0}")]
+    MetaCa(shardgate_tls::TlsError),
 }
 
 /// The acceptor for `config`: reads both files and checks that the key
 /// matches the certificate.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
-    let cert_path = config.cert.display().to_string();
-    let key_path = config.key.display().to_string();
-    let certs = CertificateDer::pem_file_iter(&config.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert { path: cert_path.clone(), reason: e.to_string() })?;
-    if certs.is_empty() {
-        return Err(TlsError::Cert { path: cert_path, reason: "no PEM CERTIFICATE block found".into() });
+    Ok(shardgate_tls::acceptor(&config.cert, &config.key, "proxy.tls")?)
+}
+
+/// The client of `proxy.meta` the routing watch uses: trusting
+/// `proxy.meta_ca` for `https://` members when it is set, the platform's
+/// roots otherwise.
+pub fn meta_client(config: &ProxyConfig) -> Result<MetaClient, TlsError> {
+    let client = MetaClient::new(config.meta.clone());
+    match &config.meta_ca {
+        Some(ca) => client.with_tls_ca(ca).map_err(|e| match e {
+            ClientError::Tls(e) => TlsError::MetaCa(e),
+            other => TlsError::MetaCa(shardgate_tls::TlsError::Client(other.to_string())),
+        }),
+        None => Ok(client),
     }
-    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| TlsError::Key { path: key_path, reason: e.to_string() })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
 #[cfg(test)]
@@ -76,7 +73,15 @@ mod tests {
         assert!(e.starts_with("proxy.tls.cert"), "{e}");
         let e = error(TlsConfig { cert: cert.clone(), key: cert.clone() });
         assert!(e.starts_with("proxy.tls.key"), "{e}");
-        let e = error(TlsConfig { cert, key: other });
+        let e = error(TlsConfig { cert: cert.clone(), key: other });
         assert!(e.starts_with("proxy.tls:"), "{e}");
+
+        // proxy.meta_ca: the CA file is read when the proxy starts.
+        let config = |ca: &std::path::Path| ProxyConfig { meta_ca: Some(ca.to_path_buf()), ..ProxyConfig::default() };
+        meta_client(&config(&cert)).unwrap();
+        let e = meta_client(&config(&dir.path().join("absent-ca.pem"))).err().unwrap().to_string();
+        assert!(e.starts_with("proxy.meta_ca: CA file") && e.contains("absent-ca.pem"), "{e}");
+        let e = meta_client(&config(&key)).err().unwrap().to_string();
+        assert!(e.starts_with("proxy.meta_ca: CA file") && e.contains("key.pem: no PEM CERTIFICATE"), "{e}");
     }
 }

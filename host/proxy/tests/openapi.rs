@@ -11,7 +11,7 @@ async fn the_document_is_served_and_its_plain_gets_are_routes() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(ClusterSpec::new(1, 1, 1, dir.path())).await.unwrap();
     let base = cluster.proxies[0].addr.clone();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = shardgate_tls::http_client_system_roots().no_proxy().build().unwrap();
     let r = http.get(format!("{base}/openapi.json")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
