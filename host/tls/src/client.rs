@@ -2,17 +2,20 @@
 //! of the workspace uses, and the `reqwest` builders that carry it.
 //!
 //! Roots: the CA file given (`meta.tls.ca`, `proxy.meta_ca`, `ctl
-//! --ca-cert`), or else the platform's trust store through
-//! `rustls-platform-verifier` (already a dependency of reqwest's rustls
-//! backend; on Linux it reads the system store via `rustls-native-certs`).
-//! The system store is read once per process, at the first `https://`
-//! handshake that needs it, so the many plain-HTTP clients (tests, `dev`)
-//! never touch it and building them cannot fail.
+//! --ca-cert`), or else the platform's trust store read by
+//! `rustls-native-certs` (already in the tree through reqwest's
+//! `rustls-platform-verifier`, which on Linux does the same; its own
+//! verifier is not used because it logs every refused certificate at ERROR
+//! level, which `ctl` would print on each retry) and checked by rustls's
+//! WebPKI verifier. The system store is read once per process, at the first
+//! `https://` handshake that needs it, so the many plain-HTTP clients
+//! (tests, `dev`) never touch it and building them cannot fail.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -100,13 +103,33 @@ fn system_roots() -> Arc<dyn ServerCertVerifier> {
     VERIFIER.get_or_init(|| Arc::new(SystemRoots { provider: ring(), verifier: OnceLock::new() })).clone()
 }
 
-/// `rustls_platform_verifier::Verifier`, created (which reads the system
-/// store from disk, and fails when it is empty) at the first certificate
-/// it has to check. Signatures are checked with the provider's algorithms,
-/// as the platform verifier itself does.
+/// A WebPKI verifier over the system's roots, created (which reads the
+/// store from disk, and fails when it holds no usable certificate) at the
+/// first certificate it has to check. Signatures are checked with the
+/// provider's algorithms, as the WebPKI verifier itself does.
 struct SystemRoots {
     provider: Arc<CryptoProvider>,
-    verifier: OnceLock<Result<rustls_platform_verifier::Verifier, rustls::Error>>,
+    verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, rustls::Error>>,
+}
+
+impl SystemRoots {
+    fn load(&self) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "reading the system's CA certificates");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, ignored, "loaded the system's CA certificates");
+        if roots.is_empty() {
+            return Err(rustls::Error::General(
+                "no CA certificates in the system trust store (give the CA file that signed the server's certificate)".into(),
+            ));
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(format!("system trust store: {e}")))
+    }
 }
 
 impl fmt::Debug for SystemRoots {
@@ -124,11 +147,7 @@ impl ServerCertVerifier for SystemRoots {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verifier = self
-            .verifier
-            .get_or_init(|| rustls_platform_verifier::Verifier::new(self.provider.clone()))
-            .as_ref()
-            .map_err(|e| e.clone())?;
+        let verifier = self.verifier.get_or_init(|| self.load()).as_ref().map_err(|e| e.clone())?;
         verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
