@@ -1,7 +1,9 @@
 //! Deployment files as a user meets them: every example in `config/`
 //! passes `config check`, every bad fixture fails with its expected
-//! one-line error, and the one-host version of the three-host cluster
-//! starts as three separate `shardgate serve` processes and serves a key.
+//! one-line error, the one-host version of the three-host cluster
+//! starts as three separate `shardgate serve` processes and serves a key,
+//! and a deployment with `meta.tls` is driven by `ctl --ca-cert` and
+//! followed by a proxy through `proxy.meta_ca`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -85,13 +87,21 @@ impl Drop for Processes {
 }
 
 fn ctl(meta: &str, args: &[&str]) -> Output {
-    let out = shardgate().args(["ctl", "--meta", meta, "--timeout", "10s"]).args(args).output().unwrap();
+    ctl_with(meta, &[], args)
+}
+
+fn ctl_with(meta: &str, env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut command = shardgate();
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.args(["ctl", "--meta", meta, "--timeout", "10s"]).args(args).output().unwrap();
     assert!(out.status.success(), "ctl {args:?}: {}", text(&out.stderr));
     out
 }
 
 fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build().unwrap();
+    let client = shardgate_tls::blocking_http_client_system_roots().timeout(Duration::from_secs(5)).no_proxy().build().unwrap();
     let mut req = client.request(method.parse().unwrap(), url);
     if let Some(b) = body {
         req = req.body(b.to_string());
@@ -144,4 +154,82 @@ fn the_one_host_cluster_example_starts_as_three_processes_and_serves_a_key() {
     let status = ctl(meta, &["status", "--proxy", "http://127.0.0.1:7011,http://127.0.0.1:7012"]);
     let report = text(&status.stdout);
     assert!(report.contains("strategy   rendezvous") && !report.contains("behind"), "{report}");
+}
+
+/// A free port on 127.0.0.1 for a child process to bind.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_meta_tls_deployment_is_driven_by_ctl_ca_cert_and_followed_by_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    // A CA and a certificate for 127.0.0.1 it signed.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("meta.pem"), cert.pem()).unwrap();
+    std::fs::write(path("meta-key.pem"), key.serialize_pem()).unwrap();
+
+    let (meta_port, node_port, proxy_port) = (free_port(), free_port(), free_port());
+    let file = path("tls.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"version = 1
+[meta]
+id = 1
+listen = "127.0.0.1:{meta_port}"
+data_dir = "{data}"
+members = [{{ id = 1, addr = "https://127.0.0.1:{meta_port}" }}]
+tls = {{ cert = "{cert}", key = "{key}" }}
+[node]
+listen = "127.0.0.1:{node_port}"
+[proxy]
+listen = "127.0.0.1:{proxy_port}"
+meta = ["https://127.0.0.1:{meta_port}"]
+meta_ca = "{ca}"
+"#,
+            data = path("meta").display(),
+            cert = path("meta.pem").display(),
+            key = path("meta-key.pem").display(),
+            ca = path("ca.pem").display(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(path("serve.log")).unwrap();
+    let _procs = Processes(vec![
+        shardgate()
+            .args(["serve", "--config"])
+            .arg(&file)
+            // meta.tls.ca through the environment, like any other key.
+            .env("SHARDGATE_META__TLS__CA", path("ca.pem"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ]);
+    let meta = format!("https://127.0.0.1:{meta_port}");
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let ca_cert = path("ca.pem");
+    ctl(&meta, &["--ca-cert", ca_cert.to_str().unwrap(), "nodes", "add", "node-1", &format!("http://127.0.0.1:{node_port}")]);
+    // Without the CA: a one-line error naming the certificate problem.
+    let out = shardgate().args(["ctl", "--meta", &meta, "--timeout", "2s", "nodes", "list"]).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("UnknownIssuer") && stderr.lines().count() == 1, "{stderr}");
+    // SHARDGATE_CA_CERT works like --ca-cert.
+    let env = [("SHARDGATE_CA_CERT", ca_cert.as_path())];
+    ctl_with(&meta, &env, &["strategy", "upload", "rendezvous"]);
+    ctl_with(&meta, &env, &["strategy", "activate", "rendezvous", "--wait", "--proxy", &proxy]);
+    let (status, body) = http("PUT", &format!("{proxy}/v1/keys/tls"), Some("routed by a strategy fetched over TLS"));
+    assert!(status == 201 || status == 204, "PUT: {status} {body}");
+    let (status, body) = http("GET", &format!("{proxy}/v1/keys/tls"), None);
+    assert_eq!((status, body.as_str()), (200, "routed by a strategy fetched over TLS"));
+    let report = text(&ctl_with(&meta, &env, &["status", "--proxy", &proxy]).stdout);
+    assert!(report.contains(&format!("https://127.0.0.1:{meta_port}")) && !report.contains("behind"), "{report}");
 }

@@ -41,7 +41,7 @@ fn ctl(args: &[&str]) -> String {
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build().unwrap()
+    shardgate_tls::blocking_http_client_system_roots().timeout(Duration::from_secs(5)).no_proxy().build().unwrap()
 }
 
 /// (status, epoch header, body)

@@ -5,6 +5,8 @@
 //! `--json`, and shows progress on stderr for uploads and for `--wait`
 //! (until every proxy given with `--proxy` serves the new epoch). An address
 //! that does not answer is named in a one-line error after `--timeout`.
+//! `https://` meta members are checked against `--ca-cert` when given, the
+//! platform's trust store otherwise.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -33,6 +35,10 @@ pub struct CtlArgs {
     /// Bearer token for writes to a meta cluster with `meta.admin_token` set.
     #[arg(long, env = "SHARDGATE_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// PEM file with the CA that signed the meta members' certificates, for
+    /// `https://` --meta addresses (`meta.tls`); default: the system's roots.
+    #[arg(long, env = "SHARDGATE_CA_CERT", value_name = "PATH", global = true)]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -154,6 +160,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
 
 async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     let mut client = MetaClient::new(args.meta.clone()).with_request_timeout(args.timeout).with_retry_for(args.timeout);
+    if let Some(ca) = &args.ca_cert {
+        client = client.with_tls_ca(ca).context("--ca-cert")?;
+    }
     if let Some(token) = &args.token {
         client = client.with_token(token);
     }
@@ -326,7 +335,7 @@ async fn wait_for_proxies(proxies: &[String], epoch: u64, limit: Duration) -> an
     if proxies.is_empty() {
         bail!("--wait needs the proxies to watch: --proxy URL[,URL...] or SHARDGATE_PROXIES");
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let http = shardgate_tls::http_client_system_roots().timeout(Duration::from_secs(2)).no_proxy().build()?;
     let started = Instant::now();
     let mut last = usize::MAX;
     loop {
@@ -367,7 +376,7 @@ struct ProxyEpoch {
 async fn status(client: &MetaClient, proxies: &[String], json: bool, _timeout: Duration) -> anyhow::Result<()> {
     let raft = client.status().await?;
     let routing = client.routing().await?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let http = shardgate_tls::http_client_system_roots().timeout(Duration::from_secs(2)).no_proxy().build()?;
     let mut report = vec![];
     for p in proxies {
         match proxy_epoch(&http, p).await {

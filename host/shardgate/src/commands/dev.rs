@@ -178,7 +178,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 async fn wait_for_proxy(proxy: &str, epoch: u64) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let http = shardgate_tls::http_client_system_roots().timeout(Duration::from_secs(2)).no_proxy().build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = http.get(format!("{proxy}/status")).send().await {
