@@ -123,7 +123,7 @@ pub async fn run(
         ready: AtomicBool::new(true),
         config,
     });
-    let meta = MetaClient::new(shared.config.meta.clone()).with_stale_reads(true);
+    let meta: MetaClient = crate::tls::meta_client(&shared.config)?.with_stale_reads(true);
     let mut background = vec![
         tokio::spawn(crate::routing::follow(routing.clone(), meta)),
         tokio::spawn(routing.clone().run_detour_builder()),
