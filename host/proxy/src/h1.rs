@@ -24,7 +24,9 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 
-/// A complete response.
+/// A complete response. `headers` holds the end-to-end headers only: the
+/// hop-by-hop ones (`connection`, `keep-alive`, `transfer-encoding`) and
+/// `date` are dropped while parsing, so the answer can be relayed as is.
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
@@ -32,11 +34,37 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// Headers of a node's answer that describe the connection, not the value.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == http::header::CONNECTION || name == http::header::TRANSFER_ENCODING || name == http::header::DATE || name.as_str() == "keep-alive"
+}
+
+/// Answers up to this size (head and body) are copied out of the
+/// connection's read buffer, which stays with the connection for the next
+/// request; larger ones are split off it without a copy.
+const COPY_OUT_MAX: usize = 16 * 1024;
+
+/// One connection to a node with the buffers it reuses across requests
+/// (allocating them per request was a visible share of the hop's CPU).
+struct Conn {
+    stream: TcpStream,
+    /// What was read from the node; emptied per exchange.
+    read: BytesMut,
+    /// The request being written; emptied per exchange.
+    write: Vec<u8>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Self {
+        Conn { stream, read: BytesMut::with_capacity(4096), write: Vec::with_capacity(256) }
+    }
+}
+
 /// Idle connections to one node.
 pub struct NodePool {
     /// `host:port`.
     authority: String,
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -52,6 +80,18 @@ struct Failure {
     reason: String,
 }
 
+/// What the head of an answer says about framing the rest.
+struct Framing {
+    status: StatusCode,
+    head_len: usize,
+    /// (name, byte range of the value in the read buffer) of every
+    /// end-to-end header.
+    headers: Vec<(HeaderName, std::ops::Range<usize>)>,
+    close: bool,
+    chunked: bool,
+    length: Option<usize>,
+}
+
 impl NodePool {
     /// A pool for `addr` (`http://host:port`).
     pub fn new(addr: &str, max_idle: usize, idle_timeout: Duration, connect_timeout: Duration, max_body: usize) -> Result<Self, String> {
@@ -63,20 +103,20 @@ impl NodePool {
         Ok(NodePool { authority, idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout, max_body })
     }
 
-    fn take_idle(&self) -> Option<TcpStream> {
+    fn take_idle(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout {
+            if now.saturating_duration_since(since) < self.idle_timeout {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn put_idle(&self, conn: TcpStream) {
+    fn put_idle(&self, conn: Conn, now: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, now));
         }
     }
 
@@ -91,12 +131,27 @@ impl NodePool {
 
     /// Sends one request and reads the whole answer.
     pub async fn request(&self, method: &Method, path: &str, headers: &[(HeaderName, HeaderValue)], body: &[u8]) -> Result<Answer, String> {
-        let head = encode_head(method, path, &self.authority, headers, body.len());
-        if let Some(mut conn) = self.take_idle() {
-            match self.exchange(&mut conn, method, &head, body).await {
+        self.request_at(Instant::now(), method, path, headers, &[], body).await
+    }
+
+    /// [`NodePool::request`] for a caller that already read the clock
+    /// (`now` stamps idle connections) and has `extra` headers to send
+    /// after `headers` (the node token).
+    pub async fn request_at(
+        &self,
+        now: Instant,
+        method: &Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        extra: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) -> Result<Answer, String> {
+        let request = Request { method, path, authority: &self.authority, headers, extra, body };
+        if let Some(mut conn) = self.take_idle(now) {
+            match self.exchange(&mut conn, &request).await {
                 Ok((answer, reusable)) => {
                     if reusable {
-                        self.put_idle(conn);
+                        self.put_idle(conn, now);
                     }
                     return Ok(answer);
                 }
@@ -104,11 +159,11 @@ impl NodePool {
                 Err(f) => return Err(f.reason),
             }
         }
-        let mut conn = self.connect().await?;
-        match self.exchange(&mut conn, method, &head, body).await {
+        let mut conn = Conn::new(self.connect().await?);
+        match self.exchange(&mut conn, &request).await {
             Ok((answer, reusable)) => {
                 if reusable {
-                    self.put_idle(conn);
+                    self.put_idle(conn, now);
                 }
                 Ok(answer)
             }
@@ -116,114 +171,162 @@ impl NodePool {
         }
     }
 
-    async fn exchange(&self, conn: &mut TcpStream, method: &Method, head: &[u8], body: &[u8]) -> Result<(Answer, bool), Failure> {
+    async fn exchange(&self, conn: &mut Conn, request: &Request<'_>) -> Result<(Answer, bool), Failure> {
         let early = |reason: String| Failure { before_answer: true, reason };
+        let Conn { stream, read: buf, write } = conn;
+        write.clear();
+        request.encode_head(write);
+        let body = request.body;
         if body.is_empty() {
-            conn.write_all(head).await.map_err(|e| early(format!("write: {e}")))?;
+            stream.write_all(write).await.map_err(|e| early(format!("write: {e}")))?;
         } else if body.len() <= 16 * 1024 {
-            let mut all = Vec::with_capacity(head.len() + body.len());
-            all.extend_from_slice(head);
-            all.extend_from_slice(body);
-            conn.write_all(&all).await.map_err(|e| early(format!("write: {e}")))?;
+            write.extend_from_slice(body);
+            stream.write_all(write).await.map_err(|e| early(format!("write: {e}")))?;
         } else {
-            conn.write_all(head).await.map_err(|e| early(format!("write: {e}")))?;
-            conn.write_all(body).await.map_err(|e| early(format!("write: {e}")))?;
+            stream.write_all(write).await.map_err(|e| early(format!("write: {e}")))?;
+            stream.write_all(body).await.map_err(|e| early(format!("write: {e}")))?;
         }
-        let mut buf = BytesMut::with_capacity(4096);
+        if write.capacity() > 64 * 1024 {
+            *write = Vec::with_capacity(256);
+        }
+        buf.clear();
+        buf.reserve(4096);
         // Head.
-        let (status, headers, head_len) = loop {
-            let n = conn.read_buf(&mut buf).await.map_err(|e| Failure { before_answer: buf.is_empty(), reason: format!("read: {e}") })?;
+        let framing = loop {
+            let n = stream.read_buf(buf).await.map_err(|e| Failure { before_answer: buf.is_empty(), reason: format!("read: {e}") })?;
             if n == 0 {
                 return Err(Failure { before_answer: buf.is_empty(), reason: "connection closed before a complete answer".into() });
             }
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut slots);
-            match parsed.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = StatusCode::from_u16(parsed.code.unwrap_or(0)).map_err(|_| bad("invalid status code"))?;
-                    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-                    for h in parsed.headers.iter() {
-                        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-                        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("invalid header value"))?;
-                        headers.append(name, value);
-                    }
-                    break (status, headers, len);
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-                Ok(httparse::Status::Partial) => return Err(bad("response head over 64 KiB")),
-                Err(e) => return Err(bad(&format!("unparsable response: {e}"))),
+            match parse_head(buf)? {
+                Some(framing) => break framing,
+                None if buf.len() < MAX_HEAD => continue,
+                None => return Err(bad("response head over 64 KiB")),
             }
         };
-        buf.advance(head_len);
-        let close = headers
-            .get(http::header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let no_body = *method == Method::HEAD || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-        let chunked = headers
-            .get(http::header::TRANSFER_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let length = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok());
-        let (body, reusable) = if no_body {
-            (Bytes::new(), !close)
-        } else if chunked {
-            (read_chunked(conn, &mut buf, self.max_body).await?, !close)
-        } else if let Some(len) = length {
+        let Framing { status, head_len, headers: header_ranges, close, chunked, length } = framing;
+        let no_body = *request.method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        // `all` holds the head (and, when framed by length, the body): the
+        // header values and the body are slices of it.
+        let (all, body, reusable) = if no_body || (!chunked && length.is_some()) {
+            let len = if no_body { 0 } else { length.unwrap_or(0) };
             if len > self.max_body {
                 return Err(bad(&format!("answer body of {len} bytes is over the {} byte limit", self.max_body)));
             }
-            while buf.len() < len {
-                buf.reserve(len - buf.len());
-                let n = conn.read_buf(&mut buf).await.map_err(|e| bad(&format!("read: {e}")))?;
+            let total = head_len + len;
+            while buf.len() < total {
+                buf.reserve(total - buf.len());
+                let n = stream.read_buf(buf).await.map_err(|e| bad(&format!("read: {e}")))?;
                 if n == 0 {
                     return Err(bad("connection closed in the middle of the answer body"));
                 }
             }
-            let body = buf.split_to(len).freeze();
-            (body, !close && buf.is_empty())
+            let reusable = !close && buf.len() == total;
+            let all = if total <= COPY_OUT_MAX { Bytes::copy_from_slice(&buf[..total]) } else { buf.split_to(total).freeze() };
+            let body = all.slice(head_len..);
+            (all, body, reusable)
+        } else if chunked {
+            let head = Bytes::copy_from_slice(&buf[..head_len]);
+            buf.advance(head_len);
+            let body = read_chunked(stream, buf, self.max_body).await?;
+            (head, body, !close)
         } else {
+            // Framed by the end of the connection.
+            let head = Bytes::copy_from_slice(&buf[..head_len]);
+            buf.advance(head_len);
             loop {
                 if buf.len() > self.max_body {
                     return Err(bad("answer body over the limit"));
                 }
-                let n = conn.read_buf(&mut buf).await.map_err(|e| bad(&format!("read: {e}")))?;
+                let n = stream.read_buf(buf).await.map_err(|e| bad(&format!("read: {e}")))?;
                 if n == 0 {
                     break;
                 }
             }
-            (buf.split().freeze(), false)
+            (head, buf.split().freeze(), false)
         };
-        Ok((Answer { status, headers, body }, reusable))
+        let mut map = HeaderMap::with_capacity(header_ranges.len());
+        for (name, range) in header_ranges {
+            let value = HeaderValue::from_maybe_shared(all.slice(range)).map_err(|_| bad("invalid header value"))?;
+            map.append(name, value);
+        }
+        Ok((Answer { status, headers: map, body }, reusable))
     }
+}
+
+/// One request to a node.
+struct Request<'a> {
+    method: &'a Method,
+    path: &'a str,
+    authority: &'a str,
+    headers: &'a [(HeaderName, HeaderValue)],
+    extra: &'a [(HeaderName, HeaderValue)],
+    body: &'a [u8],
+}
+
+impl Request<'_> {
+    fn encode_head(&self, head: &mut Vec<u8>) {
+        head.extend_from_slice(self.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(self.path.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        head.extend_from_slice(self.authority.as_bytes());
+        for (name, value) in self.headers.iter().chain(self.extra) {
+            if *name == http::header::CONTENT_LENGTH || *name == http::header::HOST || *name == http::header::TRANSFER_ENCODING || *name == http::header::CONNECTION {
+                continue;
+            }
+            head.extend_from_slice(b"\r\n");
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+        }
+        if !self.body.is_empty() || matches!(*self.method, Method::PUT | Method::POST) {
+            head.extend_from_slice(b"\r\ncontent-length: ");
+            head.extend_from_slice(self.body.len().to_string().as_bytes());
+        }
+        head.extend_from_slice(b"\r\n\r\n");
+    }
+}
+
+/// Parses the head at the start of `buf`: `None` while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<Framing>, Failure> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(bad(&format!("unparsable response: {e}"))),
+    };
+    let status = StatusCode::from_u16(parsed.code.unwrap_or(0)).map_err(|_| bad("invalid status code"))?;
+    let base = buf.as_ptr() as usize;
+    let mut framing = Framing { status, head_len, headers: Vec::with_capacity(parsed.headers.len()), close: false, chunked: false, length: None };
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        if name == http::header::CONNECTION {
+            framing.close |= h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == http::header::TRANSFER_ENCODING {
+            framing.chunked |= h.value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked");
+        } else if name == http::header::CONTENT_LENGTH {
+            let length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_none() || (framing.length.is_some() && framing.length != length) {
+                return Err(bad("invalid content-length"));
+            }
+            framing.length = length;
+        }
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        // Values are slices of `buf` (an empty one may point anywhere).
+        let start = if h.value.is_empty() { 0 } else { h.value.as_ptr() as usize - base };
+        framing.headers.push((name, start..start + h.value.len()));
+    }
+    Ok(Some(framing))
 }
 
 fn bad(reason: &str) -> Failure {
     Failure { before_answer: false, reason: reason.to_string() }
-}
-
-fn encode_head(method: &Method, path: &str, authority: &str, headers: &[(HeaderName, HeaderValue)], body_len: usize) -> Vec<u8> {
-    let mut head = Vec::with_capacity(64 + path.len() + headers.len() * 48);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(path.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    head.extend_from_slice(authority.as_bytes());
-    for (name, value) in headers {
-        if *name == http::header::CONTENT_LENGTH || *name == http::header::HOST || *name == http::header::TRANSFER_ENCODING || *name == http::header::CONNECTION {
-            continue;
-        }
-        head.extend_from_slice(b"\r\n");
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-    }
-    if body_len > 0 || matches!(*method, Method::PUT | Method::POST) {
-        head.extend_from_slice(b"\r\ncontent-length: ");
-        head.extend_from_slice(body_len.to_string().as_bytes());
-    }
-    head.extend_from_slice(b"\r\n\r\n");
-    head
 }
 
 /// Reads a chunked body; `buf` holds what was read past the head.
@@ -289,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn frames_answers_and_reuses_the_connection() {
         let (addr, task) = server(vec![
-            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\netag: \"x\"\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: Tue, 24 Nov 2026 10:00:00 GMT\r\nconnection: keep-alive\r\netag: \"x\"\r\nx-empty:\r\n\r\nhello",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
             b"HTTP/1.1 204 No Content\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n",
@@ -298,6 +401,10 @@ mod tests {
         let pool = NodePool::new(&addr, 4, Duration::from_secs(10), Duration::from_secs(1), 1 << 20).unwrap();
         let a = pool.request(&Method::GET, "/v1/keys/k", &[], b"").await.unwrap();
         assert_eq!((a.status, &a.body[..], a.headers["etag"].to_str().unwrap()), (StatusCode::OK, &b"hello"[..], "\"x\""));
+        // End-to-end headers only, values intact (an empty one too).
+        assert_eq!(a.headers.get("x-empty").map(|v| v.as_bytes()), Some(&b""[..]));
+        assert!(a.headers.get("date").is_none() && a.headers.get("connection").is_none(), "{:?}", a.headers);
+        assert_eq!(a.headers["content-length"], "5");
         let a = pool.request(&Method::POST, "/v1/batch/get", &[(http::header::CONTENT_TYPE, HeaderValue::from_static("a/b"))], b"body").await.unwrap();
         assert_eq!(&a.body[..], b"abcde");
         let a = pool.request(&Method::DELETE, "/v1/keys/k", &[], b"").await.unwrap();
@@ -333,7 +440,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn large_answers_and_close_lists() {
+        // Bigger than the copy-out limit: split off the read buffer; the
+        // connection still serves the next request.
+        static BIG: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+            let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 3 * COPY_OUT_MAX).into_bytes();
+            r.extend((0..3 * COPY_OUT_MAX).map(|i| (i % 251) as u8));
+            r
+        });
+        let (addr, task) = server(vec![&BIG[..], b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\ncontent-length: 2\r\n\r\nok"]).await;
+        let pool = NodePool::new(&addr, 4, Duration::from_secs(10), Duration::from_secs(1), 1 << 20).unwrap();
+        let a = pool.request(&Method::GET, "/big", &[], b"").await.unwrap();
+        assert_eq!(a.body.len(), 3 * COPY_OUT_MAX);
+        assert!(a.body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        let a = pool.request(&Method::GET, "/small", &[], b"").await.unwrap();
+        assert_eq!(&a.body[..], b"ok");
+        assert_eq!(task.await.unwrap().len(), 2, "both on one connection");
+        assert!(pool.idle.lock().unwrap().is_empty(), "a connection answered with `close` in a list is not reused");
+    }
+
+    #[tokio::test]
     async fn refuses_oversized_and_malformed_answers() {
+        let (addr, _task) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"]).await;
+        let pool = NodePool::new(&addr, 4, Duration::from_secs(10), Duration::from_secs(1), 100).unwrap();
+        assert!(pool.request(&Method::GET, "/", &[], b"").await.unwrap_err().contains("content-length"));
         let (addr, _task) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 999\r\n\r\n"]).await;
         let pool = NodePool::new(&addr, 4, Duration::from_secs(10), Duration::from_secs(1), 100).unwrap();
         assert!(pool.request(&Method::GET, "/", &[], b"").await.unwrap_err().contains("limit"));

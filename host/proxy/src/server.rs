@@ -358,16 +358,12 @@ fn relay_error(node: &NodeHandle, r: &UpstreamResponse) -> RequestError {
     })
 }
 
-/// The client-facing response for a node's answer (its headers moved over,
-/// minus the hop-by-hop ones).
+/// The client-facing response for a node's answer (its headers moved over;
+/// [`UpstreamResponse`] holds no hop-by-hop ones).
 pub(crate) fn relay(r: UpstreamResponse) -> Response {
     let mut response = Response::new(Body::from(r.body));
     *response.status_mut() = r.status;
-    let mut headers = r.headers;
-    for name in [header::CONNECTION, HeaderName::from_static("keep-alive"), header::TRANSFER_ENCODING, header::DATE] {
-        headers.remove(name);
-    }
-    *response.headers_mut() = headers;
+    *response.headers_mut() = r.headers;
     response
 }
 

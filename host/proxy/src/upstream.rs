@@ -25,7 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::{ProxyConfig, UpstreamClient};
 use crate::health::{NodeBoard, NodeHandle};
 
-/// A complete answer from a node.
+/// A complete answer from a node, with its end-to-end headers only (no
+/// `connection`, `keep-alive`, `transfer-encoding` or `date`).
 #[derive(Debug, Clone)]
 pub struct UpstreamResponse {
     pub status: StatusCode,
@@ -90,25 +91,28 @@ impl Upstream {
         headers: &[(header::HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let with_token;
-        let headers = match &self.authorization {
-            Some(auth) => {
-                with_token = headers.iter().cloned().chain(std::iter::once(auth.clone())).collect::<Vec<_>>();
-                &with_token[..]
-            }
-            None => headers,
-        };
         let start = Instant::now();
         let result = if self.direct {
             let Some(pool) = &node.pool else {
                 return Err(UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() });
             };
+            let extra = self.authorization.as_ref().map(std::slice::from_ref).unwrap_or(&[]);
             let exchange = async {
-                let a = pool.request(&method, path_and_query, headers, &body).await?;
+                let a = pool.request_at(start, &method, path_and_query, headers, extra, &body).await?;
                 Ok::<_, String>(UpstreamResponse { status: a.status, headers: a.headers, body: a.body })
             };
-            tokio::time::timeout(self.timeout, exchange).await
+            // One clock read per request: the deadline, the pool's idle
+            // stamps and the latency all start from `start`.
+            tokio::time::timeout_at((start + self.timeout).into(), exchange).await
         } else {
+            let with_token;
+            let headers = match &self.authorization {
+                Some(auth) => {
+                    with_token = headers.iter().cloned().chain(std::iter::once(auth.clone())).collect::<Vec<_>>();
+                    &with_token[..]
+                }
+                None => headers,
+            };
             self.send_hyper(node, method, path_and_query, headers, body).await?
         };
         node.latency.observe(start.elapsed().as_secs_f64());
@@ -168,8 +172,12 @@ impl Upstream {
             .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| describe(&e))?;
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
             let body = body.collect().await.map_err(|e| describe(&e))?.to_bytes();
+            // Like the direct client's answers: end-to-end headers only.
+            for name in [header::CONNECTION, header::HeaderName::from_static("keep-alive"), header::TRANSFER_ENCODING, header::DATE] {
+                parts.headers.remove(name);
+            }
             Ok::<_, String>(UpstreamResponse { status: parts.status, headers: parts.headers, body })
         };
         Ok(tokio::time::timeout(self.timeout, exchange).await)
