@@ -63,32 +63,30 @@ pub enum BatchError {
     Truncated { offset: usize, what: &'static str },
     #[error("batch has {extra} bytes after its last entry")]
     TrailingBytes { extra: usize },
-    #[error("batch has {count} entries; the limit node.max_batch_keys is {limit}")]
-    TooManyEntries { count: usize, limit: usize },
-    #[error("batch is {size} bytes; the limit node.max_batch_size is {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
-    #[error(
-        "batch entry {index}: key is {size} bytes; the limit node.max_key_size is {limit} bytes"
-    )]
+    #[error("batch has {count} entries; the limit {limit_name} is {limit}")]
+    TooManyEntries { count: usize, limit: usize, limit_name: String },
+    #[error("batch is {size} bytes; the limit {limit_name} is {limit} bytes")]
+    TooLarge { size: usize, limit: usize, limit_name: String },
+    #[error("batch entry {index}: key is {size} bytes; the limit {limit_name} is {limit} bytes")]
     KeyTooLong {
         index: usize,
         size: usize,
         limit: usize,
+        limit_name: String,
     },
     #[error("batch entry {index}: key must not be empty")]
     EmptyKey { index: usize },
-    #[error(
-        "batch entry {index}: value is {size} bytes; the limit node.max_value_size is {limit} bytes"
-    )]
+    #[error("batch entry {index}: value is {size} bytes; the limit {limit_name} is {limit} bytes")]
     ValueTooLarge {
         index: usize,
         size: usize,
         limit: usize,
+        limit_name: String,
     },
     #[error("batch entry {index}: content type is {size} bytes; the limit is 255 bytes")]
     ContentTypeTooLong { index: usize, size: usize },
-    #[error("batch entry {index}: ttl {secs}s is above the limit node.max_ttl ({limit}s)")]
-    TtlTooLong { index: usize, secs: u64, limit: u64 },
+    #[error("batch entry {index}: ttl {secs}s is above the limit {limit_name} ({limit}s)")]
+    TtlTooLong { index: usize, secs: u64, limit: u64, limit_name: String },
     #[error("batch entry {index}: unknown {what} code {code}")]
     UnknownCode {
         index: usize,
@@ -145,6 +143,9 @@ pub enum PutResult {
     ConditionFailed,
 }
 
+/// What the framing errors of encoding name as their limit.
+const FORMAT_LIMIT: &str = "the batch format's";
+
 fn header(buf: &mut BytesMut, kind: u8, count: usize) {
     buf.put_u8(FORMAT_VERSION);
     buf.put_u8(kind);
@@ -154,7 +155,8 @@ fn header(buf: &mut BytesMut, kind: u8, count: usize) {
 fn check_count(count: usize, limits: Option<&Limits>) -> Result<(), BatchError> {
     let limit = limits.map_or(u32::MAX as usize, |l| l.max_batch_keys);
     if count > limit {
-        return Err(BatchError::TooManyEntries { count, limit });
+        let limit_name = limits.map_or_else(|| FORMAT_LIMIT.to_string(), |l| l.name("max_batch_keys"));
+        return Err(BatchError::TooManyEntries { count, limit, limit_name });
     }
     Ok(())
 }
@@ -181,6 +183,7 @@ fn put_key(buf: &mut BytesMut, index: usize, key: &[u8]) -> Result<(), BatchErro
         index,
         size: key.len(),
         limit: u16::MAX as usize,
+        limit_name: FORMAT_LIMIT.to_string(),
     })?;
     buf.put_u16(len);
     buf.put_slice(key);
@@ -366,6 +369,7 @@ pub fn encode_put_request(items: &[PutItem]) -> Result<Bytes, BatchError> {
             index,
             size: item.value.len(),
             limit: u32::MAX as usize,
+            limit_name: FORMAT_LIMIT.to_string(),
         })?;
         buf.put_u32(len);
         buf.put_slice(&item.value);
@@ -408,6 +412,7 @@ pub fn decode_put_request(buf: Bytes, limits: &Limits) -> Result<Vec<PutItem>, B
                 index,
                 secs: ttl.into(),
                 limit: max_ttl,
+                limit_name: limits.name("max_ttl"),
             });
         }
         let key = r.key(index, limits)?;
@@ -477,6 +482,7 @@ fn check_request_size(buf: &Bytes, limits: &Limits) -> Result<(), BatchError> {
         return Err(BatchError::TooLarge {
             size: buf.len(),
             limit: limits.max_batch_size,
+            limit_name: limits.name("max_batch_size"),
         });
     }
     Ok(())
@@ -567,6 +573,7 @@ impl Reader {
                 index,
                 size: len,
                 limit: limits.max_key_size,
+                limit_name: limits.name("max_key_size"),
             });
         }
         self.take(len, "key")
@@ -584,6 +591,7 @@ impl Reader {
                 index,
                 size: len,
                 limit: limits.max_value_size,
+                limit_name: limits.name("max_value_size"),
             });
         }
         self.take(len, "value")
@@ -691,7 +699,7 @@ mod tests {
         };
         let err =
             decode_get_request(encode_get_request(&[b"a", b"b", b"c"]).unwrap(), &l).unwrap_err();
-        assert_eq!(err, BatchError::TooManyEntries { count: 3, limit: 2 });
+        assert_eq!(err, BatchError::TooManyEntries { count: 3, limit: 2, limit_name: "node.max_batch_keys".into() });
         assert!(err.to_string().contains("node.max_batch_keys"));
         let err = decode_get_request(encode_get_request(&[b"abcd"]).unwrap(), &l).unwrap_err();
         assert!(err.to_string().contains("node.max_key_size"), "{err}");

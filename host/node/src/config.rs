@@ -265,6 +265,7 @@ impl NodeConfig {
     /// batch codec enforce).
     pub fn limits(&self) -> Limits {
         Limits {
+            role: "node",
             max_key_size: self.max_key_size.as_u64() as usize,
             max_value_size: self.max_value_size.as_u64() as usize,
             default_ttl: self.default_ttl,

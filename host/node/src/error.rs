@@ -20,14 +20,14 @@ pub enum ApiError {
     #[error("key must be one percent-encoded path segment (encode '/' as %2F)")]
     KeyNotOneSegment,
     /// In the URL of a single-key request: 414.
-    #[error("key is {size} bytes; the limit node.max_key_size is {limit} bytes")]
-    KeyTooLong { size: usize, limit: usize },
-    #[error("value is {size} bytes; the limit node.max_value_size is {limit} bytes")]
-    ValueTooLarge { size: u64, limit: usize },
+    #[error("key is {size} bytes; the limit {limit_name} is {limit} bytes")]
+    KeyTooLong { size: usize, limit: usize, limit_name: String },
+    #[error("value is {size} bytes; the limit {limit_name} is {limit} bytes")]
+    ValueTooLarge { size: u64, limit: usize, limit_name: String },
     /// A body without (or with a lying) `Content-Length` grew past a limit.
     #[error("request body is larger than {limit_name} ({limit} bytes)")]
     BodyTooLarge {
-        limit_name: &'static str,
+        limit_name: String,
         limit: usize,
     },
     #[error("query parameter ttl: {reason}")]

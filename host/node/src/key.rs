@@ -39,6 +39,7 @@ pub fn decode_key_segment<'a>(
         return Err(ApiError::KeyTooLong {
             size: segment.len() / 3,
             limit: limits.max_key_size,
+            limit_name: limits.name("max_key_size"),
         });
     }
     let key: Cow<'a, [u8]> = percent_decode_str(segment).into();
@@ -46,6 +47,7 @@ pub fn decode_key_segment<'a>(
         return Err(ApiError::KeyTooLong {
             size: key.len(),
             limit: limits.max_key_size,
+            limit_name: limits.name("max_key_size"),
         });
     }
     Ok(key)
@@ -102,8 +104,11 @@ mod tests {
         ));
         assert!(matches!(
             decode_key_segment("abcde", &limits),
-            Err(ApiError::KeyTooLong { size: 5, limit: 4 })
+            Err(ApiError::KeyTooLong { size: 5, limit: 4, ref limit_name }) if limit_name == "node.max_key_size"
         ));
+        let proxy = Limits { role: "proxy", ..limits.clone() };
+        let e = decode_key_segment("abcde", &proxy).unwrap_err().to_string();
+        assert_eq!(e, "key is 5 bytes; the limit proxy.max_key_size is 4 bytes");
         assert!(decode_key_segment("%61%62%63%64", &limits).is_ok());
     }
 }

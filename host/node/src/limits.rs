@@ -1,6 +1,7 @@
 //! The request limits a node enforces, in one value that HTTP handlers, the
 //! batch codec and (later) the proxy share, so that a proxy in front of
-//! nodes rejects exactly what a node would, with the same messages.
+//! nodes rejects exactly what a node would, with the same messages (each
+//! naming its own config key: `node.max_key_size` or `proxy.max_key_size`).
 
 use std::time::Duration;
 
@@ -13,9 +14,12 @@ pub const MAX_VALUE_SIZE_CEILING: u64 = 512 * 1024 * 1024;
 pub const MAX_CONTENT_TYPE_LEN: usize = 255;
 
 /// Limits on one request. Error messages name them by their config key
-/// (`node.max_key_size`, ...).
+/// (`node.max_key_size`, or `proxy.max_key_size` in a proxy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
+    /// The config table these limits come from (`node` or `proxy`): error
+    /// messages name `<role>.max_key_size` and so on.
+    pub role: &'static str,
     /// `node.max_key_size`: bytes of a key after percent-decoding.
     pub max_key_size: usize,
     /// `node.max_value_size`: bytes of a value.
@@ -29,6 +33,13 @@ pub struct Limits {
     /// `node.max_batch_size`: bytes of a batch request body; also where a
     /// batch read response stops including values.
     pub max_batch_size: usize,
+}
+
+impl Limits {
+    /// The config key of the limit `field`, e.g. `node.max_key_size`.
+    pub fn name(&self, field: &str) -> String {
+        format!("{}.{field}", self.role)
+    }
 }
 
 impl Default for Limits {

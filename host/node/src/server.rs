@@ -270,9 +270,9 @@ async fn put_one(
     if let Some(size) = content_length(headers)?
         && size > limit as u64
     {
-        return Err(ApiError::ValueTooLarge { size, limit });
+        return Err(ApiError::ValueTooLarge { size, limit, limit_name: node.limits.name("max_value_size") });
     }
-    let value = read_body(body, limit, "node.max_value_size", node.body_read_timeout).await?;
+    let value = read_body(body, limit, &node.limits, "max_value_size", node.body_read_timeout).await?;
     let result = node.store.put(&key, content_type, &value, ttl, &condition);
     Ok(match result {
         PutResult::Created { version } => {
@@ -410,10 +410,11 @@ async fn read_batch_body(
         return Err(batch::BatchError::TooLarge {
             size: size.try_into().unwrap_or(usize::MAX),
             limit,
+            limit_name: node.limits.name("max_batch_size"),
         }
         .into());
     }
-    read_body(body, limit, "node.max_batch_size", node.body_read_timeout).await
+    read_body(body, limit, &node.limits, "max_batch_size", node.body_read_timeout).await
 }
 
 async fn readyz(State(node): State<Arc<NodeState>>) -> Response {
@@ -459,11 +460,13 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// Reads a whole body of at most `limit` bytes within `timeout`.
+/// Reads a whole body of at most `limit` bytes (the limit `field` of
+/// `limits`, named in the error) within `timeout`.
 async fn read_body(
     body: Body,
     limit: usize,
-    limit_name: &'static str,
+    limits: &Limits,
+    field: &'static str,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
     let collect = Limited::new(body, limit).collect();
@@ -477,7 +480,7 @@ async fn read_body(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                Err(ApiError::BodyTooLarge { limit_name, limit })
+                Err(ApiError::BodyTooLarge { limit_name: limits.name(field), limit })
             } else {
                 Err(ApiError::BodyRead(error.to_string()))
             }

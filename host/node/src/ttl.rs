@@ -48,7 +48,8 @@ pub fn check_ttl_seconds(secs: u64, limits: &Limits) -> Result<(), ApiError> {
     if secs == 0 || secs > max {
         return Err(ApiError::InvalidTtl {
             reason: format!(
-                "{secs} is outside 1..={max} seconds (the limit node.max_ttl is {max}s)"
+                "{secs} is outside 1..={max} seconds (the limit {} is {max}s)",
+                limits.name("max_ttl")
             ),
         });
     }

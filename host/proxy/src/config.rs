@@ -346,6 +346,7 @@ impl ProxyConfig {
     /// checks, with the same messages, as a node's).
     pub fn limits(&self) -> Limits {
         Limits {
+            role: "proxy",
             max_key_size: self.max_key_size.as_u64() as usize,
             max_value_size: self.max_value_size.as_u64() as usize,
             default_ttl: self.max_ttl.min(shardgate_node::NodeConfig::default().default_ttl),

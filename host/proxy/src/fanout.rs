@@ -43,9 +43,10 @@ async fn read_batch_body(shared: &Shared, req: Request<Incoming>) -> Result<Byte
     if let Some(size) = content_length(&parts.headers)?
         && size > limit as u64
     {
-        return Err(ApiError::from(BatchError::TooLarge { size: size.try_into().unwrap_or(usize::MAX), limit }).into());
+        let limit_name = shared.limits.name("max_batch_size");
+        return Err(ApiError::from(BatchError::TooLarge { size: size.try_into().unwrap_or(usize::MAX), limit, limit_name }).into());
     }
-    Ok(read_body(body, limit, "node.max_batch_size", shared.config.body_read_timeout).await?)
+    Ok(read_body(body, limit, &shared.limits, "max_batch_size", shared.config.body_read_timeout).await?)
 }
 
 /// Groups entry indexes by the node chosen for each.

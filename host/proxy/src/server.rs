@@ -563,9 +563,9 @@ async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) 
     if let Some(size) = content_length(&parts.headers)?
         && size > limit as u64
     {
-        return Err(ApiError::ValueTooLarge { size, limit }.into());
+        return Err(ApiError::ValueTooLarge { size, limit, limit_name: shared.limits.name("max_value_size") }.into());
     }
-    let value = read_body(body, limit, "node.max_value_size", shared.config.body_read_timeout).await?;
+    let value = read_body(body, limit, &shared.limits, "max_value_size", shared.config.body_read_timeout).await?;
     let mut positions = Vec::with_capacity(4);
     shared.routing.route(epoch, &key, &mut positions)?;
     let owners = pick_owners(shared, epoch, &key, &positions)?;
@@ -624,16 +624,17 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiErro
         .transpose()
 }
 
-/// Reads a whole body of at most `limit` bytes within `timeout` (the
-/// node's rules and messages).
-pub(crate) async fn read_body(body: Incoming, limit: usize, limit_name: &'static str, timeout: Duration) -> Result<Bytes, ApiError> {
+/// Reads a whole body of at most `limit` bytes (the limit `field` of
+/// `limits`, named in the error) within `timeout` (the node's rules and
+/// messages).
+pub(crate) async fn read_body(body: Incoming, limit: usize, limits: &Limits, field: &'static str, timeout: Duration) -> Result<Bytes, ApiError> {
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(ApiError::BodyTimeout(humantime::format_duration(timeout).to_string())),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) => {
             if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(ApiError::BodyTooLarge { limit_name, limit })
+                Err(ApiError::BodyTooLarge { limit_name: limits.name(field), limit })
             } else {
                 Err(ApiError::BodyRead(error.to_string()))
             }

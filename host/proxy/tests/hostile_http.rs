@@ -540,13 +540,13 @@ proptest! {
                 let text = String::from_utf8_lossy(&r.body);
                 if decoded.len() > l.max_key_size {
                     assert_eq!(r.status, StatusCode::URI_TOO_LONG, "{input}");
-                    assert!(text.contains("max_key_size"), "{input}: {text}");
+                    assert!(text.contains("proxy.max_key_size"), "{input}: {text}");
                 } else if !ttl_ok {
                     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{input}: {text}");
                     assert!(text.contains("ttl"), "{input}: {text}");
                 } else {
                     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{input}");
-                    assert!(text.contains("max_value_size"), "{input}: {text}");
+                    assert!(text.contains("proxy.max_value_size"), "{input}: {text}");
                 }
                 if decoded.len() <= l.max_key_size {
                     let got = request(Method::GET, &key_path(&decoded), &[], Bytes::new()).await;
