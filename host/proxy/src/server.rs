@@ -243,12 +243,16 @@ async fn dispatch(shared: Arc<Shared>, client: IpAddr, req: Request<Incoming>) -
             Method::HEAD => ("head", get_key(&shared, &epoch, req).await),
             Method::PUT => ("put", put_key(&shared, &epoch, req).await),
             Method::DELETE => ("delete", delete_key(&shared, &epoch, req).await),
-            _ => ("other", Err(RequestError::MethodNotAllowed)),
+            _ => ("other", Err(RequestError::MethodNotAllowed { allow: "GET,HEAD,PUT,DELETE" })),
         };
         let mut response = result.unwrap_or_else(IntoResponse::into_response);
         response.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
         (route, response)
     } else {
+        // Like a node (axum): HEAD is answered as GET without a body (hyper
+        // leaves it out), and a known path with another method is a 405
+        // naming the methods it takes.
+        let get = matches!(*req.method(), Method::GET | Method::HEAD);
         match (req.method(), path) {
             (&Method::POST, "/v1/batch/get") => {
                 let epoch = shared.routing.load();
@@ -260,18 +264,23 @@ async fn dispatch(shared: Arc<Shared>, client: IpAddr, req: Request<Incoming>) -
                 let r = crate::fanout::batch_put(&shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
                 ("batch_put", with_epoch(r, &epoch))
             }
-            (&Method::GET, "/status") => ("status", status(&shared)),
-            (&Method::GET, p) if p.starts_with(OWNERS_PATH_PREFIX) => {
+            (_, "/v1/batch/get" | "/v1/batch/put") => ("other", RequestError::MethodNotAllowed { allow: "POST" }.into_response()),
+            (_, "/status") if get => ("status", status(&shared)),
+            (_, p) if get && p.starts_with(OWNERS_PATH_PREFIX) => {
                 let epoch = shared.routing.load();
                 let r = owners(&shared, &epoch, req.uri()).unwrap_or_else(IntoResponse::into_response);
                 ("owners", with_epoch(r, &epoch))
             }
-            (&Method::GET, "/metrics") => ("metrics", metrics(&shared)),
-            (&Method::GET, "/healthz") => ("healthz", "ok\n".into_response()),
-            (&Method::GET, "/readyz") => ("readyz", readyz(&shared)),
-            (&Method::GET, "/openapi.json") => {
+            (_, "/metrics") if get => ("metrics", metrics(&shared)),
+            (_, "/healthz") if get => ("healthz", "ok\n".into_response()),
+            (_, "/readyz") if get => ("readyz", readyz(&shared)),
+            (_, "/openapi.json") if get => {
                 ("openapi", ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response())
             }
+            (_, "/status" | "/metrics" | "/healthz" | "/readyz" | "/openapi.json") => {
+                ("other", RequestError::MethodNotAllowed { allow: "GET,HEAD" }.into_response())
+            }
+            (_, p) if p.starts_with(OWNERS_PATH_PREFIX) => ("other", RequestError::MethodNotAllowed { allow: "GET,HEAD" }.into_response()),
             _ => ("other", ApiError::NoRoute.into_response()),
         }
     };
