@@ -88,6 +88,9 @@ pub async fn run(
         ),
     ));
     let mut http = hyper::server::conn::http1::Builder::new();
+    // Answers to pipelined requests (a proxy's pipes, `proxy.pipelines_per_node`)
+    // leave in one write instead of one per answer.
+    http.pipeline_flush(true);
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();

@@ -117,6 +117,9 @@ pub struct ProxyConfig {
     pub upstream_client: UpstreamClient,
     /// Idle keep-alive connections kept per node.
     pub pool_max_idle_per_node: usize,
+    /// Pipelined connections per node that carry GET and HEAD requests of
+    /// many clients (0: every request on a connection of its own).
+    pub pipelines_per_node: usize,
     /// How long an idle pooled connection is kept.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
@@ -212,6 +215,7 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_millis(500),
             upstream_client: UpstreamClient::Direct,
             pool_max_idle_per_node: 256,
+            pipelines_per_node: 2,
             pool_idle_timeout: Duration::from_secs(90),
             read_retries: 1,
             write_ack: WriteAck::Quorum,
@@ -288,6 +292,9 @@ impl ProxyConfig {
         }
         if self.probe_backoff_max < self.probe_backoff_min {
             return Err(err("probe_backoff_max", "must not be shorter than proxy.probe_backoff_min"));
+        }
+        if self.pipelines_per_node > 64 {
+            return Err(err("pipelines_per_node", format!("{} is over the limit of 64 (0 turns pipelining off)", self.pipelines_per_node)));
         }
         if self.eject_after_failures == 0 {
             return Err(err("eject_after_failures", "must be at least 1"));

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// A complete response. `headers` holds the end-to-end headers only: the
@@ -42,7 +42,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Answers up to this size (head and body) are copied out of the
 /// connection's read buffer, which stays with the connection for the next
 /// request; larger ones are split off it without a copy.
-const COPY_OUT_MAX: usize = 16 * 1024;
+pub(crate) const COPY_OUT_MAX: usize = 16 * 1024;
 
 /// One connection to a node with the buffers it reuses across requests
 /// (allocating them per request was a visible share of the hop's CPU).
@@ -69,38 +69,58 @@ pub struct NodePool {
     idle_timeout: Duration,
     connect_timeout: Duration,
     max_body: usize,
+    /// Pipelined connections for GET and HEAD ([`crate::pipeline`]).
+    pipes: crate::pipeline::NodePipes,
 }
 
 /// Why a request got no complete answer.
 #[derive(Debug)]
-struct Failure {
+pub(crate) struct Failure {
     /// Nothing of the answer was received (safe to retry on a fresh
     /// connection when the connection was reused).
     before_answer: bool,
-    reason: String,
+    pub(crate) reason: String,
 }
 
 /// What the head of an answer says about framing the rest.
-struct Framing {
-    status: StatusCode,
-    head_len: usize,
+pub(crate) struct Framing {
+    pub(crate) status: StatusCode,
+    pub(crate) head_len: usize,
     /// (name, byte range of the value in the read buffer) of every
     /// end-to-end header.
-    headers: Vec<(HeaderName, std::ops::Range<usize>)>,
-    close: bool,
-    chunked: bool,
-    length: Option<usize>,
+    pub(crate) headers: Vec<(HeaderName, std::ops::Range<usize>)>,
+    pub(crate) close: bool,
+    pub(crate) chunked: bool,
+    pub(crate) length: Option<usize>,
 }
 
 impl NodePool {
-    /// A pool for `addr` (`http://host:port`).
+    /// A pool for `addr` (`http://host:port`) without pipelined reads.
     pub fn new(addr: &str, max_idle: usize, idle_timeout: Duration, connect_timeout: Duration, max_body: usize) -> Result<Self, String> {
+        Self::with_pipes(addr, max_idle, idle_timeout, connect_timeout, max_body, 0, Duration::from_secs(5), Default::default())
+    }
+
+    /// A pool for `addr` whose GET and HEAD requests go through `pipes`
+    /// pipelined connections (0: none), each failed when no answer arrives
+    /// for `stall_timeout` while requests wait.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_pipes(
+        addr: &str,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+        max_body: usize,
+        pipes: usize,
+        stall_timeout: Duration,
+        counts: crate::pipeline::PipeCounts,
+    ) -> Result<Self, String> {
         let authority = addr
             .strip_prefix("http://")
             .filter(|a| !a.is_empty() && !a.contains('/'))
             .ok_or_else(|| format!("{addr} is not http://host:port"))?
             .to_string();
-        Ok(NodePool { authority, idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout, max_body })
+        let pipes = crate::pipeline::NodePipes::new(&authority, pipes, connect_timeout, stall_timeout, max_body, counts);
+        Ok(NodePool { authority, idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout, max_body, pipes })
     }
 
     fn take_idle(&self, now: Instant) -> Option<Conn> {
@@ -129,15 +149,44 @@ impl NodePool {
         Ok(conn)
     }
 
-    /// Sends one request and reads the whole answer.
-    pub async fn request(&self, method: &Method, path: &str, headers: &[(HeaderName, HeaderValue)], body: &[u8]) -> Result<Answer, String> {
-        self.request_at(Instant::now(), method, path, headers, &[], body).await
+    /// Requests sent through this node's pipes, and the writes that carried
+    /// them.
+    pub fn pipelined(&self) -> (u64, u64) {
+        self.pipes.counts()
     }
 
-    /// [`NodePool::request`] for a caller that already read the clock
-    /// (`now` stamps idle connections) and has `extra` headers to send
-    /// after `headers` (the node token).
+    /// Sends one request on a connection of its own (never pipelined: the
+    /// health check) and reads the whole answer.
+    pub async fn request(&self, method: &Method, path: &str, headers: &[(HeaderName, HeaderValue)], body: &[u8]) -> Result<Answer, String> {
+        self.request_on_connection(Instant::now(), method, path, headers, &[], body).await
+    }
+
+    /// Sends one request and reads the whole answer: GET and HEAD through a
+    /// pipe when the pool has pipes, anything else on a connection of its
+    /// own. `now` (the caller already read the clock) stamps idle
+    /// connections; `extra` headers go after `headers` (the node token).
     pub async fn request_at(
+        &self,
+        now: Instant,
+        method: &Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        extra: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) -> Result<Answer, String> {
+        if body.is_empty() && matches!(*method, Method::GET | Method::HEAD) {
+            match self.pipes.read(method, path, headers, extra).await {
+                Ok(answer) => return Ok(answer),
+                // Every pipe busy, or nothing of the answer arrived (GET and
+                // HEAD may be sent again): one request on its own connection.
+                Err(crate::pipeline::PipeError::Busy | crate::pipeline::PipeError::Failed { before_answer: true, .. }) => {}
+                Err(crate::pipeline::PipeError::Failed { before_answer: false, reason }) => return Err(reason),
+            }
+        }
+        self.request_on_connection(now, method, path, headers, extra, body).await
+    }
+
+    async fn request_on_connection(
         &self,
         now: Instant,
         method: &Method,
@@ -257,17 +306,17 @@ impl NodePool {
 }
 
 /// One request to a node.
-struct Request<'a> {
-    method: &'a Method,
-    path: &'a str,
-    authority: &'a str,
-    headers: &'a [(HeaderName, HeaderValue)],
-    extra: &'a [(HeaderName, HeaderValue)],
-    body: &'a [u8],
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) authority: &'a str,
+    pub(crate) headers: &'a [(HeaderName, HeaderValue)],
+    pub(crate) extra: &'a [(HeaderName, HeaderValue)],
+    pub(crate) body: &'a [u8],
 }
 
 impl Request<'_> {
-    fn encode_head(&self, head: &mut Vec<u8>) {
+    pub(crate) fn encode_head(&self, head: &mut Vec<u8>) {
         head.extend_from_slice(self.method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(self.path.as_bytes());
@@ -291,7 +340,7 @@ impl Request<'_> {
 }
 
 /// Parses the head at the start of `buf`: `None` while it is incomplete.
-fn parse_head(buf: &[u8]) -> Result<Option<Framing>, Failure> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Framing>, Failure> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
     let head_len = match parsed.parse(buf) {

@@ -119,11 +119,15 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_body: usize,
+    /// Pipelined connections per node for GET and HEAD (0: none).
+    pub pipes: usize,
+    /// A pipe with requests waiting fails after this long without an answer.
+    pub stall_timeout: Duration,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings { max_idle: 64, idle_timeout: Duration::from_secs(90), connect_timeout: Duration::from_secs(1), max_body: 64 << 20 }
+        PoolSettings { max_idle: 64, idle_timeout: Duration::from_secs(90), connect_timeout: Duration::from_secs(1), max_body: 64 << 20, pipes: 0, stall_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -158,7 +162,20 @@ impl NodeBoard {
             breaker: AtomicU8::new(Breaker::Closed as u8),
             failures: AtomicU32::new(0),
             check_in_flight: AtomicBool::new(false),
-            pool: crate::h1::NodePool::new(addr, self.pool.max_idle, self.pool.idle_timeout, self.pool.connect_timeout, self.pool.max_body).ok(),
+            pool: crate::h1::NodePool::with_pipes(
+                addr,
+                self.pool.max_idle,
+                self.pool.idle_timeout,
+                self.pool.connect_timeout,
+                self.pool.max_body,
+                self.pool.pipes,
+                self.pool.stall_timeout,
+                crate::pipeline::PipeCounts {
+                    requests: metrics.pipelined_requests.get_or_create(&labels).clone(),
+                    writes: metrics.pipelined_writes.get_or_create(&labels).clone(),
+                },
+            )
+            .ok(),
             probing: Mutex::new(Probing { next_check: Instant::now(), probe_delay: self.probe_min, last_error: None, ejected_at: None }),
             latency: metrics.upstream_seconds.get_or_create(&labels).clone(),
             errors: metrics.upstream_errors.get_or_create(&labels).clone(),

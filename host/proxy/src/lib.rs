@@ -24,6 +24,7 @@ pub mod fanout;
 pub mod h1;
 pub mod health;
 pub mod metrics;
+pub mod pipeline;
 pub mod routing;
 pub mod server;
 pub mod tls;

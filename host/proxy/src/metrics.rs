@@ -57,6 +57,8 @@ pub struct ProxyMetrics {
     pub detoured_keys: Counter,
     pub refused: Family<RefusedLabels, Counter>,
     pub connections_open: Gauge,
+    pub pipelined_requests: Family<NodeLabels, Counter>,
+    pub pipelined_writes: Family<NodeLabels, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -108,7 +110,13 @@ impl ProxyMetrics {
         registry.register("refused", "Client requests or connections refused by access control or limits, by reason", refused.clone());
         let connections_open = Gauge::default();
         registry.register("connections_open", "Client connections being served", connections_open.clone());
+        let pipelined_requests = Family::<NodeLabels, Counter>::default();
+        registry.register("pipelined_requests", "GET and HEAD requests sent to a node on a pipelined connection", pipelined_requests.clone());
+        let pipelined_writes = Family::<NodeLabels, Counter>::default();
+        registry.register("pipelined_writes", "Writes that carried them (requests / writes = the mean batch)", pipelined_writes.clone());
         ProxyMetrics {
+            pipelined_requests,
+            pipelined_writes,
             registry,
             requests,
             upstream_seconds,

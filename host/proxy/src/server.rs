@@ -101,6 +101,8 @@ pub async fn run(
         idle_timeout: config.pool_idle_timeout,
         connect_timeout: config.connect_timeout,
         max_body: config.max_batch_size.as_u64().max(config.max_value_size.as_u64()) as usize + (64 << 10),
+        pipes: config.pipelines_per_node,
+        stall_timeout: config.request_timeout,
     };
     let board = Arc::new(NodeBoard::new(config.eject_after_failures, config.probe_backoff_min, config.probe_backoff_max, pool));
     let sandbox = Sandbox::new(shardgate_strategy::Limits::default()).map_err(|e| ProxyError::Sandbox(e.to_string()))?;

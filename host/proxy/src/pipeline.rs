@@ -1,0 +1,337 @@
+//! Pipelined HTTP/1.1 to a node for bodiless reads (GET and HEAD): the
+//! reads of many clients share a few connections per node
+//! (`proxy.pipelines_per_node`), and the requests that arrive while a write
+//! is being prepared leave in one `write`, so the node reads them with one
+//! `read` and (with hyper's `pipeline_flush`) answers them with one
+//! `writev`. Under load this divides the proxy -> node syscalls, the most
+//! expensive part of a proxied GET, by the batch size.
+//!
+//! Where it sits: [`crate::h1::NodePool`] owns the pipes of one node and
+//! sends reads through them; writes, batches and health checks keep using
+//! its one-request-per-connection path, and so does a read that finds every
+//! pipe of the node [`MAX_DEPTH`] deep.
+//!
+//! Each pipe is a connection with two tasks: a writer that, once woken,
+//! yields once (so the other requests of this scheduler tick can join) and
+//! writes everything queued, and a reader that parses answers in order and
+//! hands each to the oldest waiting request. A connection that fails, is
+//! closed by the node or stalls for `proxy.request_timeout` while requests
+//! wait fails every request still waiting, marked "before the answer" when
+//! nothing of its answer had arrived (GET and HEAD are safe to send again).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
+use prometheus_client::metrics::counter::Counter;
+use tokio::task::AbortHandle;
+
+use crate::h1::{Answer, MAX_HEAD, Request, parse_head};
+
+/// Requests in flight on one pipe before reads use a pooled connection
+/// instead (bounds head-of-line blocking behind a slow answer).
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a pipelined read got no answer.
+#[derive(Debug)]
+pub enum PipeError {
+    /// Every pipe is [`MAX_DEPTH`] deep, or pipelining is off: send it
+    /// another way.
+    Busy,
+    /// The pipe failed. `before_answer`: nothing of this request's answer
+    /// arrived, so it may be sent again.
+    Failed { before_answer: bool, reason: String },
+}
+
+/// The pipes to one node.
+pub struct NodePipes {
+    authority: String,
+    slots: Vec<Mutex<Option<Arc<Pipe>>>>,
+    next: std::sync::atomic::AtomicUsize,
+    connect_timeout: Duration,
+    stall_timeout: Duration,
+    max_body: usize,
+    counts: Arc<PipeCounts>,
+}
+
+/// What the pipes of one node carried (`shardgate_proxy_pipelined_requests`
+/// and `_pipelined_writes` per node in `/metrics`).
+#[derive(Debug, Default, Clone)]
+pub struct PipeCounts {
+    /// Requests queued on a pipe.
+    pub requests: Counter,
+    /// `write` calls that sent them (requests / writes = the batch size).
+    pub writes: Counter,
+}
+
+struct Pipe {
+    state: Mutex<PipeState>,
+    writer: Notify,
+    tasks: Mutex<Vec<AbortHandle>>,
+    counts: Arc<PipeCounts>,
+}
+
+struct PipeState {
+    /// Encoded requests not written yet.
+    out: Vec<u8>,
+    /// Requests written or queued, oldest first; answers come in this order.
+    waiting: VecDeque<Waiter>,
+    flush_scheduled: bool,
+    closed: bool,
+}
+
+struct Waiter {
+    head: bool,
+    answer: oneshot::Sender<Result<Answer, PipeError>>,
+}
+
+impl NodePipes {
+    /// `count` pipes (0: pipelining off) to `authority` (`host:port`).
+    pub fn new(authority: &str, count: usize, connect_timeout: Duration, stall_timeout: Duration, max_body: usize, counts: PipeCounts) -> Self {
+        NodePipes {
+            authority: authority.to_string(),
+            slots: (0..count).map(|_| Mutex::new(None)).collect(),
+            next: Default::default(),
+            connect_timeout,
+            stall_timeout,
+            max_body,
+            counts: Arc::new(counts),
+        }
+    }
+
+    /// Requests and writes so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.counts.requests.get(), self.counts.writes.get())
+    }
+
+    /// Sends a GET or HEAD (no body) and waits for its answer. The caller
+    /// bounds the wait; dropping the future leaves the answer to be read
+    /// and discarded.
+    pub async fn read(&self, method: &Method, path: &str, headers: &[(HeaderName, HeaderValue)], extra: &[(HeaderName, HeaderValue)]) -> Result<Answer, PipeError> {
+        if self.slots.is_empty() {
+            return Err(PipeError::Busy);
+        }
+        let request = Request { method, path, authority: &self.authority, headers, extra, body: &[] };
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[(start + i) % self.slots.len()];
+            let pipe = match self.open(slot).await {
+                Ok(pipe) => pipe,
+                Err(reason) => return Err(PipeError::Failed { before_answer: true, reason }),
+            };
+            let (tx, rx) = oneshot::channel();
+            let wake_writer = {
+                let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+                if st.closed || st.waiting.len() >= MAX_DEPTH {
+                    continue;
+                }
+                request.encode_head(&mut st.out);
+                st.waiting.push_back(Waiter { head: *method == Method::HEAD, answer: tx });
+                !std::mem::replace(&mut st.flush_scheduled, true)
+            };
+            self.counts.requests.inc();
+            if wake_writer {
+                pipe.writer.notify_one();
+            }
+            return match rx.await {
+                Ok(result) => result,
+                Err(_) => Err(PipeError::Failed { before_answer: true, reason: "pipe closed".into() }),
+            };
+        }
+        Err(PipeError::Busy)
+    }
+
+    /// The pipe in `slot`, connecting a new one when there is none or it
+    /// closed.
+    async fn open(&self, slot: &Mutex<Option<Arc<Pipe>>>) -> Result<Arc<Pipe>, String> {
+        if let Some(pipe) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && !pipe.is_closed()
+        {
+            return Ok(pipe.clone());
+        }
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| format!("connect timed out after {}", humantime::format_duration(self.connect_timeout)))?
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut current = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pipe) = current.as_ref()
+            && !pipe.is_closed()
+        {
+            return Ok(pipe.clone()); // another request connected first; ours is dropped
+        }
+        let pipe = Pipe::start(stream, self.stall_timeout, self.max_body, self.counts.clone());
+        if let Some(old) = current.replace(pipe.clone()) {
+            old.close("replaced", true);
+        }
+        Ok(pipe)
+    }
+}
+
+impl Drop for NodePipes {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            if let Some(pipe) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                pipe.close("the node left the routing state", true);
+            }
+        }
+    }
+}
+
+impl Pipe {
+    fn start(stream: TcpStream, stall_timeout: Duration, max_body: usize, counts: Arc<PipeCounts>) -> Arc<Pipe> {
+        let (read, write) = stream.into_split();
+        let pipe = Arc::new(Pipe {
+            state: Mutex::new(PipeState { out: Vec::with_capacity(4096), waiting: VecDeque::new(), flush_scheduled: false, closed: false }),
+            writer: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+            counts,
+        });
+        let writer = tokio::spawn(write_loop(pipe.clone(), write));
+        let reader = tokio::spawn(read_loop(pipe.clone(), read, stall_timeout, max_body));
+        pipe.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend([writer.abort_handle(), reader.abort_handle()]);
+        pipe
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed
+    }
+
+    /// Fails every waiting request and stops both tasks. `front_before`:
+    /// nothing of the oldest request's answer has arrived.
+    fn close(&self, reason: &str, front_before: bool) {
+        let waiting = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.closed = true;
+            st.out.clear();
+            std::mem::take(&mut st.waiting)
+        };
+        for (i, w) in waiting.into_iter().enumerate() {
+            let before_answer = i > 0 || front_before;
+            let _ = w.answer.send(Err(PipeError::Failed { before_answer, reason: reason.to_string() }));
+        }
+        // The writer also exits on its own when woken (in case its abort
+        // handle was not stored yet).
+        self.writer.notify_one();
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+async fn write_loop(pipe: Arc<Pipe>, mut write: OwnedWriteHalf) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        pipe.writer.notified().await;
+        // Let the requests of this scheduler tick join this write.
+        tokio::task::yield_now().await;
+        {
+            let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.closed {
+                return;
+            }
+            st.flush_scheduled = false;
+            std::mem::swap(&mut st.out, &mut buf);
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        pipe.counts.writes.inc();
+        if let Err(e) = write.write_all(&buf).await {
+            pipe.close(&format!("write: {e}"), true);
+            return;
+        }
+        buf.clear();
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::with_capacity(4096);
+        }
+    }
+}
+
+async fn read_loop(pipe: Arc<Pipe>, mut read: OwnedReadHalf, stall_timeout: Duration, max_body: usize) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        // Hand out every complete answer in the buffer.
+        loop {
+            let head = {
+                let st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.waiting.front().map(|w| w.head)
+            };
+            let Some(head) = head else {
+                if !buf.is_empty() {
+                    return pipe.close("the node sent bytes nobody asked for", false);
+                }
+                break;
+            };
+            let framing = match parse_head(&buf) {
+                Ok(Some(f)) => f,
+                Ok(None) if buf.len() < MAX_HEAD => break,
+                Ok(None) => return pipe.close("response head over 64 KiB", false),
+                Err(f) => return pipe.close(&f.reason, false),
+            };
+            let no_body = head || framing.status.is_informational() || framing.status == StatusCode::NO_CONTENT || framing.status == StatusCode::NOT_MODIFIED;
+            let len = match (no_body, framing.length) {
+                (true, _) => 0,
+                (false, Some(len)) if !framing.chunked => len,
+                // Not framed by length: the pipe cannot tell where the next
+                // answer starts. Nodes always send a length.
+                _ => return pipe.close("an answer without content-length on a pipelined connection", buf.is_empty()),
+            };
+            if len > max_body {
+                return pipe.close(&format!("answer body of {len} bytes is over the {max_body} byte limit"), false);
+            }
+            let total = framing.head_len + len;
+            if buf.len() < total {
+                buf.reserve(total - buf.len());
+                break;
+            }
+            let all = if total <= crate::h1::COPY_OUT_MAX {
+                let all = Bytes::copy_from_slice(&buf[..total]);
+                buf.advance(total);
+                all
+            } else {
+                buf.split_to(total).freeze()
+            };
+            let mut headers = HeaderMap::with_capacity(framing.headers.len());
+            for (name, range) in framing.headers {
+                match HeaderValue::from_maybe_shared(all.slice(range)) {
+                    Ok(value) => {
+                        headers.append(name, value);
+                    }
+                    Err(_) => return pipe.close("invalid header value", false),
+                }
+            }
+            let answer = Answer { status: framing.status, headers, body: all.slice(framing.head_len..) };
+            let waiter = pipe.state.lock().unwrap_or_else(|e| e.into_inner()).waiting.pop_front();
+            if let Some(w) = waiter {
+                let _ = w.answer.send(Ok(answer)); // the caller may have given up
+            }
+            if framing.close {
+                return pipe.close("the node closed the connection", true);
+            }
+        }
+        let waiting = !pipe.state.lock().unwrap_or_else(|e| e.into_inner()).waiting.is_empty();
+        let n = if waiting {
+            match tokio::time::timeout(stall_timeout, read.read_buf(&mut buf)).await {
+                Ok(n) => n,
+                Err(_) => {
+                    let reason = format!("no answer within {}", humantime::format_duration(stall_timeout));
+                    return pipe.close(&reason, buf.is_empty());
+                }
+            }
+        } else {
+            read.read_buf(&mut buf).await
+        };
+        match n {
+            Ok(0) => return pipe.close("the node closed the connection", buf.is_empty()),
+            Ok(_) => {}
+            Err(e) => return pipe.close(&format!("read: {e}"), buf.is_empty()),
+        }
+    }
+}
