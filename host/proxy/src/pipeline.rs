@@ -73,6 +73,9 @@ pub struct PipeCounts {
 struct Pipe {
     state: Mutex<PipeState>,
     writer: Notify,
+    /// A request joined an empty queue: the reader's idle read becomes a
+    /// read bounded by the stall timeout.
+    arrived: Notify,
     tasks: Mutex<Vec<AbortHandle>>,
     counts: Arc<PipeCounts>,
 }
@@ -126,16 +129,20 @@ impl NodePipes {
                 Err(reason) => return Err(PipeError::Failed { before_answer: true, reason }),
             };
             let (tx, rx) = oneshot::channel();
-            let wake_writer = {
+            let (wake_writer, wake_reader) = {
                 let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
                 if st.closed || st.waiting.len() >= MAX_DEPTH {
                     continue;
                 }
                 request.encode_head(&mut st.out);
+                let first = st.waiting.is_empty();
                 st.waiting.push_back(Waiter { head: *method == Method::HEAD, answer: tx });
-                !std::mem::replace(&mut st.flush_scheduled, true)
+                (!std::mem::replace(&mut st.flush_scheduled, true), first)
             };
             self.counts.requests.inc();
+            if wake_reader {
+                pipe.arrived.notify_one();
+            }
             if wake_writer {
                 pipe.writer.notify_one();
             }
@@ -190,6 +197,7 @@ impl Pipe {
         let pipe = Arc::new(Pipe {
             state: Mutex::new(PipeState { out: Vec::with_capacity(4096), waiting: VecDeque::new(), flush_scheduled: false, closed: false }),
             writer: Notify::new(),
+            arrived: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             counts,
         });
@@ -326,7 +334,12 @@ async fn read_loop(pipe: Arc<Pipe>, mut read: OwnedReadHalf, stall_timeout: Dura
                 }
             }
         } else {
-            read.read_buf(&mut buf).await
+            tokio::select! {
+                n = read.read_buf(&mut buf) => n,
+                // A request arrived: read again, bounded (`read_buf` is
+                // cancel safe).
+                () = pipe.arrived.notified() => continue,
+            }
         };
         match n {
             Ok(0) => return pipe.close("the node closed the connection", buf.is_empty()),

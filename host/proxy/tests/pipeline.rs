@@ -142,6 +142,23 @@ async fn a_stalled_pipe_fails_after_the_stall_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(300), "answered before the pipe's stall timeout");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_that_goes_silent_while_idle_fails_the_next_read() {
+    // One answer, then the pipe sits idle, then the node stops answering.
+    let addr = flaky_server(1, true).await;
+    let pool = pool(&addr, 1, Duration::from_millis(300));
+    let a = pool.request_at(Instant::now(), &Method::GET, "/v1/keys/a", &[], &[], b"").await.unwrap();
+    assert_eq!(&a.body[..], b"first");
+    tokio::time::sleep(Duration::from_millis(50)).await; // the reader is in its idle read
+    let start = Instant::now();
+    let b = tokio::time::timeout(Duration::from_secs(10), pool.request_at(Instant::now(), &Method::GET, "/v1/keys/b", &[], &[], b""))
+        .await
+        .expect("the stall timeout bounds a read sent to an idle pipe")
+        .unwrap();
+    assert_eq!(&b.body[..], b"fresh");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}
+
 #[tokio::test]
 async fn without_pipes_reads_use_their_own_connections() {
     let (addr, _stop) = node().await;
