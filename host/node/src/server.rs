@@ -447,7 +447,9 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+/// The request's `Content-Length`, if any (the proxy checks it the same
+/// way before reading a body).
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     // hyper has already rejected malformed or conflicting Content-Length.
     headers
         .get(header::CONTENT_LENGTH)
@@ -464,14 +466,19 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// Reads a whole body of at most `limit` bytes (the limit `field` of
-/// `limits`, named in the error) within `timeout`.
-async fn read_body(
-    body: Body,
+/// `limits`, named in the error) within `timeout`. The proxy reads its
+/// clients' bodies with it too, so both refuse alike.
+pub async fn read_body<B>(
+    body: B,
     limit: usize,
     limits: &Limits,
     field: &'static str,
     timeout: Duration,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(ApiError::BodyTimeout(

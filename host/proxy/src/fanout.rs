@@ -23,7 +23,8 @@ use shardgate_node::ttl::check_ttl_seconds;
 use crate::error::RequestError;
 use crate::health::NodeHandle;
 use crate::routing::RoutingEpoch;
-use crate::server::{Shared, content_length, owner_ids, pick_owners, read_body, read_from};
+use crate::server::{Shared, owner_ids, pick_owners, read_from};
+use shardgate_node::server::{content_length, read_body};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 

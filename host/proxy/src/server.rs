@@ -24,7 +24,6 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -40,7 +39,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::admission::ClientRateLimit;
-use shardgate_node::server::reject_connection;
+use shardgate_node::server::{content_length, read_body, reject_connection};
 use crate::auth::{ClientToken, is_data_path};
 use crate::config::{OwnerDownPolicy, ProxyConfig};
 use crate::error::{ProxyError, RequestError};
@@ -621,36 +620,6 @@ async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     Ok(relay(r))
-}
-
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| ApiError::InvalidHeader { name: "Content-Length", reason: "is not a number".into() })
-        })
-        .transpose()
-}
-
-/// Reads a whole body of at most `limit` bytes (the limit `field` of
-/// `limits`, named in the error) within `timeout` (the node's rules and
-/// messages).
-pub(crate) async fn read_body(body: Incoming, limit: usize, limits: &Limits, field: &'static str, timeout: Duration) -> Result<Bytes, ApiError> {
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(ApiError::BodyTimeout(humantime::format_duration(timeout).to_string())),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) => {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(ApiError::BodyTooLarge { limit_name: limits.name(field), limit })
-            } else {
-                Err(ApiError::BodyRead(error.to_string()))
-            }
-        }
-    }
 }
 
 /// `GET /status`.
