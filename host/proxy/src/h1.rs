@@ -42,7 +42,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Answers up to this size (head and body) are copied out of the
 /// connection's read buffer, which stays with the connection for the next
 /// request; larger ones are split off it without a copy.
-pub(crate) const COPY_OUT_MAX: usize = 16 * 1024;
+const COPY_OUT_MAX: usize = 16 * 1024;
 
 /// One connection to a node with the buffers it reuses across requests
 /// (allocating them per request was a visible share of the hop's CPU).
@@ -252,19 +252,13 @@ impl NodePool {
                 None => return Err(bad("response head over 64 KiB")),
             }
         };
-        let Framing { status, head_len, headers: header_ranges, close, chunked, length } = framing;
-        let no_body = *request.method == Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
         // `all` holds the head (and, when framed by length, the body): the
         // header values and the body are slices of it.
-        let (all, body, reusable) = if no_body || (!chunked && length.is_some()) {
-            let len = if no_body { 0 } else { length.unwrap_or(0) };
+        let (all, body, reusable) = if let Some(len) = framing.body_length(*request.method == Method::HEAD) {
             if len > self.max_body {
                 return Err(bad(&format!("answer body of {len} bytes is over the {} byte limit", self.max_body)));
             }
-            let total = head_len + len;
+            let total = framing.head_len + len;
             while buf.len() < total {
                 buf.reserve(total - buf.len());
                 let n = stream.read_buf(buf).await.map_err(|e| bad(&format!("read: {e}")))?;
@@ -272,19 +266,17 @@ impl NodePool {
                     return Err(bad("connection closed in the middle of the answer body"));
                 }
             }
-            let reusable = !close && buf.len() == total;
-            let all = if total <= COPY_OUT_MAX { Bytes::copy_from_slice(&buf[..total]) } else { buf.split_to(total).freeze() };
-            let body = all.slice(head_len..);
+            let reusable = !framing.close && buf.len() == total;
+            let all = take_front(buf, total);
+            let body = all.slice(framing.head_len..);
             (all, body, reusable)
-        } else if chunked {
-            let head = Bytes::copy_from_slice(&buf[..head_len]);
-            buf.advance(head_len);
+        } else if framing.chunked {
+            let head = take_front(buf, framing.head_len);
             let body = read_chunked(stream, buf, self.max_body).await?;
-            (head, body, !close)
+            (head, body, !framing.close)
         } else {
             // Framed by the end of the connection.
-            let head = Bytes::copy_from_slice(&buf[..head_len]);
-            buf.advance(head_len);
+            let head = take_front(buf, framing.head_len);
             loop {
                 if buf.len() > self.max_body {
                     return Err(bad("answer body over the limit"));
@@ -296,12 +288,50 @@ impl NodePool {
             }
             (head, buf.split().freeze(), false)
         };
-        let mut map = HeaderMap::with_capacity(header_ranges.len());
-        for (name, range) in header_ranges {
-            let value = HeaderValue::from_maybe_shared(all.slice(range)).map_err(|_| bad("invalid header value"))?;
-            map.append(name, value);
+        Ok((framing.into_answer(&all, body)?, reusable))
+    }
+}
+
+impl Framing {
+    /// The body's length when the head gives it: 0 for answers without a
+    /// body (to HEAD, 1xx, 204, 304), else `Content-Length`. `None`: the
+    /// body is chunked or runs to the end of the connection.
+    pub(crate) fn body_length(&self, head_request: bool) -> Option<usize> {
+        let no_body = head_request
+            || self.status.is_informational()
+            || self.status == StatusCode::NO_CONTENT
+            || self.status == StatusCode::NOT_MODIFIED;
+        if no_body {
+            Some(0)
+        } else if self.chunked {
+            None
+        } else {
+            self.length
         }
-        Ok((Answer { status, headers: map, body }, reusable))
+    }
+
+    /// The answer whose head starts `all` (the header values are slices of
+    /// it) and whose body is `body`.
+    pub(crate) fn into_answer(self, all: &Bytes, body: Bytes) -> Result<Answer, Failure> {
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, range) in self.headers {
+            let value = HeaderValue::from_maybe_shared(all.slice(range)).map_err(|_| bad("invalid header value"))?;
+            headers.append(name, value);
+        }
+        Ok(Answer { status: self.status, headers, body })
+    }
+}
+
+/// The first `total` bytes of `buf`, taken off it: copied out when small
+/// (the buffer keeps its allocation for the next answer), split off when
+/// large.
+pub(crate) fn take_front(buf: &mut BytesMut, total: usize) -> Bytes {
+    if total <= COPY_OUT_MAX {
+        let front = Bytes::copy_from_slice(&buf[..total]);
+        buf.advance(total);
+        front
+    } else {
+        buf.split_to(total).freeze()
     }
 }
 

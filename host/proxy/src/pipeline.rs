@@ -23,8 +23,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use bytes::BytesMut;
+use http::{HeaderName, HeaderValue, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -32,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 use prometheus_client::metrics::counter::Counter;
 use tokio::task::AbortHandle;
 
-use crate::h1::{Answer, MAX_HEAD, Request, parse_head};
+use crate::h1::{Answer, MAX_HEAD, Request, parse_head, take_front};
 
 /// Requests in flight on one pipe before reads use a pooled connection
 /// instead (bounds head-of-line blocking behind a slow answer).
@@ -85,7 +85,6 @@ struct PipeState {
     out: Vec<u8>,
     /// Requests written or queued, oldest first; answers come in this order.
     waiting: VecDeque<Waiter>,
-    flush_scheduled: bool,
     closed: bool,
 }
 
@@ -134,10 +133,13 @@ impl NodePipes {
                 if st.closed || st.waiting.len() >= MAX_DEPTH {
                     continue;
                 }
+                // The writer takes `out` whole: empty means no write is
+                // scheduled yet.
+                let wake_writer = st.out.is_empty();
+                let wake_reader = st.waiting.is_empty();
                 request.encode_head(&mut st.out);
-                let first = st.waiting.is_empty();
                 st.waiting.push_back(Waiter { head: *method == Method::HEAD, answer: tx });
-                (!std::mem::replace(&mut st.flush_scheduled, true), first)
+                (wake_writer, wake_reader)
             };
             self.counts.requests.inc();
             if wake_reader {
@@ -173,10 +175,9 @@ impl NodePipes {
         {
             return Ok(pipe.clone()); // another request connected first; ours is dropped
         }
+        // Any pipe still in the slot is closed: dropping it is all it needs.
         let pipe = Pipe::start(stream, self.stall_timeout, self.max_body, self.counts.clone());
-        if let Some(old) = current.replace(pipe.clone()) {
-            old.close("replaced", true);
-        }
+        *current = Some(pipe.clone());
         Ok(pipe)
     }
 }
@@ -195,7 +196,7 @@ impl Pipe {
     fn start(stream: TcpStream, stall_timeout: Duration, max_body: usize, counts: Arc<PipeCounts>) -> Arc<Pipe> {
         let (read, write) = stream.into_split();
         let pipe = Arc::new(Pipe {
-            state: Mutex::new(PipeState { out: Vec::with_capacity(4096), waiting: VecDeque::new(), flush_scheduled: false, closed: false }),
+            state: Mutex::new(PipeState { out: Vec::with_capacity(4096), waiting: VecDeque::new(), closed: false }),
             writer: Notify::new(),
             arrived: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -244,7 +245,6 @@ async fn write_loop(pipe: Arc<Pipe>, mut write: OwnedWriteHalf) {
             if st.closed {
                 return;
             }
-            st.flush_scheduled = false;
             std::mem::swap(&mut st.out, &mut buf);
         }
         if buf.is_empty() {
@@ -283,13 +283,10 @@ async fn read_loop(pipe: Arc<Pipe>, mut read: OwnedReadHalf, stall_timeout: Dura
                 Ok(None) => return pipe.close("response head over 64 KiB", false),
                 Err(f) => return pipe.close(&f.reason, false),
             };
-            let no_body = head || framing.status.is_informational() || framing.status == StatusCode::NO_CONTENT || framing.status == StatusCode::NOT_MODIFIED;
-            let len = match (no_body, framing.length) {
-                (true, _) => 0,
-                (false, Some(len)) if !framing.chunked => len,
+            let Some(len) = framing.body_length(head) else {
                 // Not framed by length: the pipe cannot tell where the next
                 // answer starts. Nodes always send a length.
-                _ => return pipe.close("an answer without content-length on a pipelined connection", buf.is_empty()),
+                return pipe.close("an answer without content-length on a pipelined connection", buf.is_empty());
             };
             if len > max_body {
                 return pipe.close(&format!("answer body of {len} bytes is over the {max_body} byte limit"), false);
@@ -299,28 +296,18 @@ async fn read_loop(pipe: Arc<Pipe>, mut read: OwnedReadHalf, stall_timeout: Dura
                 buf.reserve(total - buf.len());
                 break;
             }
-            let all = if total <= crate::h1::COPY_OUT_MAX {
-                let all = Bytes::copy_from_slice(&buf[..total]);
-                buf.advance(total);
-                all
-            } else {
-                buf.split_to(total).freeze()
+            let all = take_front(&mut buf, total);
+            let body = all.slice(framing.head_len..);
+            let close = framing.close;
+            let answer = match framing.into_answer(&all, body) {
+                Ok(answer) => answer,
+                Err(f) => return pipe.close(&f.reason, false),
             };
-            let mut headers = HeaderMap::with_capacity(framing.headers.len());
-            for (name, range) in framing.headers {
-                match HeaderValue::from_maybe_shared(all.slice(range)) {
-                    Ok(value) => {
-                        headers.append(name, value);
-                    }
-                    Err(_) => return pipe.close("invalid header value", false),
-                }
-            }
-            let answer = Answer { status: framing.status, headers, body: all.slice(framing.head_len..) };
             let waiter = pipe.state.lock().unwrap_or_else(|e| e.into_inner()).waiting.pop_front();
             if let Some(w) = waiter {
                 let _ = w.answer.send(Ok(answer)); // the caller may have given up
             }
-            if framing.close {
+            if close {
                 return pipe.close("the node closed the connection", true);
             }
         }
