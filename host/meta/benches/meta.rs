@@ -10,8 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestCluster, node};
-use shardgate_meta::model::NodeUpdate;
-use shardgate_meta::{MetaClient, MetaConfig};
+use shardgate_meta_client::model::NodeUpdate;
+use shardgate_meta::MetaConfig;
+use shardgate_meta_client::MetaClient;
 
 const WRITES: usize = match option_env!("SHARDGATE_BENCH_WRITES") { Some(_) => 100, None => 1000 };
 const FAILOVERS: usize = 5;

@@ -4,18 +4,20 @@
 //! The leader calls [`AdmissionGate`] before it proposes a strategy upload,
 //! an activation, a rollback or a node change while a strategy is active; a
 //! refusal is answered 422 with the strategy host's reason and nothing is
-//! proposed. Compiling a component takes ~0.3 s in a debug build, so loaded
-//! strategies are cached per hash and all wasm work runs in
+//! proposed. What a routing configures its strategy with is
+//! [`RoutingInput::from_state`] of the routing state the change would
+//! produce: the same function every proxy routes with. Compiling a
+//! component takes ~0.3 s in a debug build, so compiled strategies are kept
+//! in a bounded [`StrategyCache`] and all wasm work runs in
 //! `spawn_blocking`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use shardgate_strategy::{NodeSpec, Router, Sandbox, Strategy, StrategyError};
+use shardgate_strategy::{NodeSpec, Router, RoutingInput, Sandbox, Strategy, StrategyCache, StrategyError};
 
 use crate::error::ApiError;
 use crate::model::{NodeLoad, PreviewReport};
-use crate::state::{CacheNode, MetaState};
 
 /// Number of synthetic nodes an upload is routed over when the strategy
 /// accepts an empty config.
@@ -28,8 +30,7 @@ pub const DEFAULT_PREVIEW_SAMPLE: u32 = 10_000;
 /// The sandbox, the compiled strategies and the sample size.
 #[derive(Clone)]
 pub struct AdmissionGate {
-    sandbox: Sandbox,
-    loaded: Arc<Mutex<HashMap<String, Strategy>>>,
+    cache: Arc<StrategyCache>,
     sample_keys: usize,
 }
 
@@ -45,46 +46,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("admission task failed: {e}")))?
 }
 
-/// The (config, nodes, replicas) a routing would configure its strategy with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoutingInput {
-    pub hash: String,
-    pub config: String,
-    pub replicas: u32,
-    pub nodes: Vec<NodeSpec>,
-}
-
-impl RoutingInput {
-    /// The routing a state would configure, or `None` when no strategy is active.
-    pub fn of(state: &MetaState) -> Option<RoutingInput> {
-        let r = state.routing.as_ref()?;
-        Some(RoutingInput {
-            hash: r.hash.clone(),
-            config: r.config.clone(),
-            replicas: r.replicas,
-            nodes: state.strategy_nodes().into_iter().map(node_spec).collect(),
-        })
-    }
-}
-
-pub fn node_spec(n: &CacheNode) -> NodeSpec {
-    NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }
-}
-
 impl AdmissionGate {
     pub fn new(sandbox: Sandbox, sample_keys: usize) -> Self {
-        Self { sandbox, loaded: Arc::default(), sample_keys }
+        Self { cache: Arc::new(StrategyCache::with_default_bounds(sandbox)), sample_keys }
     }
 
     /// The compiled strategy for `hash`, compiling `bytes` on a cache miss.
     /// Blocking: call from `spawn_blocking`.
     fn strategy(&self, hash: &str, bytes: &[u8]) -> Result<Strategy, ApiError> {
-        if let Some(s) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(hash) {
-            return Ok(s.clone());
+        match self.cache.strategy(hash) {
+            Some(s) => Ok(s),
+            None => self.cache.load(hash, bytes).map_err(refused),
         }
-        let s = self.sandbox.load(bytes).map_err(refused)?;
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.to_string(), s.clone());
-        Ok(s)
     }
 
     /// Admit an upload: size, wasm, component, imports, world, compiles,
@@ -93,7 +66,7 @@ impl AdmissionGate {
     pub async fn admit_upload(&self, bytes: Arc<Vec<u8>>) -> Result<Strategy, ApiError> {
         let gate = self.clone();
         blocking(move || {
-            let strategy = gate.sandbox.load(&bytes).map_err(refused)?;
+            let strategy = gate.cache.sandbox().load(&bytes).map_err(refused)?;
             if strategy.validate_config("").is_ok() {
                 let nodes: Vec<NodeSpec> = (0..UPLOAD_CHECK_NODES)
                     .map(|i| NodeSpec { id: format!("admission-{i}"), weight: 1.0, zone: String::new() })
@@ -101,7 +74,7 @@ impl AdmissionGate {
                 shardgate_strategy::admit(&strategy, "", &nodes, 1, gate.sample_keys)
                     .map_err(|e| ApiError::Admission(format!("{e} (empty config, {UPLOAD_CHECK_NODES} test nodes)")))?;
             }
-            gate.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(strategy.hash().to_string(), strategy.clone());
+            gate.cache.keep(strategy.clone());
             Ok(strategy)
         })
         .await
@@ -138,7 +111,10 @@ impl AdmissionGate {
             let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
             let route = |input: &RoutingInput, bytes: &[u8]| -> Result<Vec<Vec<String>>, ApiError> {
                 let strategy = gate.strategy(&input.hash, bytes)?;
-                let router: Router = strategy.configure(&input.config, &input.nodes, input.replicas).map_err(refused)?;
+                let router: Router = match gate.cache.router(input) {
+                    Some(router) => router,
+                    None => gate.cache.configure(&strategy, input).map_err(refused)?,
+                };
                 owners(&router, &input.nodes, &refs)
             };
             let before = match &current {

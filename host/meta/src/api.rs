@@ -29,7 +29,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::admission::{AdmissionGate, DEFAULT_PREVIEW_SAMPLE, MAX_PREVIEW_SAMPLE, RoutingInput};
+use shardgate_strategy::RoutingInput;
+
+use crate::admission::{AdmissionGate, DEFAULT_PREVIEW_SAMPLE, MAX_PREVIEW_SAMPLE};
 use crate::config::MetaConfig;
 use crate::error::ApiError;
 use crate::metrics::MetaMetrics;
@@ -153,9 +155,9 @@ impl MemberContext {
         let (before, after, component) = self.sm.read(|s| -> Result<_, Rejection> {
             let placeholder_index = self.sm.applied_index().unwrap_or(0) + 1;
             let next = s.simulate(placeholder_index, &changes)?;
-            let after = RoutingInput::of(&next);
+            let after = next.routing_input();
             let component = after.as_ref().and_then(|a| next.strategies.get(&a.hash)).map(|s| s.component.clone());
-            Ok((RoutingInput::of(s), after, component))
+            Ok((s.routing_input(), after, component))
         })?;
         if before != after
             && let (Some(input), Some(component)) = (after, component)
@@ -459,7 +461,7 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
         return Err(ApiError::BadRequest(format!("sample {sample} must be between 1 and {MAX_PREVIEW_SAMPLE}")));
     }
     let (current, candidate) = ctx.sm.read(|s: &MetaState| -> Result<_, ApiError> {
-        let current = RoutingInput::of(s).and_then(|input| {
+        let current = s.routing_input().and_then(|input| {
             let bytes = s.strategies.get(&input.hash)?.component.clone();
             Some((input, bytes))
         });
@@ -476,21 +478,27 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
             _ => String::new(),
         };
         let replicas = req.replicas.or(s.routing.as_ref().map(|r| r.replicas)).unwrap_or(1);
-        let nodes = match &req.nodes {
-            Some(list) => {
-                let mut seen = BTreeSet::new();
-                for n in list {
-                    crate::state::validate_node_id(&n.id)?;
-                    validate_addr("addr", &n.addr)?;
-                    if !seen.insert(n.id.clone()) {
-                        return Err(Rejection::DuplicateNode(n.id.clone()).into());
-                    }
+        // The candidate is the routing state activating (hash, config,
+        // replicas) would produce, seen through the same function as
+        // every proxy, with the node list replaced when one is given.
+        let mut candidate = s.routing_state(None);
+        candidate.strategy = Some(StrategyRef { hash: hash.clone(), name: String::new(), version: String::new() });
+        candidate.config = config;
+        candidate.replicas = replicas;
+        let mut input = RoutingInput::from_state(&candidate)
+            .ok_or_else(|| ApiError::Internal("the candidate routing names no strategy".into()))?;
+        if let Some(list) = &req.nodes {
+            let mut seen = BTreeSet::new();
+            for n in list {
+                crate::state::validate_node_id(&n.id)?;
+                validate_addr("addr", &n.addr)?;
+                if !seen.insert(n.id.clone()) {
+                    return Err(Rejection::DuplicateNode(n.id.clone()).into());
                 }
-                list.iter().map(|n| shardgate_strategy::NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }).collect()
             }
-            None => s.strategy_nodes().into_iter().map(crate::admission::node_spec).collect(),
-        };
-        Ok((current, (RoutingInput { hash, config, replicas, nodes }, bytes)))
+            input.nodes = list.iter().map(|n| shardgate_strategy::NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }).collect();
+        }
+        Ok((current, (input, bytes)))
     })?;
     Ok(Json(ctx.gate.preview(current, candidate, sample).await?))
 }

@@ -8,29 +8,30 @@
 //! leader for writes and linearizable reads -> simulated against the
 //! [`state`] -> admitted by the strategy host ([`admission`]) -> one Raft log
 //! entry ([`raft`], [`store`]) -> applied on every member -> `/v1/watch`
-//! ([`watch`]) pushes the new [`model::RoutingState`].
+//! ([`watch`]) pushes the new `RoutingState`.
 //!
 //! Transport: plain HTTP, or TLS with `meta.tls` (crate `shardgate-tls`)
 //! for clients and members alike.
 //!
-//! Entry point: [`run`]. Client: [`client::MetaClient`].
+//! Entry point: [`run`]. The API's wire types and client are in
+//! `shardgate-meta-client`.
 
 pub mod admission;
 pub mod auth;
 pub mod api;
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod metrics;
-pub mod model;
 pub mod raft;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod watch;
 
-pub use client::{ClientError, MetaClient, WatchStream};
 pub use config::{ConfigError, InitialMember, MetaConfig, MetaTlsConfig};
 pub use error::{ApiError, MetaError};
-pub use model::RoutingState;
 pub use server::run;
+
+// The API contract (wire types and the client members use to reach each
+// other), under the paths meta's modules use.
+use shardgate_meta_client::{client, model};

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use shardgate_strategy::RoutingInput;
+
 use crate::model::{Change, HistoryEntry, NodeState, NodeView, RoutingState, StrategyInfo, StrategyRef};
 
 /// How many routing configs `/v1/routing/history` keeps for rollback.
@@ -246,9 +248,11 @@ impl MetaState {
         nodes
     }
 
-    /// The nodes handed to the strategy: active ones, join order.
-    pub fn strategy_nodes(&self) -> Vec<&CacheNode> {
-        self.nodes_in_join_order().into_iter().filter(|n| n.state == NodeState::Active).collect()
+    /// What this state configures its strategy with (`None` while no
+    /// strategy is active): [`RoutingInput::from_state`] of its routing
+    /// state, the same function every proxy routes with.
+    pub fn routing_input(&self) -> Option<RoutingInput> {
+        RoutingInput::from_state(&self.routing_state(None))
     }
 
     pub fn routing_state(&self, leader: Option<String>) -> RoutingState {
@@ -444,7 +448,7 @@ mod tests {
         assert_eq!(order, ["z", "a", "m"]);
         s.apply(4, &Command::Changes { changes: vec![Change::UpdateNode { id: "a".into(), weight: None, state: Some(NodeState::Draining) }] })
             .unwrap();
-        let active: Vec<_> = s.strategy_nodes().iter().map(|n| n.id.clone()).collect();
+        let active: Vec<_> = s.routing_state(None).active_nodes().map(|n| n.id.clone()).collect();
         assert_eq!(active, ["z", "m"]);
     }
 

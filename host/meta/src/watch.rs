@@ -1,7 +1,7 @@
 //! `GET /v1/watch?from_epoch=N`: the routing state as Server-Sent Events,
-//! the contract proxies are built on.
+//! the contract proxies are built on (framing: `shardgate_meta_client::watch_event`).
 //!
-//! On connect the member sends its full [`RoutingState`] if its epoch is
+//! On connect the member sends its full `RoutingState` if its epoch is
 //! greater than `from_epoch` (always when `from_epoch` is absent), then one
 //! `event: routing` per epoch change, and a `: heartbeat` comment every
 //! `meta.watch_heartbeat` so both ends notice a dead connection. Every event
@@ -20,16 +20,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::api::{MemberContext, WatchQuery, watch_query};
-use crate::model::RoutingState;
-
-/// One SSE event carrying `state`.
-pub fn encode_event(state: &RoutingState) -> Bytes {
-    // serde_json never writes a raw newline, so the data fits one line.
-    let json = serde_json::to_string(state).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-    Bytes::from(format!("event: routing\nid: {}\ndata: {json}\n\n", state.epoch))
-}
-
-pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+use shardgate_meta_client::watch_event::{HEARTBEAT, encode_event};
 
 pub async fn watch(
     State(ctx): State<Arc<MemberContext>>,

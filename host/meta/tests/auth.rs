@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{TestCluster, node, poll};
 use futures::StreamExt;
-use shardgate_meta::model::PreviewRequest;
-use shardgate_meta::{ClientError, MetaClient};
+use shardgate_meta_client::model::PreviewRequest;
+use shardgate_meta_client::{ClientError, MetaClient};
 
 const TOKEN: &str = "meta-admin-7";
 

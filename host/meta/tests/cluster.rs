@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{TestCluster, node, poll};
 use futures::StreamExt;
-use shardgate_meta::model::*;
-use shardgate_meta::{ClientError, MetaClient};
+use shardgate_meta_client::model::*;
+use shardgate_meta_client::{ClientError, MetaClient};
 
 fn rendezvous() -> Vec<u8> {
     shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec()

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::{TestCa, TestCluster, node, poll};
 use futures::StreamExt;
-use shardgate_meta::{ClientError, MetaClient, MetaConfig, MetaTlsConfig};
+use shardgate_meta::{MetaConfig, MetaTlsConfig};
+use shardgate_meta_client::{ClientError, MetaClient};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytesize::ByteSize;
 use shardgate_node::NodeConfig;
-use shardgate_node::batch::{self, PutItem};
-use shardgate_node::etag::WriteCondition;
+use shardgate_api::batch::{self, PutItem};
+use shardgate_api::etag::WriteCondition;
 
 const ROLE_ENV: &str = "SHARDGATE_NODE_BENCH_ROLE";
 const WRK_ARGS: [&str; 3] = ["-t2", "-c64", "-d10s"];
@@ -383,7 +383,7 @@ fn http(stream: &mut StdStream, method: &str, path: &str, body: &[u8]) -> (u16, 
 
 fn put_one(addr: SocketAddr, key: &[u8], value: &[u8]) {
     let mut s = StdStream::connect(addr).expect("connect");
-    let path = shardgate_node::key::key_path(key);
+    let path = shardgate_api::key::key_path(key);
     let (status, _) = http(&mut s, "PUT", &path, value);
     assert!(status == 201 || status == 204, "PUT {status}");
 }

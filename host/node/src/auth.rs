@@ -14,7 +14,7 @@ use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
 use shardgate_auth::{BearerToken, Refusal};
 
-use crate::error::ApiError;
+use shardgate_api::ApiError;
 
 /// The secret every `/v1/` request must present (`node.data_token`).
 #[derive(Clone, Debug)]
@@ -30,8 +30,8 @@ impl DataToken {
     /// (constant-time comparison): 401 when missing, 403 when another.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         self.0.check(headers).map_err(|r| match r {
-            Refusal::Missing => ApiError::Unauthorized,
-            Refusal::Wrong => ApiError::Forbidden,
+            Refusal::Missing => ApiError::Unauthorized { role: "node" },
+            Refusal::Wrong => ApiError::Forbidden { role: "node" },
         })
     }
 }
@@ -55,7 +55,7 @@ pub async fn require_token(State(auth): State<DataAuth>, request: Request, next:
         && let Err(error) = token.check(request.headers())
     {
         match error {
-            ApiError::Forbidden => auth.forbidden.inc(),
+            ApiError::Forbidden { .. } => auth.forbidden.inc(),
             _ => auth.unauthorized.inc(),
         };
         tracing::debug!(path = request.uri().path(), status = %error.status(), "refusing data request without a valid token");
@@ -90,23 +90,23 @@ mod tests {
         assert!(token.check(&headers("Bearer s3cret")).is_ok());
         assert!(matches!(
             token.check(&HeaderMap::new()),
-            Err(ApiError::Unauthorized)
+            Err(ApiError::Unauthorized { role: "node" })
         ));
         assert!(matches!(
             token.check(&headers("Basic s3cret")),
-            Err(ApiError::Unauthorized)
+            Err(ApiError::Unauthorized { role: "node" })
         ));
         assert!(matches!(
             token.check(&headers("Bearer s3cre")),
-            Err(ApiError::Forbidden)
+            Err(ApiError::Forbidden { role: "node" })
         ));
         assert!(matches!(
             token.check(&headers("Bearer s3cret2")),
-            Err(ApiError::Forbidden)
+            Err(ApiError::Forbidden { role: "node" })
         ));
         assert!(matches!(
             token.check(&headers("Bearer S3CRET")),
-            Err(ApiError::Forbidden)
+            Err(ApiError::Forbidden { role: "node" })
         ));
     }
 

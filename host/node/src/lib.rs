@@ -3,27 +3,23 @@
 //! serves them over HTTP/1.1; proxies route each key to one or more nodes.
 //!
 //! Request flow: client or proxy -> [`server`] (accept loop, limits,
-//! handlers) -> [`store`]. The modules the proxy reuses so that it is
-//! indistinguishable from a node for clients: [`key`] (key URLs),
-//! [`etag`] (versions and conditional headers), [`ttl`] (`?ttl=`),
-//! [`limits`], [`error`] (error statuses and bodies) and [`batch`] (the
-//! batch wire format).
+//! handlers) -> [`store`]. What a request may look like and how it is
+//! refused (keys, versions, TTLs, limits, the batch format, errors) is the
+//! key API's wire contract in `shardgate-api`, shared with the proxy.
 //!
 //! Start a node with [`run`] on a listener you bound yourself.
 
 pub mod auth;
-pub mod batch;
 pub mod config;
 pub mod error;
-pub mod etag;
-pub mod key;
-pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod store;
-pub mod ttl;
+
+// The wire contract, under the paths the node's modules use.
+use shardgate_api::{batch, etag, key, limits, ttl};
 
 pub use config::{ConfigError, EvictionPolicy, NodeConfig};
-pub use error::{ApiError, NodeError};
-pub use limits::Limits;
+pub use error::NodeError;
+pub use shardgate_api::{ApiError, Limits};
 pub use server::run;

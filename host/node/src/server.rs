@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -27,7 +26,9 @@ use tracing::{debug, info, warn};
 use crate::auth::{DataAuth, DataToken, require_token};
 use crate::batch::{self, GetResponseEncoder, PutResult};
 use crate::config::NodeConfig;
-use crate::error::{ApiError, NodeError};
+use crate::error::NodeError;
+use shardgate_api::ApiError;
+use shardgate_api::body::{content_length, read_body};
 use crate::etag::{ReadCondition, WriteCondition, format_etag};
 use crate::key::{KEY_PATH_PREFIX, decode_key_segment};
 use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN};
@@ -445,55 +446,4 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
-}
-
-/// The request's `Content-Length`, if any (the proxy checks it the same
-/// way before reading a body).
-pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    // hyper has already rejected malformed or conflicting Content-Length.
-    headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| ApiError::InvalidHeader {
-                    name: "Content-Length",
-                    reason: "is not a number".into(),
-                })
-        })
-        .transpose()
-}
-
-/// Reads a whole body of at most `limit` bytes (the limit `field` of
-/// `limits`, named in the error) within `timeout`. The proxy reads its
-/// clients' bodies with it too, so both refuse alike.
-pub async fn read_body<B>(
-    body: B,
-    limit: usize,
-    limits: &Limits,
-    field: &'static str,
-    timeout: Duration,
-) -> Result<Bytes, ApiError>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(ApiError::BodyTimeout(
-            humantime::format_duration(timeout).to_string(),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) => {
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(ApiError::BodyTooLarge { limit_name: limits.name(field), limit })
-            } else {
-                Err(ApiError::BodyRead(error.to_string()))
-            }
-        }
-    }
 }

@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use shardgate_node::batch;
-use shardgate_node::etag::WriteCondition;
+use shardgate_api::batch;
+use shardgate_api::etag::WriteCondition;
 use shardgate_node::{NodeConfig, NodeError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -175,7 +175,7 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
-    let limits = shardgate_node::Limits::default();
+    let limits = shardgate_api::Limits::default();
     let entries = batch::decode_get_response(reply.body, &limits).unwrap();
     assert!(
         entries.iter().all(|e| matches!(e, batch::GetResult::Miss)),

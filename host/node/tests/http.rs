@@ -11,10 +11,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use shardgate_node::batch::{self, GetResult, PutItem, PutResult};
-use shardgate_node::etag::WriteCondition;
-use shardgate_node::key::key_path;
-use shardgate_node::{Limits, NodeConfig, NodeError};
+use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
+use shardgate_api::etag::WriteCondition;
+use shardgate_api::key::key_path;
+use shardgate_api::Limits;
+use shardgate_node::{NodeConfig, NodeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -593,7 +594,7 @@ async fn malformed_paths_and_requests() {
 async fn batch_put_and_get() {
     let node = TestNode::start(small_config()).await;
     let etag = node.put(b"existing", b"old").await.etag();
-    let version = shardgate_node::etag::parse_etag(&etag).unwrap().unwrap();
+    let version = shardgate_api::etag::parse_etag(&etag).unwrap().unwrap();
     let items = vec![
         PutItem {
             key: Bytes::from_static(b"b1"),
@@ -651,7 +652,7 @@ async fn batch_put_and_get() {
     };
     assert_eq!(
         single.etag(),
-        shardgate_node::etag::format_etag(b1_version)
+        shardgate_api::etag::format_etag(b1_version)
             .to_str()
             .unwrap()
     );

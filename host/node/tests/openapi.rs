@@ -17,9 +17,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use shardgate_node::batch::{self, PutItem};
-use shardgate_node::etag::WriteCondition;
-use shardgate_node::key::KEY_PATH_PREFIX;
+use shardgate_api::batch::{self, PutItem};
+use shardgate_api::etag::WriteCondition;
+use shardgate_api::key::KEY_PATH_PREFIX;
 use shardgate_node::{NodeConfig, NodeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -540,7 +540,7 @@ async fn every_documented_operation_answers_a_documented_status() {
                 .and_then(Value::as_u64)
         {
             assert_eq!(reply.headers[header::CONTENT_TYPE], batch::CONTENT_TYPE);
-            let limits = shardgate_node::Limits::default();
+            let limits = shardgate_api::Limits::default();
             match kind {
                 2 => drop(batch::decode_get_response(reply.body.clone(), &limits).expect("get response")),
                 4 => drop(batch::decode_put_response(reply.body.clone(), &limits).expect("put response")),

@@ -24,8 +24,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use shardgate_meta::model::Activation;
-use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
+use shardgate_meta_client::model::Activation;
+use shardgate_testkit::{ClusterSpec, LocalCluster};
 
 const WRK_SECONDS: u32 = 6;
 const KEYS: usize = 1000;

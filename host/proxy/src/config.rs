@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
-use shardgate_node::Limits;
+use shardgate_api::Limits;
+use shardgate_api::limits::{DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL};
 
 /// How many owners must acknowledge a write before the client gets a success.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -206,7 +207,6 @@ pub struct ProxyConfig {
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        let node = shardgate_node::NodeConfig::default();
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
             meta: vec!["http://127.0.0.1:7101".into()],
@@ -227,11 +227,11 @@ impl Default for ProxyConfig {
             migration_window: Duration::from_secs(60),
             fault_threshold: 5,
             fault_window: Duration::from_secs(10),
-            max_key_size: node.max_key_size,
-            max_value_size: node.max_value_size,
-            max_ttl: node.max_ttl,
-            max_batch_keys: node.max_batch_keys,
-            max_batch_size: node.max_batch_size,
+            max_key_size: ByteSize::b(DEFAULT_MAX_KEY_SIZE),
+            max_value_size: ByteSize::b(DEFAULT_MAX_VALUE_SIZE),
+            max_ttl: DEFAULT_MAX_TTL,
+            max_batch_keys: DEFAULT_MAX_BATCH_KEYS,
+            max_batch_size: ByteSize::b(DEFAULT_MAX_BATCH_SIZE),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
@@ -305,16 +305,6 @@ impl ProxyConfig {
         if self.read_retries > 16 {
             return Err(err("read_retries", format!("must be at most 16, got {}", self.read_retries)));
         }
-        let node = shardgate_node::NodeConfig {
-            max_key_size: self.max_key_size,
-            max_value_size: self.max_value_size,
-            max_ttl: self.max_ttl,
-            default_ttl: self.max_ttl.min(shardgate_node::NodeConfig::default().default_ttl),
-            max_batch_keys: self.max_batch_keys,
-            max_batch_size: self.max_batch_size,
-            memory_limit: ByteSize::b(u64::MAX / 2),
-            ..Default::default()
-        };
         if self.max_connections == 0 {
             return Err(err("max_connections", "must be at least 1"));
         }
@@ -344,8 +334,8 @@ impl ProxyConfig {
                 check_token(key, token)?;
             }
         }
-        // The same rules as the node's; the key path is renamed to ours.
-        node.validate().map_err(|e| ConfigError { key: e.key.replacen("node.", "proxy.", 1), message: e.message.replace("node.", "proxy.") })?;
+        // The same rules as the node's, naming proxy.* keys.
+        self.limits().validate().map_err(|e| ConfigError { key: e.key, message: e.message })?;
         Ok(())
     }
 
@@ -356,7 +346,7 @@ impl ProxyConfig {
             role: "proxy",
             max_key_size: self.max_key_size.as_u64() as usize,
             max_value_size: self.max_value_size.as_u64() as usize,
-            default_ttl: self.max_ttl.min(shardgate_node::NodeConfig::default().default_ttl),
+            default_ttl: self.max_ttl.min(DEFAULT_TTL),
             max_ttl: self.max_ttl,
             max_batch_keys: self.max_batch_keys as usize,
             max_batch_size: self.max_batch_size.as_u64() as usize,

@@ -6,7 +6,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use shardgate_node::ApiError;
+use shardgate_api::ApiError;
 
 use crate::config::ConfigError;
 use crate::routing::RouteError;

@@ -5,7 +5,7 @@
 //! Where it sits: [`crate::server`] dispatches `POST /v1/batch/get` and
 //! `POST /v1/batch/put` here after loading the routing epoch once; every
 //! key of a batch is routed by that one epoch. The wire format is the
-//! node's (`shardgate_node::batch`), never re-implemented here.
+//! node's (`shardgate_api::batch`), never re-implemented here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,16 +15,16 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
-use shardgate_node::ApiError;
-use shardgate_node::batch::{self, BatchError, GetResponseEncoder, GetResult, PutItem, PutResult};
-use shardgate_node::etag::{WriteCondition, parse_etag};
-use shardgate_node::ttl::check_ttl_seconds;
+use shardgate_api::ApiError;
+use shardgate_api::batch::{self, BatchError, GetResponseEncoder, GetResult, PutItem, PutResult};
+use shardgate_api::etag::{WriteCondition, parse_etag};
+use shardgate_api::ttl::check_ttl_seconds;
 
 use crate::error::RequestError;
 use crate::health::NodeHandle;
 use crate::routing::RoutingEpoch;
 use crate::server::{Shared, owner_ids, pick_owners, read_from};
-use shardgate_node::server::{content_length, read_body};
+use shardgate_api::body::{content_length, read_body};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 

@@ -10,14 +10,14 @@
 //! [`admission`] rate limit and the [`auth`] data token) -> routing
 //! epoch from [`routing`] -> owners filtered by [`health`] -> [`upstream`]
 //! (single keys) or [`fanout`] (batches, migration lookups) -> nodes.
-//! [`cluster`] starts whole local clusters (metas + nodes + proxies) for
-//! tests, benchmarks and `shardgate dev`.
+//! Below it: the key API's wire contract (`shardgate-api`), the routing
+//! model and meta client (`shardgate-meta-client`) and the strategy host
+//! (`shardgate-strategy`); it depends on neither the node nor meta.
 //!
 //! Start a proxy with [`run`] on a listener you bound yourself.
 
 pub mod admission;
 pub mod auth;
-pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fanout;

@@ -2,10 +2,12 @@
 //! and everything that produces one.
 //!
 //! Where it sits: [`follow`] consumes meta's watch stream
-//! (`shardgate_meta::MetaClient::watch`: any member, leader changes,
-//! reconnect with backoff), fetches a strategy's component by hash (cached
-//! in memory, verified against the hash), compiles and configures it on a
-//! low-priority thread, and installs the new epoch. Every request loads the
+//! (`shardgate_meta_client::MetaClient::watch`: any member, leader changes,
+//! reconnect with backoff), fetches a strategy's component by hash (verified
+//! against the hash), compiles and configures it with the input
+//! [`RoutingInput::from_state`] gives (the same meta admitted) on a
+//! low-priority thread, keeping both in a bounded [`StrategyCache`], and
+//! installs the new epoch. Every request loads the
 //! current epoch ONCE and routes only with it, so no request ever mixes two
 //! epochs. An epoch keeps the ones before it (up to four, while their
 //! migration window is open) for migration lookups. A
@@ -15,7 +17,7 @@
 //! same strategy configured with the healthy nodes only, rebuilt off the
 //! request path whenever the set of ejected nodes changes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,9 +25,8 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::StreamExt;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use shardgate_meta::{MetaClient, RoutingState};
-use shardgate_strategy::{NodeSpec, Router, Sandbox, Strategy, StrategyError};
+use shardgate_meta_client::{MetaClient, RoutingState};
+use shardgate_strategy::{NodeSpec, Router, RoutingInput, Sandbox, Strategy, StrategyCache, StrategyError};
 use tracing::{debug, error, info, warn};
 
 use crate::health::{NodeBoard, NodeHandle};
@@ -158,20 +159,8 @@ pub enum RouteError {
     Strategy { epoch: u64, error: StrategyError },
 }
 
-/// What a router was configured with.
-#[derive(Clone, PartialEq)]
-struct RouterKey {
-    hash: String,
-    config: String,
-    replicas: u32,
-    nodes: Vec<(String, u64, String)>,
-}
-
 /// Earlier epochs a missed read is looked up in, within the window.
 pub const MIGRATION_DEPTH: usize = 4;
-
-/// Routers kept for reuse.
-const ROUTER_CACHE: usize = 4;
 
 /// Counts strategy faults in a sliding window.
 struct FaultWindow {
@@ -199,11 +188,10 @@ pub struct Routing {
     migration_window: Duration,
     notes: Mutex<RoutingNotes>,
     meta_epoch: AtomicU64,
-    strategies: Mutex<HashMap<String, Strategy>>,
-    /// The last few configured routers, so returning to a recent routing
-    /// (a rollback, a swap back) costs no `configure`.
-    routers: Mutex<VecDeque<(RouterKey, Router)>>,
-    sandbox: Sandbox,
+    /// Compiled strategies and the last few configured routers, so
+    /// returning to a recent routing (a rollback, a swap back) costs no
+    /// `configure`.
+    cache: Arc<StrategyCache>,
     pub(crate) board: Arc<NodeBoard>,
     pub(crate) metrics: Arc<ProxyMetrics>,
     /// Woken on every install (for the detour builder).
@@ -228,9 +216,7 @@ impl Routing {
             migration_window,
             notes: Mutex::new(RoutingNotes::default()),
             meta_epoch: AtomicU64::new(0),
-            strategies: Mutex::new(HashMap::new()),
-            routers: Mutex::new(VecDeque::new()),
-            sandbox,
+            cache: Arc::new(StrategyCache::with_default_bounds(sandbox)),
             board,
             metrics,
             installed: tokio::sync::Notify::new(),
@@ -342,36 +328,25 @@ impl Routing {
     pub async fn install(&self, state: RoutingState, meta: &MetaClient) -> Result<(), String> {
         let epoch_no = state.epoch;
         self.meta_epoch.fetch_max(epoch_no, Ordering::Relaxed);
-        let router = match &state.strategy {
+        let router = match RoutingInput::from_state(&state) {
             None => None,
-            Some(s) => {
-                let nodes: Vec<NodeSpec> = state.active_nodes().map(|n| NodeSpec::new(n.id.clone(), n.weight, n.zone.clone())).collect();
-                let key = RouterKey {
-                    hash: s.hash.clone(),
-                    config: state.config.clone(),
-                    replicas: state.replicas,
-                    nodes: nodes.iter().map(|n| (n.id.clone(), n.weight.to_bits(), n.zone.clone())).collect(),
-                };
-                let cached = self.routers.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key).map(|(_, r)| r.clone());
-                if nodes.is_empty() {
-                    None
-                } else if let Some(router) = cached {
+            Some(input) if input.nodes.is_empty() => None,
+            Some(input) => match self.cache.router(&input) {
+                Some(router) => {
                     debug!(epoch = epoch_no, "reusing a configured router");
                     Some(router)
-                } else {
-                    let strategy = self.strategy(&s.hash, meta).await?;
-                    let (config, replicas) = (state.config.clone(), state.replicas);
-                    let router = off_request_path(move || strategy.configure(&config, &nodes, replicas))
+                }
+                None => {
+                    let name = state.strategy.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                    let strategy = self.strategy(&input.hash, meta).await?;
+                    let cache = self.cache.clone();
+                    let hash = input.hash.clone();
+                    let router = off_request_path(move || cache.configure(&strategy, &input))
                         .await?
-                        .map_err(|e| format!("configuring strategy {} ({}) for epoch {epoch_no}: {e}", s.name, s.hash))?;
-                    let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
-                    if routers.len() >= ROUTER_CACHE {
-                        routers.pop_front();
-                    }
-                    routers.push_back((key, router.clone()));
+                        .map_err(|e| format!("configuring strategy {name} ({hash}) for epoch {epoch_no}: {e}"))?;
                     Some(router)
                 }
-            }
+            },
         };
         let nodes: Vec<Arc<NodeHandle>> = state.active_nodes().map(|n| self.board.handle(&n.id, &n.addr, &self.metrics)).collect();
         let current = self.current.load_full();
@@ -420,21 +395,20 @@ impl Routing {
     /// The compiled strategy for `hash`: from the cache, or fetched from
     /// meta, checked against the hash and compiled on the a low-priority thread.
     async fn strategy(&self, hash: &str, meta: &MetaClient) -> Result<Strategy, String> {
-        if let Some(s) = self.strategies.lock().unwrap_or_else(|e| e.into_inner()).get(hash) {
-            return Ok(s.clone());
+        if let Some(s) = self.cache.strategy(hash) {
+            return Ok(s);
         }
         let bytes = meta.component(hash).await.map_err(|e| format!("fetching component {hash}: {e}"))?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != hash {
-            return Err(format!("component fetched for {hash} has sha256 {actual}: refusing it"));
-        }
-        let sandbox = self.sandbox.clone();
+        let cache = self.cache.clone();
         let started = Instant::now();
-        let strategy = off_request_path(move || sandbox.load(&bytes))
+        let owned_hash = hash.to_string();
+        let strategy = off_request_path(move || cache.load(&owned_hash, &bytes))
             .await?
-            .map_err(|e| format!("loading component {hash}: {e}"))?;
+            .map_err(|e| match e {
+                StrategyError::HashMismatch { actual, .. } => format!("component fetched for {hash} has sha256 {actual}: refusing it"),
+                e => format!("loading component {hash}: {e}"),
+            })?;
         debug!(hash, ms = started.elapsed().as_millis() as u64, "strategy compiled");
-        self.strategies.lock().unwrap_or_else(|e| e.into_inner()).insert(hash.to_string(), strategy.clone());
         Ok(strategy)
     }
 

@@ -28,18 +28,18 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
-use shardgate_meta::MetaClient;
-use shardgate_node::etag::{ReadCondition, WriteCondition, parse_etag};
-use shardgate_node::key::{KEY_PATH_PREFIX, decode_key_segment, key_path};
-use shardgate_node::ttl::ttl_from_query;
-use shardgate_node::{ApiError, Limits};
+use shardgate_meta_client::MetaClient;
+use shardgate_api::etag::{ReadCondition, WriteCondition, parse_etag};
+use shardgate_api::key::{KEY_PATH_PREFIX, decode_key_segment, key_path};
+use shardgate_api::ttl::ttl_from_query;
+use shardgate_api::{ApiError, Limits};
 use shardgate_strategy::Sandbox;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::admission::ClientRateLimit;
-use shardgate_node::server::{content_length, read_body, reject_connection};
+use shardgate_api::body::{content_length, read_body};
 use crate::auth::{ClientToken, is_data_path};
 use crate::config::{OwnerDownPolicy, ProxyConfig};
 use crate::error::{ProxyError, RequestError};
@@ -441,7 +441,7 @@ struct FoundValue {
 
 impl FoundValue {
     fn into_response(self, condition: &ReadCondition, method: &Method) -> Response {
-        let etag = shardgate_node::etag::format_etag(self.version);
+        let etag = shardgate_api::etag::format_etag(self.version);
         if condition.not_modified(self.version) {
             return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
         }
@@ -561,11 +561,11 @@ async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) 
     ttl_from_query(parts.uri.query(), &shared.limits)?;
     let condition = WriteCondition::from_headers(&parts.headers)?;
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
-        && ct.len() > shardgate_node::limits::MAX_CONTENT_TYPE_LEN
+        && ct.len() > shardgate_api::limits::MAX_CONTENT_TYPE_LEN
     {
         return Err(ApiError::InvalidHeader {
             name: "Content-Type",
-            reason: format!("is {} bytes; the limit is {} bytes", ct.len(), shardgate_node::limits::MAX_CONTENT_TYPE_LEN),
+            reason: format!("is {} bytes; the limit is {} bytes", ct.len(), shardgate_api::limits::MAX_CONTENT_TYPE_LEN),
         }
         .into());
     }
@@ -703,3 +703,25 @@ fn readyz(shared: &Shared) -> Response {
     }
     "ready\n".into_response()
 }
+
+/// Answers a connection over `proxy.max_connections` with a 503 naming the
+/// limit and `Retry-After`, and closes it (the node's answer, byte for byte).
+async fn reject_connection(mut stream: tokio::net::TcpStream, key: &str, limit: u32, retry_after_secs: Option<u32>) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({
+        "error": format!("too many connections; the limit {key} is {limit}")
+    })
+    .to_string();
+    let retry_after = retry_after_secs.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n{retry_after}\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+}
+

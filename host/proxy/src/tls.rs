@@ -11,7 +11,7 @@
 //!
 //! Plain HTTP stays the default on both.
 
-use shardgate_meta::{ClientError, MetaClient};
+use shardgate_meta_client::{ClientError, MetaClient};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ProxyConfig, TlsConfig};

@@ -1,7 +1,7 @@
 //! Hostile HTTP for the proxy: the same property tests as the node's
 //! (`host/node/tests/hostile_http.rs`), against an in-process cluster (one
 //! meta member, three nodes, one proxy; rendezvous with two replicas) from
-//! `shardgate_proxy::cluster`, all on pre-bound 127.0.0.1:0 listeners:
+//! `shardgate_testkit::cluster`, all on pre-bound 127.0.0.1:0 listeners:
 //! random bytes, mangled request lines and header sets, random
 //! percent-encoded keys and values over raw TCP and an HTTP client, and
 //! damaged batch bodies for `/v1/batch/get` and `/v1/batch/put`.
@@ -33,12 +33,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
-use shardgate_node::batch::{self, BatchError, GetResult, PutItem, PutResult};
-use shardgate_node::etag::{WriteCondition, format_etag};
-use shardgate_node::key::{encode_key_segment, key_path};
-use shardgate_node::{Limits, NodeConfig};
+use shardgate_api::batch::{self, BatchError, GetResult, PutItem, PutResult};
+use shardgate_api::etag::{WriteCondition, format_etag};
+use shardgate_api::key::{encode_key_segment, key_path};
+use shardgate_api::Limits;
+use shardgate_node::NodeConfig;
 use shardgate_proxy::ProxyConfig;
-use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
+use shardgate_testkit::{ClusterSpec, LocalCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;

@@ -4,7 +4,7 @@
 //! (`/v1/`) document `proxy.data_token` (401/403); the others do not.
 
 use serde_json::Value;
-use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
+use shardgate_testkit::{ClusterSpec, LocalCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_is_served_and_its_plain_gets_are_routes() {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use cluster::*;
 use http::{Method, StatusCode};
-use shardgate_meta::RoutingState;
-use shardgate_node::batch::{self, GetResult, PutItem, PutResult};
-use shardgate_node::etag::WriteCondition;
+use shardgate_meta_client::RoutingState;
+use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
+use shardgate_api::etag::WriteCondition;
 use shardgate_strategy::{Limits, NodeSpec, Router, Sandbox};
 
 /// The strategy meta has active, configured locally: the reference the
@@ -280,7 +280,7 @@ async fn migration_window_keeps_keys_written_before_a_swap() {
         .collect();
     let a = http.send(Method::POST, &format!("{p1}/v1/batch/put"), &[("content-type", batch::CONTENT_TYPE)], batch::encode_put_request(&items).unwrap()).await.unwrap();
     assert_eq!((a.status, a.epoch()), (StatusCode::OK, Some(e1)), "{}", a.text());
-    let put = batch::decode_put_response(a.body, &shardgate_node::Limits::default()).unwrap();
+    let put = batch::decode_put_response(a.body, &shardgate_api::Limits::default()).unwrap();
     assert!(put.iter().all(|r| matches!(r, PutResult::Created { .. })));
 
     let e2 = activate(&cluster, "maglev", "", 1).await;
@@ -297,7 +297,7 @@ async fn migration_window_keeps_keys_written_before_a_swap() {
         async move {
             let a = http.send(Method::POST, &format!("{proxy}/v1/batch/get"), &[("content-type", batch::CONTENT_TYPE)], body).await.unwrap();
             assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-            (a.epoch(), batch::decode_get_response(a.body, &shardgate_node::Limits::default()).unwrap())
+            (a.epoch(), batch::decode_get_response(a.body, &shardgate_api::Limits::default()).unwrap())
         }
     };
     let (_, plain) = batch_get(p2.clone()).await;

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;
 use http::{Method, StatusCode};
-use shardgate_node::batch::{self, GetResult};
+use shardgate_api::batch::{self, GetResult};
 use shardgate_proxy::{ProxyConfig, RateLimit, UpstreamClient};
 
 const NODE_TOKEN: &str = "node-s3cret";
@@ -64,7 +64,7 @@ async fn proxies_present_the_node_token_and_a_proxy_without_it_gets_a_clear_502(
         let body = batch::encode_get_request(&keys().collect::<Vec<_>>()).unwrap();
         let a = http.send(Method::POST, &format!("{base}/v1/batch/get"), &[("content-type", batch::CONTENT_TYPE)], body).await.unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-        let results = batch::decode_get_response(a.body, &shardgate_node::Limits::default()).unwrap();
+        let results = batch::decode_get_response(a.body, &shardgate_api::Limits::default()).unwrap();
         assert!(results.iter().all(|r| matches!(r, GetResult::Hit { .. })), "{base}: {results:?}");
         let deleted = http.delete(base, b"sec:0").await.unwrap();
         assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text());

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use cluster::*;
 use lab::{Host, Lab, Net};
 use reqwest::Method;
-use shardgate_meta::MetaClient;
-use shardgate_meta::model::NewNode;
+use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::model::NewNode;
 
 /// The lab for a scenario, or `None` (after printing why) where network
 /// namespaces are not available.
@@ -182,7 +182,7 @@ fn s1_meta_leader_killed_under_writes_loses_no_acknowledged_write() {
     let caught_up = lab.lan().run(async move {
         poll(Duration::from_secs(30), Duration::from_millis(20), || async {
             let a = send(&h, Method::GET, &format!("{old_url}/v1/nodes?stale=true"), None).await.ok()?;
-            let nodes: Vec<shardgate_meta::model::NodeView> = serde_json::from_str(&a.body).ok()?;
+            let nodes: Vec<shardgate_meta_client::model::NodeView> = serde_json::from_str(&a.body).ok()?;
             let ids: BTreeSet<String> = nodes.into_iter().map(|n| n.id).collect();
             ids.is_superset(&want).then(Instant::now)
         })
@@ -249,7 +249,7 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
     let (answer, refused_after) = refused;
     let answer = answer.expect("the cut-off member answers on its own host");
     assert_eq!(answer.status, 503, "{answer:?}");
-    let err: shardgate_meta::model::ErrorBody = serde_json::from_str(&answer.body).expect("an error body");
+    let err: shardgate_meta_client::model::ErrorBody = serde_json::from_str(&answer.body).expect("an error body");
     assert!(matches!(err.kind.as_str(), "no_quorum" | "no_leader" | "leader_unreachable"), "{err:?}");
     assert!(err.error.contains("quorum") || err.error.contains("leader"), "{err:?}");
     drop(inside);
@@ -268,7 +268,7 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
     let caught_up = lab.lan().run(async move {
         poll(Duration::from_secs(30), Duration::from_millis(20), || async {
             let a = send(&h, Method::GET, &format!("{url}/v1/nodes?stale=true"), None).await.ok()?;
-            let nodes: Vec<shardgate_meta::model::NodeView> = serde_json::from_str(&a.body).ok()?;
+            let nodes: Vec<shardgate_meta_client::model::NodeView> = serde_json::from_str(&a.body).ok()?;
             let ids: BTreeSet<String> = nodes.into_iter().map(|n| n.id).collect();
             (ids == w).then(Instant::now)
         })
@@ -345,19 +345,19 @@ fn s3_meta_cluster_restarted_from_data_dirs_keeps_state_and_epoch() {
         let rendezvous = c.upload_strategy(shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec()).await.expect("upload");
         let ketama = c.upload_strategy(shardgate_builtins::builtin("ketama").unwrap().component.to_vec()).await.expect("upload");
         sent += 2;
-        let act = shardgate_meta::model::Activation { config: String::new(), replicas: 2 };
+        let act = shardgate_meta_client::model::Activation { config: String::new(), replicas: 2 };
         c.activate(&rendezvous.hash, &act).await.expect("activate");
         sent += 1;
         for i in 0..30 {
             c.add_node(&NewNode { id: format!("extra-{i}"), addr: format!("http://extra-{i}.lab:7200"), weight: 1.0 + i as f64, zone: String::new() })
                 .await
                 .expect("add");
-            c.update_node(&format!("extra-{i}"), &shardgate_meta::model::NodeUpdate { weight: None, state: Some(shardgate_meta::model::NodeState::Draining) })
+            c.update_node(&format!("extra-{i}"), &shardgate_meta_client::model::NodeUpdate { weight: None, state: Some(shardgate_meta_client::model::NodeState::Draining) })
                 .await
                 .expect("drain");
             sent += 2;
         }
-        let r = c.activate(&ketama.hash, &shardgate_meta::model::Activation { config: String::new(), replicas: 1 }).await.expect("activate");
+        let r = c.activate(&ketama.hash, &shardgate_meta_client::model::Activation { config: String::new(), replicas: 1 }).await.expect("activate");
         sent += 1;
         (sent, r.epoch)
     });
@@ -586,7 +586,7 @@ fn bootstrap(lab: &Lab, strategy: &'static str, replicas: u32) -> u64 {
 /// Uploads (idempotent) and activates a built-in; answers the new epoch.
 async fn activate(c: &MetaClient, strategy: &str, replicas: u32) -> u64 {
     let info = c.upload_strategy(shardgate_builtins::builtin(strategy).expect("a built-in").component.to_vec()).await.expect("upload");
-    c.activate(&info.hash, &shardgate_meta::model::Activation { config: String::new(), replicas }).await.expect("activate").epoch
+    c.activate(&info.hash, &shardgate_meta_client::model::Activation { config: String::new(), replicas }).await.expect("activate").epoch
 }
 
 /// The routing meta has active now, configured locally: the reference the

@@ -54,6 +54,9 @@ pub enum StrategyError {
     #[error("strategy is not deterministic: {0}")]
     NonDeterministic(String),
 
+    #[error("component bytes hash to sha256 {actual}, not the {expected} they were fetched as")]
+    HashMismatch { expected: String, actual: String },
+
     #[error("wasmtime: {0}")]
     Engine(String),
 }

@@ -3,7 +3,7 @@
 //! shapes Rust cannot produce (forbidden imports, the wrong world).
 
 use shardgate_builtins::{builtin, BUILTINS, MISBEHAVE};
-use shardgate_strategy::{admit, ActiveRouter, Limits, NodeSpec, Sandbox, Strategy, StrategyError, TableKind};
+use shardgate_strategy::{admit, Limits, NodeSpec, RoutingInput, Sandbox, Strategy, StrategyCache, StrategyError, TableKind};
 use std::sync::{Arc, OnceLock};
 
 fn sandbox() -> &'static Sandbox {
@@ -271,15 +271,42 @@ fn bad_node_lists_are_refused() {
 }
 
 #[test]
-fn a_failed_swap_leaves_the_active_router_serving() {
-    let active = ActiveRouter::new(Some(load("rendezvous").configure("", &nodes(3), 1).unwrap()));
-    let before = active.load().unwrap().route(b"key").unwrap();
+fn a_failed_configure_leaves_the_cached_router_serving() {
+    let cache = StrategyCache::new(tight().clone(), 4, 4);
+    let good = RoutingInput { hash: misbehave().hash().into(), config: String::new(), replicas: 1, nodes: nodes(3) };
+    let router = cache.configure(misbehave(), &good).unwrap();
+    let before = router.route(b"key").unwrap();
     for bad in ["fault = \"trap\"\nat = \"configure\"", "fault = \"bad-table\"", "fault = \"reject-config\""] {
-        assert!(configure_misbehave(bad, 1).map(|r| active.swap(r)).is_err());
+        let input = RoutingInput { config: bad.into(), ..good.clone() };
+        assert!(cache.configure(misbehave(), &input).is_err(), "{bad}");
+        assert!(cache.router(&input).is_none(), "{bad}: a failed configure must not be cached");
     }
-    let now = active.load().unwrap();
-    assert_eq!(now.strategy().metadata().name, "rendezvous");
+    let now = cache.router(&good).expect("the working router stays cached");
     assert_eq!(now.route(b"key").unwrap(), before);
+}
+
+#[test]
+fn the_cache_refuses_bytes_that_do_not_match_their_hash_and_stays_bounded() {
+    let cache = StrategyCache::new(sandbox().clone(), 2, 2);
+    let rendezvous = builtin("rendezvous").unwrap().component;
+    let err = cache.load(&"0".repeat(64), rendezvous).unwrap_err();
+    assert!(matches!(err, StrategyError::HashMismatch { .. }), "{err}");
+    assert!(cache.strategy(&"0".repeat(64)).is_none());
+    let mut hashes = vec![];
+    for name in ["rendezvous", "ketama", "maglev"] {
+        let s = load(name);
+        hashes.push(s.hash().to_string());
+        cache.load(s.hash(), builtin(name).unwrap().component).unwrap();
+    }
+    assert_eq!(cache.len().0, 2);
+    assert!(cache.strategy(&hashes[0]).is_none(), "the least recently used is evicted");
+    assert!(cache.strategy(&hashes[2]).is_some());
+    let s = cache.strategy(&hashes[2]).unwrap();
+    for n in 2..6 {
+        let input = RoutingInput { hash: s.hash().into(), config: String::new(), replicas: 1, nodes: nodes(n) };
+        cache.configure(&s, &input).unwrap();
+    }
+    assert_eq!(cache.len().1, 2);
 }
 
 // --- concurrency -------------------------------------------------------------
@@ -305,43 +332,5 @@ async fn per_key_routing_from_many_tasks_agrees_with_one_thread() {
     }
     for t in tasks {
         t.await.unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn swaps_are_atomic_for_readers() {
-    // Readers must see (nodes, answers) of one router: with 3 nodes every
-    // position is < 3, with 6 nodes the width is 2 instead of 1.
-    let small = load("ketama").configure("", &nodes(3), 1).unwrap();
-    let large = load("pinned").configure("", &nodes(6), 2).unwrap();
-    let active = Arc::new(ActiveRouter::new(Some(small.clone())));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut readers = vec![];
-    for r in 0..4 {
-        let (active, stop) = (active.clone(), stop.clone());
-        readers.push(tokio::spawn(async move {
-            let mut seen = 0u64;
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) || seen < 100 {
-                let router = active.load().unwrap();
-                let answer = router.route(format!("{r}-{i}").as_bytes()).unwrap();
-                assert_eq!(answer.len(), router.width());
-                assert!(answer.iter().all(|&p| (p as usize) < router.nodes().len()));
-                seen += 1;
-                i += 1;
-                if i % 32 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            seen
-        }));
-    }
-    for i in 0..200 {
-        active.swap(if i % 2 == 0 { large.clone() } else { small.clone() });
-        tokio::task::yield_now().await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in readers {
-        assert!(r.await.unwrap() >= 100);
     }
 }

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shardgate_meta::model::{NewNode, RaftStatus};
-use shardgate_meta::{InitialMember, MetaClient, MetaConfig, MetaError, MetaTlsConfig};
+use shardgate_meta_client::model::{NewNode, RaftStatus};
+use shardgate_meta::{InitialMember, MetaConfig, MetaError, MetaTlsConfig};
+use shardgate_meta_client::MetaClient;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

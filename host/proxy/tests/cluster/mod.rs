@@ -1,5 +1,5 @@
 //! Test support: a local cluster (3 meta members, 3 nodes, 2 proxies on
-//! pre-bound 127.0.0.1:0 listeners, from `shardgate_proxy::cluster`), a
+//! pre-bound 127.0.0.1:0 listeners, from `shardgate_testkit::cluster`), a
 //! small HTTP client over real sockets, and polling with a deadline.
 
 #![allow(dead_code)]
@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use shardgate_node::key::{encode_key_segment, key_path};
-pub use shardgate_proxy::cluster::{ClusterSpec, LocalCluster};
+use shardgate_api::key::{encode_key_segment, key_path};
+pub use shardgate_testkit::{ClusterSpec, LocalCluster};
 use shardgate_proxy::{EPOCH_HEADER, Owners};
 
 /// An answer over HTTP.

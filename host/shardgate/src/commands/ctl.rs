@@ -12,8 +12,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{presets, Table};
 use serde::Serialize;
-use shardgate_meta::model::{Activation, HistoryEntry, NewNode, NodeState, NodeUpdate, PreviewRequest, StrategyInfo, WriteReceipt};
-use shardgate_meta::MetaClient;
+use shardgate_meta_client::model::{Activation, HistoryEntry, NewNode, NodeState, NodeUpdate, PreviewRequest, StrategyInfo, WriteReceipt};
+use shardgate_meta_client::MetaClient;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -361,8 +361,8 @@ async fn wait_for_proxies(proxies: &[String], epoch: u64, limit: Duration) -> an
 
 #[derive(Serialize)]
 struct StatusReport {
-    raft: shardgate_meta::model::RaftStatus,
-    routing: shardgate_meta::RoutingState,
+    raft: shardgate_meta_client::model::RaftStatus,
+    routing: shardgate_meta_client::RoutingState,
     proxies: Vec<ProxyEpoch>,
 }
 

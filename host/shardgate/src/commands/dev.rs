@@ -7,8 +7,9 @@
 
 use anyhow::Context;
 use clap::Args;
-use shardgate_meta::model::{Activation, NewNode};
-use shardgate_meta::{InitialMember, MetaClient, MetaConfig};
+use shardgate_meta_client::model::{Activation, NewNode};
+use shardgate_meta::{InitialMember, MetaConfig};
+use shardgate_meta_client::MetaClient;
 use shardgate_node::NodeConfig;
 use shardgate_proxy::ProxyConfig;
 use std::net::{IpAddr, SocketAddr};

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use shardgate_meta::model::RaftStatus;
+use shardgate_meta_client::model::RaftStatus;
 use shardgate_proxy::Status;
 
 use crate::lab::{Host, Lab, Net};

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::model::*;
+use crate::watch_event::{find_event_end, parse_event};
 
 /// A failed API call. `Api` carries the member's answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -455,29 +456,6 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
     }
 }
 
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\n\n")
-}
-
-/// One SSE event: `Some(state)` for `event: routing`, `None` for comments
-/// (heartbeats) and other events.
-fn parse_event(event: &[u8]) -> Result<Option<RoutingState>, String> {
-    let text = std::str::from_utf8(event).map_err(|e| format!("watch event is not UTF-8: {e}"))?;
-    let mut name = "message";
-    let mut data = String::new();
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            name = v.trim();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-        }
-    }
-    if name != "routing" || data.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_str(&data).map(Some).map_err(|e| format!("bad routing event: {e}"))
-}
-
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => ClientError::Api { status: status.as_u16(), kind: b.kind, message: b.error, leader: b.leader },
@@ -492,19 +470,4 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes).map_err(|e| ClientError::Decode { addr: what.to_string(), reason: e.to_string() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_events_parse_and_heartbeats_are_skipped() {
-        let state = RoutingState { epoch: 7, nodes: vec![], strategy: None, config: "a = 1\n".into(), replicas: 1, leader: None };
-        let ev = crate::watch::encode_event(&state);
-        assert_eq!(find_event_end(&ev), Some(ev.len() - 2));
-        assert_eq!(parse_event(&ev).unwrap(), Some(state));
-        assert_eq!(parse_event(crate::watch::HEARTBEAT).unwrap(), None);
-        assert!(parse_event(b"event: routing\ndata: {nope\n\n").is_err());
-    }
 }

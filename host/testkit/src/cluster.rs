@@ -1,7 +1,7 @@
 //! Local clusters in one process: M meta members, N cache nodes and P
 //! proxies, each on a listener bound to `127.0.0.1:0` before it starts, so
-//! nothing races for ports. Used by the proxy's integration tests and its
-//! benchmark, and meant for `shardgate dev`.
+//! nothing races for ports. Used by the integration tests and the proxy's
+//! benchmark.
 //!
 //! [`LocalCluster::start`] binds and starts everything and waits for a Raft
 //! leader; [`LocalCluster::register_nodes`] adds the nodes to meta;
@@ -19,15 +19,15 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use shardgate_meta::model::{Activation, NewNode, WriteReceipt};
-use shardgate_meta::{InitialMember, MetaClient, MetaConfig};
+use shardgate_meta::{InitialMember, MetaConfig};
+use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::model::{Activation, Change, NewNode, WriteReceipt};
 use shardgate_node::NodeConfig;
+use shardgate_proxy::{ProxyConfig, Status};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::ProxyConfig;
-use crate::server::Status;
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -116,7 +116,7 @@ pub enum ClusterError {
     #[error("binding 127.0.0.1:0: {0}")]
     Bind(#[from] std::io::Error),
     #[error("meta: {0}")]
-    Meta(#[from] shardgate_meta::ClientError),
+    Meta(#[from] shardgate_meta_client::ClientError),
     #[error("{0}")]
     Timeout(String),
     #[error("unknown built-in strategy {0:?}")]
@@ -209,7 +209,7 @@ impl LocalCluster {
         let (listener, addr) = bind().await?;
         let id = format!("proxy-{}", self.proxies.len() + 1);
         let config = ProxyConfig { meta: self.metas.iter().map(|m| m.addr.clone()).collect(), ..config };
-        self.proxies.push(Member::spawn(id, addr, move |rx| crate::run(listener, config, stop_signal(rx))));
+        self.proxies.push(Member::spawn(id, addr, move |rx| shardgate_proxy::run(listener, config, stop_signal(rx))));
         Ok(self.proxies.len() - 1)
     }
 
@@ -219,7 +219,7 @@ impl LocalCluster {
             .nodes
             .iter()
             .filter(|n| n.is_running())
-            .map(|n| shardgate_meta::model::Change::AddNode { id: n.id.clone(), addr: n.addr.clone(), weight: 1.0, zone: String::new() })
+            .map(|n| Change::AddNode { id: n.id.clone(), addr: n.addr.clone(), weight: 1.0, zone: String::new() })
             .collect();
         Ok(self.meta.apply(changes).await?)
     }

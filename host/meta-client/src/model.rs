@@ -1,7 +1,7 @@
 //! The wire types of the metadata API: what `/v1/...` accepts and answers,
 //! and the [`RoutingState`] that `/v1/watch` streams to proxies.
 //!
-//! These are the contract between a meta member, [`crate::client::MetaClient`],
+//! These are the contract between a meta member, `MetaClient`,
 //! `shardgate ctl` and the proxy; the Raft log and the state machine use them
 //! too (a [`Change`] is what a log entry carries), so changing one is a
 //! compatibility decision.

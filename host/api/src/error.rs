@@ -1,0 +1,103 @@
+//! [`ApiError`]: what a key-API request can fail with. Each maps to one HTTP
+//! status and a JSON body `{"error": "..."}` naming the violated limit or
+//! parameter; node and proxy answer with it alike.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::batch::BatchError;
+
+/// A request of the key API that a node or a proxy will not or cannot
+/// serve. Messages name the violated limit by its config key, with the
+/// role that enforces it (`node.max_key_size`, `proxy.max_key_size`).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("key not found")]
+    NotFound,
+    #[error("no such endpoint")]
+    NoRoute,
+    #[error("key must not be empty")]
+    EmptyKey,
+    #[error("key must be one percent-encoded path segment (encode '/' as %2F)")]
+    KeyNotOneSegment,
+    /// In the URL of a single-key request: 414.
+    #[error("key is {size} bytes; the limit {limit_name} is {limit} bytes")]
+    KeyTooLong { size: usize, limit: usize, limit_name: String },
+    #[error("value is {size} bytes; the limit {limit_name} is {limit} bytes")]
+    ValueTooLarge { size: u64, limit: usize, limit_name: String },
+    /// A body without (or with a lying) `Content-Length` grew past a limit.
+    #[error("request body is larger than {limit_name} ({limit} bytes)")]
+    BodyTooLarge {
+        limit_name: String,
+        limit: usize,
+    },
+    #[error("query parameter ttl: {reason}")]
+    InvalidTtl { reason: String },
+    #[error("unknown query parameter {name:?}; this endpoint accepts {accepted}")]
+    UnknownQueryParameter {
+        name: String,
+        accepted: &'static str,
+    },
+    #[error("header {name}: {reason}")]
+    InvalidHeader { name: &'static str, reason: String },
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(&'static str),
+    /// The body did not arrive within `<role>.body_read_timeout`: 408.
+    #[error("request body not received within {limit_name} ({after})")]
+    BodyTimeout { limit_name: String, after: String },
+    #[error("request body could not be read: {0}")]
+    BodyRead(String),
+    /// `<role>.data_token` is set and the request has no bearer token: 401.
+    #[error(
+        "missing bearer token: this {role} requires `Authorization: Bearer <token>` \
+         with the token configured as {role}.data_token"
+    )]
+    Unauthorized { role: &'static str },
+    /// A bearer token other than `<role>.data_token`: 403.
+    #[error("bearer token does not match {role}.data_token")]
+    Forbidden { role: &'static str },
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::EmptyKey
+            | ApiError::KeyNotOneSegment
+            | ApiError::InvalidTtl { .. }
+            | ApiError::UnknownQueryParameter { .. }
+            | ApiError::InvalidHeader { .. }
+            | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::ValueTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Batch(e) => e.status(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() }).to_string();
+        let mut response = (self.status(), body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let ApiError::Unauthorized { role } = self {
+            let challenge = format!("Bearer realm=\"shardgate-{role}\"");
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
