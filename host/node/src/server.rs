@@ -33,7 +33,7 @@ use crate::etag::{ReadCondition, WriteCondition, format_etag};
 use crate::key::{KEY_PATH_PREFIX, decode_key_segment};
 use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN};
 use crate::metrics::{Endpoint, NodeMetrics};
-use crate::store::{DeleteResult, Store};
+use crate::store::{Clock, DeleteResult, Store};
 use crate::ttl::{check_ttl_seconds, ttl_from_query};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
@@ -60,16 +60,31 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    run_with_clock(listener, config, Clock::system(), shutdown).await
+}
+
+/// [`run`] with the store's TTLs on `clock`. For tests: with
+/// [`Clock::manual`] a TTL test advances a [`crate::store::ManualClock`]
+/// instead of sleeping. Timeouts (header, body, shutdown) stay on tokio's
+/// clock.
+#[doc(hidden)]
+pub async fn run_with_clock(
+    listener: TcpListener,
+    config: NodeConfig,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     config.validate()?;
     let data_token = config.resolve_data_token()?.map(|t| DataToken::new(&t));
     let local = listener.local_addr().map_err(NodeError::Listener)?;
     let metrics = NodeMetrics::new();
-    let store = Store::with_largest_entry(
+    let store = Store::with_clock(
         config.memory_limit.as_u64(),
         config.largest_entry(),
         config.eviction_policy,
         metrics.evictions.clone(),
         metrics.expirations.clone(),
+        clock,
     );
     let state = Arc::new(NodeState {
         store,

@@ -10,7 +10,9 @@
 //! - **Byte bound.** quick_cache evicts before it inserts, per shard, so
 //!   the bound holds at every instant. The cache is split into shards that
 //!   are each large enough for the largest entry the config allows.
-//! - **TTL.** Every item carries its expiry instant. Reads check it (an
+//! - **TTL.** Every item carries its expiry instant, in milliseconds of
+//!   the store's [`Clock`] (the system clock; a [`ManualClock`] in tests,
+//!   which also paces the sweeper). Reads check it (an
 //!   expired item is absent and is removed on the spot); writes treat an
 //!   expired item as absent; a background sweeper thread walks the cache
 //!   incrementally (a bounded number of entries per tick, each step
@@ -220,14 +222,92 @@ impl Weighter<ItemKey, Item> for ItemWeight {
     }
 }
 
-/// Milliseconds since the store was created (expiry instants are relative
-/// to it, so they fit a u64 and need no wall clock).
-#[derive(Clone, Copy)]
-struct StoreClock(Instant);
+/// Where a store reads the time for TTLs: milliseconds since the store was
+/// created (expiry instants are relative to it, so they fit a u64 and need
+/// no wall clock). [`Clock::system`] is the monotonic clock every node
+/// uses; [`Clock::manual`] is a clock that moves only when a test calls
+/// [`ManualClock::advance`], so TTL tests neither sleep nor race. An enum,
+/// not a trait object: a read (one per GET) is a predictable branch and an
+/// `Instant::elapsed`, as before, with no dynamic call and no lock.
+#[derive(Clone)]
+pub struct Clock(ClockKind);
 
-impl StoreClock {
-    fn now_ms(self) -> u64 {
-        self.0.elapsed().as_millis() as u64
+#[derive(Clone)]
+enum ClockKind {
+    System(Instant),
+    Manual(ManualClock),
+}
+
+impl Clock {
+    /// The monotonic system clock, starting now.
+    pub fn system() -> Clock {
+        Clock(ClockKind::System(Instant::now()))
+    }
+
+    /// A clock that reads what `manual` says.
+    pub fn manual(manual: &ManualClock) -> Clock {
+        Clock(ClockKind::Manual(manual.clone()))
+    }
+
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        match &self.0 {
+            ClockKind::System(start) => start.elapsed().as_millis() as u64,
+            ClockKind::Manual(manual) => manual.now_ms(),
+        }
+    }
+
+    /// Blocks the calling thread until this clock reads at least
+    /// `deadline_ms`, or until it is unparked (callers re-check both).
+    fn park_until(&self, deadline_ms: u64) {
+        match &self.0 {
+            ClockKind::System(_) => std::thread::park_timeout(Duration::from_millis(
+                deadline_ms.saturating_sub(self.now_ms()),
+            )),
+            // Woken by `ManualClock::advance` (or by the store's drop).
+            ClockKind::Manual(_) => std::thread::park(),
+        }
+    }
+}
+
+/// A test clock shared by clones: starts at 0 ms and moves only by
+/// [`ManualClock::advance`], which also wakes the sweeper of every store
+/// reading it (the sweeper ticks every 100 ms of this clock's time).
+#[derive(Clone, Default)]
+pub struct ManualClock(Arc<ManualClockInner>);
+
+#[derive(Default)]
+struct ManualClockInner {
+    now_ms: AtomicU64,
+    sweepers: Mutex<Vec<std::thread::Thread>>,
+}
+
+impl ManualClock {
+    /// A clock at 0 ms.
+    pub fn new() -> ManualClock {
+        ManualClock::default()
+    }
+
+    /// Moves the clock forward by `by` (whole milliseconds) and wakes the
+    /// sweepers.
+    pub fn advance(&self, by: Duration) {
+        self.0
+            .now_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        for sweeper in self.sweepers().iter() {
+            sweeper.unpark();
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn sweepers(&self) -> MutexGuard<'_, Vec<std::thread::Thread>> {
+        self.0
+            .sweepers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -238,7 +318,7 @@ impl StoreClock {
 struct RemovalCounter {
     evictions: Counter,
     expirations: Counter,
-    clock: StoreClock,
+    clock: Clock,
 }
 
 /// Per-operation state of [`RemovalCounter`]: which version the write
@@ -334,7 +414,7 @@ fn layout(
 /// What the store and its sweeper thread share.
 struct StoreShared {
     cache: ItemCache,
-    clock: StoreClock,
+    clock: Clock,
     stripes: Box<[Mutex<()>]>,
     stripe_hasher: DefaultHashBuilder,
     memory_limit: u64,
@@ -379,17 +459,33 @@ impl StoreShared {
         }
     }
 
-    /// Walks the cache a bounded step per tick until told to stop.
+    /// Walks the cache a bounded step per tick (every [`SWEEP_TICK`] of
+    /// the store's clock) until told to stop.
     fn sweep_until_stopped(&self) {
-        let mut pass = self.cache.iter();
-        loop {
-            std::thread::park_timeout(SWEEP_TICK);
-            if self.stop.load(Ordering::Acquire) {
-                return;
+        let manual = match &self.clock.0 {
+            ClockKind::Manual(manual) => {
+                // Registered before the first read of the clock: no advance
+                // can be missed.
+                manual.sweepers().push(std::thread::current());
+                Some(manual)
             }
+            ClockKind::System(_) => None,
+        };
+        let tick = SWEEP_TICK.as_millis() as u64;
+        let mut pass = self.cache.iter();
+        let mut next_tick = self.clock.now_ms().saturating_add(tick);
+        loop {
+            self.clock.park_until(next_tick);
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let now = self.clock.now_ms();
+            if now < next_tick {
+                continue;
+            }
+            next_tick = now.saturating_add(tick);
             let budget = (self.cache.len() / SWEEP_TICKS_PER_PASS)
                 .clamp(SWEEP_MIN_PER_TICK, SWEEP_MAX_PER_TICK);
-            let now = self.clock.now_ms();
             for _ in 0..budget {
                 match pass.next() {
                     Some((_, item)) if item.expired(now) => self.remove_expired(&item),
@@ -400,6 +496,10 @@ impl StoreShared {
                     }
                 }
             }
+        }
+        if let Some(manual) = manual {
+            let me = std::thread::current().id();
+            manual.sweepers().retain(|t| t.id() != me);
         }
     }
 }
@@ -437,6 +537,19 @@ impl Store {
         evictions: Counter,
         expirations: Counter,
     ) -> Store {
+        Store::with_clock(memory_limit, largest_entry, policy, evictions, expirations, Clock::system())
+    }
+
+    /// [`Store::with_largest_entry`] reading the time from `clock` (tests
+    /// pass [`Clock::manual`]; nodes use [`Clock::system`]).
+    pub fn with_clock(
+        memory_limit: u64,
+        largest_entry: u64,
+        policy: EvictionPolicy,
+        evictions: Counter,
+        expirations: Counter,
+        clock: Clock,
+    ) -> Store {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Store::build(
             layout(
@@ -448,11 +561,17 @@ impl Store {
             memory_limit,
             evictions,
             expirations,
+            clock,
         )
     }
 
-    fn build(layout: Layout, memory_limit: u64, evictions: Counter, expirations: Counter) -> Store {
-        let clock = StoreClock(Instant::now());
+    fn build(
+        layout: Layout,
+        memory_limit: u64,
+        evictions: Counter,
+        expirations: Counter,
+        clock: Clock,
+    ) -> Store {
         let estimated_items = (memory_limit / TYPICAL_ENTRY_WEIGHT).max(32) as usize;
         let options = OptionsBuilder::new()
             .shards(layout.shards)
@@ -468,7 +587,7 @@ impl Store {
             RemovalCounter {
                 evictions,
                 expirations: expirations.clone(),
-                clock,
+                clock: clock.clone(),
             },
         );
         // Versions only need to be unique per key across restarts of this
@@ -626,6 +745,7 @@ mod tests {
             limit,
             ev.clone(),
             ex.clone(),
+            Clock::system(),
         );
         (store, ev, ex)
     }
@@ -851,10 +971,39 @@ mod tests {
         assert_eq!(evictions.get(), 0);
     }
 
-    /// The sweeper removes an entry nobody reads again once its TTL passed.
+    /// A store on a [`ManualClock`].
+    fn manual_store(limit: u64) -> (Store, ManualClock, Counter, Counter) {
+        let (ev, ex, clock) = (Counter::default(), Counter::default(), ManualClock::new());
+        let s = Store::with_clock(
+            limit,
+            limit,
+            EvictionPolicy::Lru,
+            ev.clone(),
+            ex.clone(),
+            Clock::manual(&clock),
+        );
+        (s, clock, ev, ex)
+    }
+
+    /// A TTL ends exactly when the store's clock reaches it: a read 1 ms
+    /// before sees the value, a read at the instant does not.
+    #[test]
+    fn ttl_ends_when_the_clock_reaches_it() {
+        let (s, clock, evictions, expirations) = manual_store(1 << 20);
+        s.put(b"k", b"", b"v", Duration::from_secs(2), &WriteCondition::Always);
+        clock.advance(Duration::from_millis(1999));
+        assert_eq!(s.get(b"k").unwrap().value(), b"v");
+        clock.advance(Duration::from_millis(1));
+        assert!(s.get(b"k").is_none());
+        assert_eq!((evictions.get(), expirations.get()), (0, 1));
+    }
+
+    /// The sweeper removes an entry nobody reads again once its TTL passed;
+    /// it ticks on the store's clock, so the test advances that clock a
+    /// tick at a time and only waits for the sweeper thread to run.
     #[test]
     fn sweeper_removes_unread_expired_entries() {
-        let (s, evictions, expirations) = store(1 << 20);
+        let (s, clock, evictions, expirations) = manual_store(1 << 20);
         s.put(
             b"short",
             b"",
@@ -863,10 +1012,27 @@ mod tests {
             &WriteCondition::Always,
         );
         s.put(b"long", b"", b"v", HOUR, &WriteCondition::Always);
-        poll_until("the sweeper to expire `short`", || expirations.get() == 1);
+        clock.advance(Duration::from_secs(1));
+        poll_until("the sweeper to expire `short`", || {
+            clock.advance(SWEEP_TICK);
+            expirations.get() == 1
+        });
         assert_eq!(s.entry_count(), 1);
         assert!(s.get(b"long").is_some());
         assert_eq!(evictions.get(), 0);
+    }
+
+    /// A store on a manual clock whose time never moves never sweeps, and
+    /// its drop still stops the sweeper promptly.
+    #[test]
+    fn sweeper_waits_for_the_manual_clock() {
+        let (s, clock, _, expirations) = manual_store(1 << 20);
+        let item = Item::new(1, 1, 0, b"stale", b"", b"old");
+        s.shared.cache.insert(ItemKey(item.clone()), item);
+        std::thread::sleep(SWEEP_TICK * 3);
+        assert_eq!((s.entry_count(), expirations.get()), (1, 0));
+        drop(s);
+        assert!(clock.sweepers().is_empty());
     }
 
     /// Threads released together by a barrier compare-and-set from the

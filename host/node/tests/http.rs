@@ -11,10 +11,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use shardgate_api::Limits;
 use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
 use shardgate_api::etag::WriteCondition;
 use shardgate_api::key::key_path;
-use shardgate_api::Limits;
+use shardgate_node::store::{Clock, ManualClock};
 use shardgate_node::{NodeConfig, NodeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,10 +48,15 @@ impl Reply {
 
 impl TestNode {
     async fn start(config: NodeConfig) -> TestNode {
+        TestNode::start_with_clock(config, Clock::system()).await
+    }
+
+    /// A node whose TTLs follow `clock` (a [`ManualClock`] in TTL tests).
+    async fn start_with_clock(config: NodeConfig, clock: Clock) -> TestNode {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(shardgate_node::run(listener, config, async move {
+        let task = tokio::spawn(shardgate_node::server::run_with_clock(listener, config, clock, async move {
             let _ = stopped.await;
         }));
         let client = Client::builder(TokioExecutor::new()).build_http();
@@ -361,9 +367,12 @@ async fn cas_race_has_exactly_one_winner() {
     std::sync::Arc::into_inner(node).unwrap().stop().await;
 }
 
+/// TTLs on a manual clock: the test moves the node's clock instead of
+/// sleeping, so each expiry is checked at (and 1 ms before) its instant.
 #[tokio::test]
 async fn ttl_expiry() {
-    let node = TestNode::start(small_config()).await;
+    let clock = ManualClock::new();
+    let node = TestNode::start_with_clock(small_config(), Clock::manual(&clock)).await;
     let r = node
         .request(
             Method::PUT,
@@ -382,14 +391,12 @@ async fn ttl_expiry() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    poll_until("short to expire", || async {
-        node.get(b"short").await.status == StatusCode::NOT_FOUND
-    })
-    .await;
-    poll_until("the expiration to be counted", || async {
-        node.metric("shardgate_node_expirations_total").await >= 1.0
-    })
-    .await;
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(node.get(b"short").await.status, StatusCode::OK);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(node.get(b"short").await.status, StatusCode::NOT_FOUND, "short expired");
+    // The read that found it expired removed and counted it.
+    assert_eq!(node.metric("shardgate_node_expirations_total").await, 1.0);
     assert_eq!(node.get(b"long").await.status, StatusCode::OK);
     // An expired key is absent for conditional writes too.
     let add = node
@@ -409,14 +416,10 @@ async fn ttl_expiry() {
         "v2",
     )
     .await;
-    poll_until("long to expire after its rewrite", || async {
-        node.get(b"long").await.status == StatusCode::NOT_FOUND
-    })
-    .await;
-    poll_until("expirations to be counted", || async {
-        node.metric("shardgate_node_expirations_total").await >= 2.0
-    })
-    .await;
+    assert_eq!(node.get(b"long").await.status, StatusCode::OK);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(node.get(b"long").await.status, StatusCode::NOT_FOUND, "long expired after its rewrite");
+    assert_eq!(node.metric("shardgate_node_expirations_total").await, 2.0);
     node.stop().await;
 }
 
@@ -592,7 +595,8 @@ async fn malformed_paths_and_requests() {
 
 #[tokio::test]
 async fn batch_put_and_get() {
-    let node = TestNode::start(small_config()).await;
+    let clock = ManualClock::new();
+    let node = TestNode::start_with_clock(small_config(), Clock::manual(&clock)).await;
     let etag = node.put(b"existing", b"old").await.etag();
     let version = shardgate_api::etag::parse_etag(&etag).unwrap().unwrap();
     let items = vec![
@@ -683,10 +687,8 @@ async fn batch_put_and_get() {
     assert_eq!(node.metric("shardgate_node_hits_total").await, 4.0);
     assert_eq!(node.metric("shardgate_node_misses_total").await, 1.0);
     // Entry 3 had ttl 1s.
-    poll_until("batch ttl to expire", || async {
-        node.get(b"\x00bin\xff").await.status == StatusCode::NOT_FOUND
-    })
-    .await;
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(node.get(b"\x00bin\xff").await.status, StatusCode::NOT_FOUND, "batch ttl expired");
     node.stop().await;
 }
 

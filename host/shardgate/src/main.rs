@@ -9,11 +9,21 @@ mod config;
 mod roles;
 mod signal;
 
+/// The log filter when neither `--log` nor `RUST_LOG` is given: shardgate's
+/// own crates at `info`, everything else (openraft, hyper, wasmtime,
+/// cranelift, ...) at `warn`. EnvFilter matches a directive's target as a
+/// prefix of the event's target, so `shardgate` covers `shardgate`,
+/// `shardgate_node`, `shardgate_meta`, `shardgate_proxy`,
+/// `shardgate_strategy` and any `shardgate_*` crate added later.
+const DEFAULT_LOG: &str = "warn,shardgate=info";
+
 #[derive(Parser)]
 #[command(name = "shardgate", version, about = "A distributed cache whose key routing is pluggable, sandboxed WebAssembly")]
 struct Cli {
     /// Log filter (tracing-subscriber EnvFilter syntax); RUST_LOG overrides.
-    #[arg(long, global = true, default_value = "info")]
+    /// The default logs shardgate's own crates at info and every
+    /// dependency (openraft, hyper, wasmtime...) at warn.
+    #[arg(long, global = true, default_value = DEFAULT_LOG)]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -42,12 +52,17 @@ enum Command {
     // Roles (node, meta, proxy, dev) and ctl are added by their crates' issues.
 }
 
+/// `RUST_LOG` when set (and valid) replaces the filter entirely; otherwise
+/// `--log`, whose default is [`DEFAULT_LOG`].
+fn log_filter(cli_log: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli_log))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(&cli.log))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -69,5 +84,34 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// The default filter lets shardgate's crates (present and future)
+    /// log at info and holds every dependency, openraft first, to warn.
+    #[test]
+    fn default_filter_is_info_for_shardgate_and_warn_for_dependencies() {
+        let filter = tracing_subscriber::EnvFilter::new(super::DEFAULT_LOG);
+        let subscriber = tracing_subscriber::registry().with(filter);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "shardgate::roles", Level::INFO));
+            assert!(tracing::enabled!(target: "shardgate_node::server", Level::INFO));
+            assert!(tracing::enabled!(target: "shardgate_meta::raft", Level::INFO));
+            assert!(tracing::enabled!(target: "shardgate_proxy", Level::INFO));
+            assert!(tracing::enabled!(target: "shardgate_strategy::router", Level::INFO));
+            assert!(tracing::enabled!(target: "shardgate_future_crate", Level::INFO));
+            assert!(!tracing::enabled!(target: "shardgate_node::server", Level::DEBUG));
+            assert!(!tracing::enabled!(target: "openraft::raft", Level::INFO));
+            assert!(!tracing::enabled!(target: "openraft::core::raft_core", Level::INFO));
+            assert!(tracing::enabled!(target: "openraft::raft", Level::WARN));
+            assert!(!tracing::enabled!(target: "hyper::proto", Level::INFO));
+            assert!(!tracing::enabled!(target: "wasmtime::runtime", Level::INFO));
+            assert!(!tracing::enabled!(target: "cranelift_codegen", Level::INFO));
+        });
     }
 }

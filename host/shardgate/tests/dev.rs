@@ -76,8 +76,12 @@ fn cargo(dir: &Path, target: &Path) -> Command {
 #[test]
 fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
     // 1. Start it and wait for its banner.
-    let mut child = shardgate().arg("dev").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // The default log filter (no RUST_LOG): checked in step 6.
+    let mut child =
+        shardgate().arg("dev").env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<String>>());
     let dev = Dev(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -165,4 +169,23 @@ fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
         assert!(Instant::now() < deadline, "dev did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // 6. By default only shardgate's own crates log below warn: no openraft
+    // INFO (a whole RaftState dump among them) before the banner or during
+    // the swaps above.
+    let log = log.join().unwrap();
+    let chatty: Vec<&String> = log.iter().filter(|line| below_warn_from_a_dependency(line)).collect();
+    assert!(chatty.is_empty(), "dependency log lines below warn by default:\n{chatty:#?}");
+    assert!(log.iter().any(|l| l.contains(" INFO shardgate")), "shardgate's own info lines are kept: {log:#?}");
+}
+
+/// A tracing-subscriber fmt line (`<time> <LEVEL> [<span>{..}:]* <target>:
+/// ...`, no ANSI on a pipe) at INFO, DEBUG or TRACE whose target is not a
+/// shardgate crate.
+fn below_warn_from_a_dependency(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let (Some(_time), Some(level)) = (words.next(), words.next()) else {
+        return false;
+    };
+    matches!(level, "INFO" | "DEBUG" | "TRACE") && !words.any(|w| w.starts_with("shardgate") && w.ends_with(':'))
 }

@@ -15,8 +15,20 @@
 //! lock) and each prints its report row (`cargo test -p shardgate --test
 //! faults -- --nocapture`).
 //!
-//! Needs root and iproute2; elsewhere every test prints `skipped: <reason>`
-//! and passes.
+//! Needs root and iproute2 (`ip netns`). A scenario that cannot run must
+//! not pass for one that did, so when the lab is unavailable ([`lab`]):
+//!
+//! - with `CI` set (CI runs the suite as root with `CI=true`) or
+//!   `SHARDGATE_REQUIRE_NETNS=1`, the test FAILS, naming the reason;
+//! - otherwise it writes `SKIPPED: <test name>: <reason>` straight to the
+//!   process's stderr (past libtest's output capture, so the line shows in
+//!   a plain `cargo test` run) and returns. libtest has no "skipped"
+//!   outcome, so it is still counted as passed: read the SKIPPED lines.
+//!   `SHARDGATE_REQUIRE_NETNS=0` allows this even with `CI` set.
+//!
+//! `.ci/test` sets `SHARDGATE_REQUIRE_NETNS=1` when it runs as root (unless
+//! told otherwise), so a CI machine without `ip` or without the privileges
+//! fails instead of going green, and says so when not root.
 
 #[path = "faults/cluster.rs"]
 mod cluster;
@@ -34,11 +46,35 @@ use reqwest::Method;
 use shardgate_meta_client::MetaClient;
 use shardgate_meta_client::model::NewNode;
 
-/// The lab for a scenario, or `None` (after printing why) where network
-/// namespaces are not available.
+/// Whether a scenario that cannot run is a failure rather than a skip:
+/// `SHARDGATE_REQUIRE_NETNS=1` (or `0`) decides; without it, `CI` set to
+/// anything but empty, `0` or `false` does.
+fn netns_required() -> bool {
+    match std::env::var("SHARDGATE_REQUIRE_NETNS").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "0" | "false")),
+    }
+}
+
+/// The lab for a scenario, or `None` where network namespaces are not
+/// available and that is allowed (after writing `SKIPPED: <test>: <reason>`
+/// to stderr); panics where it is not allowed (see the module doc).
 fn lab(tag: &str, hosts: Vec<Host>) -> Option<Lab> {
     if let Some(reason) = lab::unsupported() {
-        println!("skipped: {reason}");
+        // libtest runs each test on a thread named after it.
+        let thread = std::thread::current();
+        let test = thread.name().filter(|n| *n != "main").unwrap_or(tag);
+        if netns_required() {
+            panic!(
+                "{test}: the fault scenario cannot run: {reason}. CI (or SHARDGATE_REQUIRE_NETNS=1) requires it: \
+                 run as root with iproute2 installed, or set SHARDGATE_REQUIRE_NETNS=0 to skip it"
+            );
+        }
+        // Not `eprintln!`: libtest would capture it and show nothing for a
+        // passing test.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
         return None;
     }
     Some(Lab::new(tag, &hosts))
