@@ -1,10 +1,12 @@
 //! `[meta]` of the Shardgate config file: identity, addresses, data
 //! directory, how a new cluster forms (initial `members`, or `join` through an
 //! existing member), Raft timing, snapshot policy, limits and optional TLS
-//! (`tls = { cert, key, ca }`).
+//! (`tls = { cert, key, ca }`) and how connections are accepted
+//! (`max_connections`, `header_read_timeout`).
 //!
 //! Read once at start by [`crate::run`]; `validate` names the offending key.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,8 +47,10 @@ pub struct MetaTlsConfig {
 pub struct MetaConfig {
     /// Raft id of this member, > 0, unique in the cluster.
     pub id: u64,
-    /// Address to listen on (`shardgate meta` binds it; tests pass a listener).
-    pub listen: String,
+    /// Address to listen on, `ip:port` (`shardgate meta` binds it; tests
+    /// pass a listener).
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: SocketAddr,
     /// API address the other members and clients use to reach this one,
     /// `http://host:port` (`https://host:port` with `tls`); default
     /// `http://` (`https://` with `tls`) + the bound address.
@@ -96,13 +100,21 @@ pub struct MetaConfig {
     /// `ca` optional). Unset (the default): plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<MetaTlsConfig>,
+    /// Connections served at once (clients, proxies and the other members'
+    /// Raft RPCs together); one more gets a 503 naming this limit and is
+    /// closed.
+    pub max_connections: u32,
+    /// Time a client has to send a complete request head, and with `tls`
+    /// to finish the TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for MetaConfig {
     fn default() -> Self {
         Self {
             id: 1,
-            listen: "127.0.0.1:7101".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             advertise: None,
             data_dir: PathBuf::from("data/meta"),
             members: Vec::new(),
@@ -117,20 +129,25 @@ impl Default for MetaConfig {
             admission_sample_keys: 1000,
             admin_token: None,
             tls: None,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// A config value is out of range; the message names the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct ConfigError {
-    pub key: String,
-    pub reason: String,
+/// A `[meta]` value that cannot work; `key` is the full key path.
+pub use shardgate_role::config::ConfigError;
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(format!("meta.{key}"), message)
 }
 
-fn err(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { key: format!("meta.{key}"), reason: reason.into() }
+/// `meta.listen` from its string form, or an error naming the key (the
+/// message `validate` gave while the field was a string).
+fn listen_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse()
+        .map_err(|_| serde::de::Error::custom(format!("meta.listen: {text:?} is not host:port with an IP address")))
 }
 
 pub use shardgate_auth::MAX_TOKEN_LEN;
@@ -142,9 +159,6 @@ impl MetaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id == 0 {
             return Err(err("id", "must be > 0"));
-        }
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err("listen", format!("{:?} is not host:port with an IP address", self.listen)));
         }
         if let Some(a) = &self.advertise {
             validate_member_addr("address", a).map_err(|e| err("advertise", e.to_string()))?;
@@ -208,6 +222,12 @@ impl MetaConfig {
         if self.admission_sample_keys == 0 || self.admission_sample_keys > 1_000_000 {
             return Err(err("admission_sample_keys", "must be between 1 and 1000000"));
         }
+        if self.max_connections == 0 {
+            return Err(err("max_connections", "must be at least 1"));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(err("header_read_timeout", "must be longer than 0s"));
+        }
         Ok(())
     }
 
@@ -269,7 +289,8 @@ mod tests {
     fn errors_name_the_key() {
         let cases: Vec<(&str, &str)> = vec![
             ("id = 0", "meta.id"),
-            ("listen = \"nope\"", "meta.listen"),
+            ("max_connections = 0", "meta.max_connections: must be at least 1"),
+            ("header_read_timeout = \"0s\"", "meta.header_read_timeout: must be longer than 0s"),
             ("members = [{ id = 2, addr = \"http://a:1\" }]", "meta.members: must include"),
             ("members = [{ id = 1, addr = \"a:1\" }]", "meta.members[0].addr"),
             ("join = \"ftp://x:1\"", "meta.join"),
@@ -305,6 +326,12 @@ mod tests {
             let e = toml::from_str::<MetaConfig>(unknown).unwrap_err().to_string();
             assert!(e.contains("client_ca") || e.contains("missing field `key`"), "{unknown}: {e}");
         }
+        // `listen` is a SocketAddr: a bad one fails to parse, naming the key.
+        let e = toml::from_str::<MetaConfig>("listen = \"nope\"").unwrap_err().to_string();
+        assert!(e.contains("meta.listen: \"nope\" is not host:port with an IP address"), "{e}");
+        let c: MetaConfig = toml::from_str("listen = \"127.0.0.1:0\"\nmax_connections = 8\nheader_read_timeout = \"250ms\"").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.listen.port(), c.max_connections, c.header_read_timeout), (0, 8, Duration::from_millis(250)));
         let unknown = toml::from_str::<MetaConfig>("idd = 1").unwrap_err().to_string();
         assert!(unknown.contains("idd"), "{unknown}");
     }

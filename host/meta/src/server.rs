@@ -1,6 +1,7 @@
 //! Starting and stopping one meta member: open the stores, start Raft, serve
-//! Raft RPCs and the JSON API on one listener (plain HTTP, or TLS with
-//! `meta.tls` through [`shardgate_tls::TlsListener`]), bootstrap a new
+//! Raft RPCs and the JSON API on one listener through the accept loop every
+//! role shares ([`shardgate_role::serve`]: `meta.max_connections`,
+//! `meta.header_read_timeout`, TLS with `meta.tls`), bootstrap a new
 //! cluster or join an existing one, and shut down cleanly.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardgate_strategy::{Limits, Sandbox};
+use hyper_util::service::TowerToHyperService;
+use shardgate_role::serve::ServeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -26,10 +29,6 @@ use crate::store;
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long a client has to finish the TLS handshake (`meta.tls`); each
-/// handshake runs in its own task, so a slow one delays nobody else.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Run one meta member on `listener` until `shutdown` completes.
 ///
 /// The listener is already bound (tests bind `127.0.0.1:0`); `config.listen`
@@ -46,7 +45,7 @@ pub async fn run(
         None if local.ip().is_unspecified() => {
             return Err(MetaError::Config(crate::config::ConfigError {
                 key: "meta.advertise".into(),
-                reason: format!("required when listening on {local} (an unspecified address)"),
+                message: format!("required when listening on {local} (an unspecified address)"),
             }));
         }
         None => format!("{}://{local}", if config.tls.is_some() { "https" } else { "http" }),
@@ -132,46 +131,20 @@ pub async fn run(
             warn!(error = %e, "raft shutdown");
         }
     };
-    let res = match tls {
-        // The accept loop sets TCP_NODELAY and runs each handshake in its
-        // own task, bounded by TLS_HANDSHAKE_TIMEOUT.
-        Some(acceptor) => serve(shardgate_tls::TlsListener::new(listener, acceptor, TLS_HANDSHAKE_TIMEOUT)?, app, stopping).await,
-        None => {
-            // Small request/response pairs (Raft RPCs, forwarded writes): no Nagle.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-            serve(listener, app, stopping).await
-        }
+    let serve_config = ServeConfig {
+        role: "meta",
+        max_connections: config.max_connections,
+        max_connections_key: "meta.max_connections",
+        retry_after_secs: Some(1),
+        header_read_timeout: config.header_read_timeout,
+        tls,
+        drain_timeout: DRAIN_TIMEOUT,
     };
-    if res.is_err() {
-        // The listener failed before the shutdown signal: stop Raft here.
-        let _ = raft.shutdown().await;
-    }
+    let service = TowerToHyperService::new(app);
+    let http = hyper::server::conn::http1::Builder::new();
+    shardgate_role::serve::serve(listener, serve_config, http, |_| service.clone(), Arc::new(()), stopping).await;
     info!(id = config.id, "meta member stopped");
-    res.map_err(MetaError::Io)
-}
-
-/// Serve `app` on `listener` until `stopping` completes, then give open
-/// connections [`DRAIN_TIMEOUT`] to finish.
-async fn serve<L>(listener: L, app: axum::Router, stopping: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stopping.await;
-        let _ = drained_tx.send(());
-    });
-    let mut serve = std::pin::pin!(serve.into_future());
-    tokio::select! {
-        res = &mut serve => res,
-        _ = async { let _ = drained_rx.await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-            warn!("connections still open after the drain timeout; closing");
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 /// Bootstrap a new cluster (initial `members`, lowest id initializes) or

@@ -612,7 +612,7 @@ async fn a_member_without_a_cluster_answers_the_documented_503() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = MetaConfig {
         data_dir: dir.path().join("lonely"),
-        listen: listener.local_addr().unwrap().to_string(),
+        listen: listener.local_addr().unwrap(),
         ..common::test_config()
     };
     let (stop, stopped) = oneshot::channel::<()>();

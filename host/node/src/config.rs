@@ -109,23 +109,7 @@ impl Default for NodeConfig {
 }
 
 /// A `[node]` value that cannot work; `key` is the full key path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// Key path, e.g. `node.max_value_size`.
-    pub key: &'static str,
-    /// What is wrong and what would be accepted.
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(key: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            key,
-            message: message.into(),
-        }
-    }
-}
+pub use shardgate_role::config::ConfigError;
 
 pub use shardgate_auth::MAX_TOKEN_LEN;
 

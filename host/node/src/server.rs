@@ -1,7 +1,8 @@
-//! The node's HTTP/1.1 front: the accept loop (connection limit, header
-//! read timeout, graceful shutdown) and the axum handlers that turn
-//! requests into [`Store`] calls. Requests arrive here from clients or from
-//! the proxy; everything below this module is HTTP-free.
+//! The node's HTTP/1.1 front: the axum handlers that turn requests into
+//! [`Store`] calls, served by the accept loop every role shares
+//! ([`shardgate_role::serve`]: connection limit, header read timeout,
+//! graceful shutdown). Requests arrive here from clients or from the proxy;
+//! everything below this module is HTTP-free.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,13 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
+use tokio::net::TcpListener;
+use tracing::info;
 
 use crate::auth::{DataAuth, DataToken, require_token};
 use crate::batch::{self, GetResponseEncoder, PutResult};
@@ -107,83 +105,42 @@ pub async fn run_with_clock(
     // Answers to pipelined requests (a proxy's pipes, `proxy.pipelines_per_node`)
     // leave in one write instead of one per answer.
     http.pipeline_flush(true);
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(config.max_connections as usize));
-    tokio::pin!(shutdown);
+    let serve_config = ServeConfig {
+        role: "node",
+        max_connections: config.max_connections,
+        max_connections_key: "node.max_connections",
+        retry_after_secs: None,
+        header_read_timeout: config.header_read_timeout,
+        tls: None,
+        drain_timeout: config.shutdown_timeout,
+    };
     info!(
         addr = %local,
         memory_limit = config.memory_limit.as_u64(),
         data_token = data_token.is_some(),
         "node listening"
     );
-
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            state.metrics.connections_rejected.inc();
-            debug!(%peer, limit = config.max_connections, "rejecting connection");
-            tokio::spawn(reject_connection(stream, "node.max_connections", config.max_connections, None));
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
-        let state = state.clone();
-        state.metrics.connections_open.inc();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%peer, %error, "connection ended with an error");
-            }
-            state.metrics.connections_open.dec();
-            drop(permit);
-        });
-    }
-
-    state.ready.store(false, Ordering::Relaxed);
-    drop(listener);
-    info!(addr = %local, "node shutting down; finishing in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => info!(addr = %local, "node stopped"),
-        () = tokio::time::sleep(config.shutdown_timeout) => {
-            warn!(addr = %local, timeout = ?config.shutdown_timeout, "node stopped with requests still in flight");
-        }
-    }
+    let not_ready = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        not_ready.ready.store(false, Ordering::Relaxed);
+    };
+    let connections: Arc<dyn ConnectionMetrics> = state.clone();
+    shardgate_role::serve::serve(listener, serve_config, http, |_| service.clone(), connections, shutdown).await;
     Ok(())
 }
 
-/// Answers a connection over a connection limit (`key`, e.g.
-/// `node.max_connections`) with a 503 naming the limit, optionally with
-/// `Retry-After`, and closes it. The proxy refuses its extra connections
-/// with the same answer.
-pub async fn reject_connection(mut stream: TcpStream, key: &str, limit: u32, retry_after_secs: Option<u32>) {
-    let body = serde_json::json!({
-        "error": format!("too many connections; the limit {key} is {limit}")
-    })
-    .to_string();
-    let retry_after = retry_after_secs.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n{retry_after}\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+/// Open and rejected connections under the node's metric names.
+impl ConnectionMetrics for NodeState {
+    fn opened(&self) {
+        self.metrics.connections_open.inc();
+    }
+    fn closed(&self) {
+        self.metrics.connections_open.dec();
+    }
+    fn rejected(&self) {
+        self.metrics.connections_rejected.inc();
+    }
 }
 
 fn router(state: Arc<NodeState>) -> Router {

@@ -247,16 +247,10 @@ impl Default for ProxyConfig {
 }
 
 /// A `[proxy]` value that cannot work; `key` is the full key path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// Key path, e.g. `proxy.request_timeout`.
-    pub key: String,
-    pub message: String,
-}
+pub use shardgate_role::config::ConfigError;
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: format!("proxy.{key}"), message: message.into() }
+    ConfigError::new(format!("proxy.{key}"), message)
 }
 
 impl ProxyConfig {
@@ -335,7 +329,7 @@ impl ProxyConfig {
             }
         }
         // The same rules as the node's, naming proxy.* keys.
-        self.limits().validate().map_err(|e| ConfigError { key: e.key, message: e.message })?;
+        self.limits().validate().map_err(|e| ConfigError::new(e.key, e.message))?;
         Ok(())
     }
 
@@ -396,74 +390,37 @@ fn resolve_token(key: &'static str, token: &Option<String>, file: &Option<PathBu
     Ok(Some(token))
 }
 
-/// Why a config file could not give a `[proxy]` section.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigFileError {
-    /// Syntax error or unknown key; toml's message carries line and column.
-    #[error("{0}")]
-    Toml(String),
-    #[error("version: this build reads config version 1, the file says {0}")]
-    UnsupportedVersion(i64),
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-}
-
-/// Just enough of the unified config file to take `[proxy]` from it:
-/// `version` and `[proxy]` are parsed strictly, the other role tables are
-/// allowed and ignored. (Stands in until the unified file type exists.)
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProxyConfigFile {
-    version: i64,
-    #[serde(default)]
-    proxy: ProxyConfig,
-    #[serde(default, rename = "meta")]
-    _meta: Option<toml::Value>,
-    #[serde(default, rename = "node")]
-    _node: Option<toml::Value>,
-}
-
-impl ProxyConfig {
-    /// Reads the `[proxy]` section of a config file's text (`version = 1`
-    /// required) and validates it.
-    pub fn from_config_file(text: &str) -> Result<ProxyConfig, ConfigFileError> {
-        let file: ProxyConfigFile = toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))?;
-        if file.version != 1 {
-            return Err(ConfigFileError::UnsupportedVersion(file.version));
-        }
-        file.proxy.validate()?;
-        Ok(file.proxy)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A `[proxy]` table's text, parsed strictly and validated (what the
+    /// binary's file loader does with the table).
+    fn parse(text: &str) -> Result<ProxyConfig, String> {
+        let c: ProxyConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
     #[test]
     fn default_is_valid_and_strings_parse() {
         ProxyConfig::default().validate().unwrap();
-        let c = ProxyConfig::from_config_file(
-            "version = 1\n[proxy]\nrequest_timeout = \"250ms\"\nmax_value_size = \"4MiB\"\nwrite_ack = \"all\"\nowner_down = \"fail_fast\"\n[node]\nx = 1\n[meta]\ny = 2\n",
-        )
-        .unwrap();
+        let c = parse("request_timeout = \"250ms\"\nmax_value_size = \"4MiB\"\nwrite_ack = \"all\"\nowner_down = \"fail_fast\"\n").unwrap();
         assert_eq!(c.request_timeout, Duration::from_millis(250));
         assert_eq!(c.max_value_size.as_u64(), 4 << 20);
         assert_eq!((c.write_ack, c.owner_down), (WriteAck::All, OwnerDownPolicy::FailFast));
-        assert_eq!(ProxyConfig::from_config_file("version = 1\n").unwrap().migration_window, Duration::from_secs(60));
-        let c = ProxyConfig::from_config_file("version = 1\n[proxy]\nmax_connections = 8\nrate_limit = { requests_per_second = 100, burst = 20 }\n").unwrap();
+        assert_eq!(parse("").unwrap().migration_window, Duration::from_secs(60));
+        let c = parse("max_connections = 8\nrate_limit = { requests_per_second = 100, burst = 20 }\n").unwrap();
         assert_eq!((c.max_connections, c.rate_limit), (8, Some(RateLimit { requests_per_second: 100, burst: 20 })));
         assert_eq!(ProxyConfig::default().rate_limit, None);
-        let c = ProxyConfig::from_config_file("version = 1\n[proxy]\nmeta = [\"https://m1:7101\", \"http://m2:7101\"]\nmeta_ca = \"/etc/shardgate/ca.pem\"\n").unwrap();
+        let c = parse("meta = [\"https://m1:7101\", \"http://m2:7101\"]\nmeta_ca = \"/etc/shardgate/ca.pem\"\n").unwrap();
         assert_eq!(c.meta_ca.as_deref(), Some(std::path::Path::new("/etc/shardgate/ca.pem")));
     }
 
     #[test]
     fn errors_name_the_key_and_line() {
-        let e = ProxyConfig::from_config_file("version = 1\n[proxy]\nrequest_timeout = \"1s\"\nretries = 3\n").unwrap_err().to_string();
-        assert!(e.contains("retries") && e.contains("line 4"), "{e}");
-        let e = ProxyConfig::from_config_file("version = 2\n").unwrap_err().to_string();
-        assert!(e.starts_with("version"), "{e}");
+        let e = parse("request_timeout = \"1s\"\nretries = 3\n").unwrap_err();
+        assert!(e.contains("retries") && e.contains("line 2"), "{e}");
         let cases = [
             ("meta = []", "proxy.meta"),
             ("meta = [\"127.0.0.1:1\"]", "proxy.meta[0]"),
@@ -483,7 +440,7 @@ mod tests {
             ("tls = { cert = \"c.pem\" }", "key"),
         ];
         for (line, needle) in cases {
-            let e = ProxyConfig::from_config_file(&format!("version = 1\n[proxy]\n{line}\n")).unwrap_err().to_string();
+            let e = parse(&format!("{line}\n")).unwrap_err();
             assert!(e.contains(needle), "{line}: {e}");
         }
     }
@@ -497,7 +454,7 @@ mod tests {
             ("node_token = \"a\"\nnode_token_file = \"/x\"", "proxy.node_token_file, not both"),
         ];
         for (line, needle) in cases {
-            let e = ProxyConfig::from_config_file(&format!("version = 1\n[proxy]\n{line}\n")).unwrap_err().to_string();
+            let e = parse(&format!("{line}\n")).unwrap_err();
             assert!(e.contains(needle), "{line}: {e}");
         }
         let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
-//! The proxy's HTTP/1.1 front: the accept loop (header read timeout,
-//! graceful shutdown) and the handlers of the key API. A client cannot tell
+//! The proxy's HTTP/1.1 front: the handlers of the key API, served by the
+//! accept loop every role shares ([`shardgate_role::serve`]: connection
+//! limit, header read timeout, TLS handshake, graceful shutdown). A client cannot tell
 //! the proxy from a node: the same endpoints, the same input checks (the
 //! node's `key`, `ttl`, `etag`, `batch` and `error` modules), the same
 //! answers, plus a `Shardgate-Epoch` header naming the routing epoch that
@@ -15,18 +16,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use shardgate_meta_client::MetaClient;
 use shardgate_api::etag::{ReadCondition, WriteCondition, parse_etag};
@@ -34,9 +32,9 @@ use shardgate_api::key::{KEY_PATH_PREFIX, decode_key_segment, key_path};
 use shardgate_api::ttl::ttl_from_query;
 use shardgate_api::{ApiError, Limits};
 use shardgate_strategy::Sandbox;
+use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::admission::ClientRateLimit;
 use shardgate_api::body::{content_length, read_body};
@@ -133,83 +131,51 @@ pub async fn run(
     if let Some(limit) = &shared.rate_limit {
         background.push(tokio::spawn(limit.clone().prune()));
     }
-    let max_connections = shared.config.max_connections;
-    let connections = Arc::new(Semaphore::new(max_connections as usize));
-
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    info!(addr = %local, meta = ?shared.config.meta, tls = tls.is_some(), data_token = shared.client_token.is_some(), node_token = node_token.is_some(), "proxy listening");
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            shared.metrics.refuse("too_many_connections");
-            debug!(%peer, limit = max_connections, "rejecting connection over proxy.max_connections");
-            tokio::spawn(reject_connection(stream, "proxy.max_connections", max_connections, Some(1)));
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let shared2 = shared.clone();
+    let serve_config = ServeConfig {
+        role: "proxy",
+        max_connections: shared.config.max_connections,
+        max_connections_key: "proxy.max_connections",
+        retry_after_secs: Some(1),
+        header_read_timeout: shared.config.header_read_timeout,
+        tls,
+        drain_timeout: shared.config.shutdown_timeout,
+    };
+    info!(addr = %local, meta = ?shared.config.meta, tls = serve_config.tls.is_some(), data_token = shared.client_token.is_some(), node_token = node_token.is_some(), "proxy listening");
+    let not_ready = shared.clone();
+    let shutdown = async move {
+        shutdown.await;
+        not_ready.ready.store(false, Ordering::Relaxed);
+    };
+    let for_connections = shared.clone();
+    // One service per connection: it knows the client's address (`proxy.rate_limit`).
+    let service_for = move |peer: SocketAddr| {
+        let shared = for_connections.clone();
         let client = peer.ip();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let shared = shared2.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
             async move { Ok::<_, Infallible>(dispatch(shared, client, req).await) }
-        });
-        let metrics = shared.metrics.clone();
-        metrics.connections_open.inc();
-        if let Some(acceptor) = &tls {
-            // The handshake runs in the connection's own task, bounded like
-            // a request head, so a slow client cannot stall the accept loop.
-            let (acceptor, http, watcher) = (acceptor.clone(), http.clone(), graceful.watcher());
-            let handshake_timeout = shared.config.header_read_timeout;
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        if let Err(error) = watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service)).await {
-                            debug!(%peer, %error, "connection ended with an error");
-                        }
-                    }
-                    Ok(Err(error)) => debug!(%peer, %error, "tls handshake failed"),
-                    Err(_) => debug!(%peer, timeout = ?handshake_timeout, "tls handshake timed out"),
-                }
-                metrics.connections_open.dec();
-                drop(permit);
-            });
-            continue;
-        }
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%peer, %error, "connection ended with an error");
-            }
-            metrics.connections_open.dec();
-            drop(permit);
-        });
-    }
-    shared.ready.store(false, Ordering::Relaxed);
-    drop(listener);
-    info!(addr = %local, "proxy shutting down; finishing in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => info!(addr = %local, "proxy stopped"),
-        () = tokio::time::sleep(shared.config.shutdown_timeout) => {
-            warn!(addr = %local, "proxy stopped with requests still in flight");
-        }
-    }
+        })
+    };
+    let connections: Arc<dyn ConnectionMetrics> = shared.metrics.clone();
+    let http = hyper::server::conn::http1::Builder::new();
+    shardgate_role::serve::serve(listener, serve_config, http, service_for, connections, shutdown).await;
     for task in background {
         task.abort();
     }
     Ok(())
+}
+
+/// Open and refused connections under the proxy's metric names.
+impl ConnectionMetrics for ProxyMetrics {
+    fn opened(&self) {
+        self.connections_open.inc();
+    }
+    fn closed(&self) {
+        self.connections_open.dec();
+    }
+    fn rejected(&self) {
+        self.refuse("too_many_connections");
+    }
 }
 
 async fn dispatch(shared: Arc<Shared>, client: IpAddr, req: Request<Incoming>) -> Response {
@@ -703,25 +669,3 @@ fn readyz(shared: &Shared) -> Response {
     }
     "ready\n".into_response()
 }
-
-/// Answers a connection over `proxy.max_connections` with a 503 naming the
-/// limit and `Retry-After`, and closes it (the node's answer, byte for byte).
-async fn reject_connection(mut stream: tokio::net::TcpStream, key: &str, limit: u32, retry_after_secs: Option<u32>) {
-    use tokio::io::AsyncWriteExt;
-    let body = serde_json::json!({
-        "error": format!("too many connections; the limit {key} is {limit}")
-    })
-    .to_string();
-    let retry_after = retry_after_secs.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n{retry_after}\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
-}
-

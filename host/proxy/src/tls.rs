@@ -3,9 +3,10 @@
 //!
 //! - `proxy.tls = { cert, key }`: the client listener. The PEM certificate
 //!   chain and key are loaded once at start into an acceptor offering
-//!   HTTP/1.1 over ALPN. [`crate::server`]'s accept loop hands each
-//!   accepted TCP connection to a task that runs the handshake (bounded by
-//!   `proxy.header_read_timeout`) and then serves HTTP on the TLS stream.
+//!   HTTP/1.1 over ALPN. The shared accept loop ([`shardgate_role::serve`],
+//!   started by [`crate::server`]) hands each accepted TCP connection to a
+//!   task that runs the handshake (bounded by `proxy.header_read_timeout`)
+//!   and then serves HTTP on the TLS stream.
 //! - `proxy.meta_ca`: the routing watch and reads from `https://` meta
 //!   members check their certificates against this CA ([`meta_client`]).
 //!

@@ -71,7 +71,7 @@ async fn a_proxy_follows_a_tls_meta_cluster_through_proxy_meta_ca() {
         let id = i as u64 + 1;
         let config = MetaConfig {
             id,
-            listen: listener.local_addr().unwrap().to_string(),
+            listen: listener.local_addr().unwrap(),
             data_dir: dir.path().join(format!("meta-{id}")),
             members: members.clone(),
             heartbeat_interval: Duration::from_millis(50),

@@ -130,10 +130,10 @@ pub fn parse(
         return Err(key_error("version", format!("unsupported config version {}; this shardgate reads version {CONFIG_VERSION}", config.version)));
     }
     if let Some(meta) = &config.meta {
-        meta.validate().map_err(|e| key_error(&in_table("meta", &e.key), e.reason.clone()))?;
+        meta.validate().map_err(|e| key_error(&in_table("meta", &e.key), e.message.clone()))?;
     }
     if let Some(node) = &config.node {
-        node.validate().map_err(|e| key_error(e.key, e.message.clone()))?;
+        node.validate().map_err(|e| key_error(&e.key, e.message.clone()))?;
     }
     if let Some(proxy) = &config.proxy {
         proxy.validate().map_err(|e| key_error(&in_table("proxy", &e.key), e.message.clone()))?;

@@ -156,7 +156,7 @@ impl LocalCluster {
             let id = i as u64 + 1;
             let config = MetaConfig {
                 id,
-                listen: listener.local_addr()?.to_string(),
+                listen: listener.local_addr()?,
                 members: members.clone(),
                 data_dir: spec.data_dir.join(format!("meta-{id}")),
                 ..spec.meta.clone()

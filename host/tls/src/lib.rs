@@ -3,9 +3,9 @@
 //! aws-lc).
 //!
 //! - Server side: [`acceptor`] loads a PEM certificate chain and key into a
-//!   `TlsAcceptor` (the proxy's client listener, meta's API listener);
-//!   [`TlsListener`] puts it in front of a `TcpListener` for `axum::serve`
-//!   (meta), running every handshake in its own task with a deadline.
+//!   `TlsAcceptor` (the proxy's client listener, meta's API listener); the
+//!   roles' shared accept loop (`shardgate_role::serve`) runs every
+//!   handshake with it, in the connection's own task, with a deadline.
 //! - Client side: [`client_config`] is the rustls client config (roots: a
 //!   CA file, or the platform's trust store), and [`http_client`] /
 //!   [`http_client_system_roots`] are the `reqwest::ClientBuilder`s every
@@ -19,13 +19,11 @@
 //! built here still speak plain HTTP to `http://` addresses.
 
 mod client;
-mod listener;
 mod server;
 
 pub use client::{client_config, http_client, http_client_system_roots};
 #[cfg(feature = "blocking")]
 pub use client::{blocking_http_client, blocking_http_client_system_roots};
-pub use listener::TlsListener;
 pub use server::acceptor;
 
 /// Re-exported so the roles name the same types as this crate.

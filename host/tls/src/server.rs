@@ -1,7 +1,7 @@
 //! The server half: a rustls `ServerConfig` from a PEM certificate chain
 //! and private key, offering HTTP/1.1 over ALPN. Loaded once when a role
-//! starts; the listener (the proxy's accept loop, or [`crate::TlsListener`]
-//! for meta) runs one handshake per accepted connection with it.
+//! starts; the roles' shared accept loop (`shardgate_role::serve`) runs one
+//! handshake per accepted connection with it.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -132,7 +132,7 @@ impl TestCluster {
             let socket = listener.local_addr().unwrap();
             let mut config = test_config();
             config.id = id;
-            config.listen = socket.to_string();
+            config.listen = socket;
             config.data_dir = dir.path().join(format!("meta-{id}"));
             config.members = initial.clone();
             config.tls = tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));
@@ -159,7 +159,7 @@ impl TestCluster {
         let socket = listener.local_addr().unwrap();
         let mut config = test_config();
         config.id = id;
-        config.listen = socket.to_string();
+        config.listen = socket;
         config.data_dir = self.dir.path().join(format!("meta-{id}"));
         config.join = Some(via.to_string());
         config.tls = self.tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));

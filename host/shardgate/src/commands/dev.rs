@@ -85,7 +85,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let mut roles = RoleSet::new();
     let meta_config = MetaConfig {
         id: 1,
-        listen: meta_addr.to_string(),
+        listen: meta_addr,
         data_dir: data_dir.join("meta"),
         members: vec![InitialMember { id: 1, addr: url(meta_addr) }],
         ..MetaConfig::default()

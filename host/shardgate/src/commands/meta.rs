@@ -4,6 +4,7 @@
 //! strict errors with lines, `SHARDGATE_META__*` overrides), until SIGTERM
 //! or Ctrl-C, then shuts it down cleanly.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,7 +21,7 @@ pub struct MetaArgs {
     config: Option<PathBuf>,
     /// Address to listen on; overrides `meta.listen`.
     #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
+    listen: Option<SocketAddr>,
     /// Raft id of this member; overrides `meta.id`.
     #[arg(long, value_name = "N")]
     id: Option<u64>,
@@ -46,7 +47,7 @@ pub fn run(args: MetaArgs) -> anyhow::Result<ExitCode> {
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&config.listen)
+        let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} for [meta]", config.listen))?;
         shardgate_meta::run(listener, config, shutdown_signal()).await?;

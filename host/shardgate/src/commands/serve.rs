@@ -61,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(config: DeploymentConfig) -> anyhow::Result<ExitCode> {
     // Bind everything first: a port in use stops the start cleanly.
     let meta = match config.meta {
-        Some(c) => Some((bind("meta", &c.listen).await?, c)),
+        Some(c) => Some((bind("meta", &c.listen.to_string()).await?, c)),
         None => None,
     };
     let node = match config.node {

@@ -1,0 +1,18 @@
+//! Below every role (node, proxy, meta): how a role accepts connections and
+//! how its config errors look.
+//!
+//! - [`serve`]: the one accept loop. A role hands it its bound listener,
+//!   its limits ([`serve::ServeConfig`]: connection cap, header read
+//!   deadline, optional TLS, drain deadline), a hyper service per connection
+//!   and a shutdown future; connections over the cap get the same raw 503
+//!   in every role ([`serve::reject_connection`]), and each role counts
+//!   connections under its own metric names ([`serve::ConnectionMetrics`]).
+//! - [`config`]: [`config::ConfigError`], the `{key}: {message}` error every
+//!   role's `validate` returns (the binary's file loader adds file and line).
+//!
+//! Nothing here knows a role: this crate imports no other Shardgate crate.
+
+pub mod config;
+pub mod serve;
+
+pub use config::ConfigError;

@@ -1,0 +1,272 @@
+//! The accept loop every role serves HTTP/1.1 with: the first thing a
+//! client's connection meets, before any of the role's handlers.
+//!
+//! Connection flow: [`serve`] accepts a TCP connection -> over
+//! [`ServeConfig::max_connections`]: [`reject_connection`] (raw 503 naming
+//! the limit, optional `Retry-After`) and close -> `TCP_NODELAY` -> TLS
+//! handshake in the connection's own task when [`ServeConfig::tls`] is set,
+//! bounded by [`ServeConfig::header_read_timeout`] -> hyper http1 with the
+//! role's builder options, the request head bounded by the same deadline ->
+//! the role's service (one per connection, made from the peer's address).
+//!
+//! On shutdown the listener is closed, handshakes in progress are
+//! abandoned, and open connections get [`ServeConfig::drain_timeout`] to
+//! finish their in-flight requests.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, info, warn};
+
+pub use tokio_rustls::TlsAcceptor;
+
+/// How one role accepts connections.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The role, for log lines: `node`, `proxy`, `meta`.
+    pub role: &'static str,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: u32,
+    /// The config key of `max_connections` (`node.max_connections`),
+    /// named in the 503.
+    pub max_connections_key: &'static str,
+    /// `Retry-After` (seconds) on the 503; `None`: no such header.
+    pub retry_after_secs: Option<u32>,
+    /// Time a client has to send a complete request head; with `tls`, also
+    /// the time it has to finish the TLS handshake.
+    pub header_read_timeout: Duration,
+    /// Serve TLS with this acceptor; `None`: plain HTTP.
+    pub tls: Option<TlsAcceptor>,
+    /// After shutdown, how long open connections get to finish.
+    pub drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("role", &self.role)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_key", &self.max_connections_key)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("tls", &self.tls.is_some())
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
+    }
+}
+
+/// Where [`serve`] reports connections, so each role keeps its own metric
+/// names (`shardgate_node_connections_open`, `shardgate_proxy_refused_total`,
+/// ...). Every method defaults to doing nothing; `()` counts nothing.
+pub trait ConnectionMetrics: Send + Sync + 'static {
+    /// A connection was accepted under the cap (before any TLS handshake).
+    fn opened(&self) {}
+    /// An accepted connection ended, whether it was served, failed its
+    /// handshake or was abandoned at shutdown.
+    fn closed(&self) {}
+    /// A connection over the cap was answered 503.
+    fn rejected(&self) {}
+}
+
+impl ConnectionMetrics for () {}
+
+/// How [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished within the drain deadline.
+    Finished,
+    /// The drain deadline passed with connections still open; they are left
+    /// to finish (or not) on their own tasks.
+    TimedOut,
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and
+/// waits up to `config.drain_timeout` for open connections to finish.
+///
+/// `http` carries the role's own http1 options (e.g. `pipeline_flush`);
+/// the timer and `header_read_timeout` are set here. `service_for` is
+/// called once per accepted connection with the peer's address and makes
+/// that connection's service (per-connection state such as the client IP
+/// lives in it); axum routers come in through
+/// `hyper_util::service::TowerToHyperService`.
+pub async fn serve<F, S, B>(
+    listener: TcpListener,
+    config: ServeConfig,
+    mut http: http1::Builder,
+    mut service_for: F,
+    metrics: Arc<dyn ConnectionMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Drained
+where
+    F: FnMut(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let role = config.role;
+    let local = listener.local_addr().ok();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(config.max_connections as usize));
+    // Flips to true at shutdown: handshakes still in progress are abandoned.
+    let (stopping_tx, stopping) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // The peer gave up before we accepted: nothing to do.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
+                Err(error) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    warn!(role, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.rejected();
+            debug!(role, %peer, limit = config.max_connections, key = config.max_connections_key, "rejecting connection");
+            tokio::spawn(reject_connection(
+                stream,
+                config.max_connections_key,
+                config.max_connections,
+                config.retry_after_secs,
+            ));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service_for(peer);
+        let (http, watcher, metrics) = (http.clone(), graceful.watcher(), metrics.clone());
+        metrics.opened();
+        match &config.tls {
+            None => {
+                tokio::spawn(async move {
+                    serve_connection(&http, watcher, TokioIo::new(stream), service, peer).await;
+                    metrics.closed();
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, bounded
+                // like a request head, so a slow client stalls nobody.
+                let (acceptor, mut stopping) = (acceptor.clone(), stopping.clone());
+                let handshake_timeout = config.header_read_timeout;
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    let tls = tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(tls)) => Some(tls),
+                            Ok(Err(error)) => {
+                                debug!(role, %peer, %error, "tls handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                debug!(role, %peer, timeout = ?handshake_timeout, "tls handshake timed out");
+                                None
+                            }
+                        },
+                        _ = stopping.wait_for(|s| *s) => {
+                            debug!(role, %peer, "tls handshake abandoned at shutdown");
+                            None
+                        }
+                    };
+                    if let Some(tls) = tls {
+                        serve_connection(&http, watcher, TokioIo::new(tls), service, peer).await;
+                    }
+                    metrics.closed();
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    let _ = stopping_tx.send(true);
+    drop(listener);
+    info!(role, addr = ?local, "shutting down; finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {
+            info!(role, addr = ?local, "stopped");
+            Drained::Finished
+        }
+        () = tokio::time::sleep(config.drain_timeout) => {
+            warn!(role, addr = ?local, timeout = ?config.drain_timeout, "stopped with requests still in flight");
+            Drained::TimedOut
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one accepted (and, with TLS, handshaken) connection
+/// until it ends; `watcher` lets shutdown end it gracefully.
+async fn serve_connection<I, S, B>(
+    http: &http1::Builder,
+    watcher: Watcher,
+    io: TokioIo<I>,
+    service: S,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Err(error) = watcher.watch(http.serve_connection(io, service)).await {
+        debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Answers a connection over a connection limit (`key`, e.g.
+/// `node.max_connections`) with a 503 naming the limit, optionally with
+/// `Retry-After`, and closes it. Written raw: no HTTP request is read.
+pub async fn reject_connection(
+    mut stream: TcpStream,
+    key: &str,
+    limit: u32,
+    retry_after_secs: Option<u32>,
+) {
+    let response = rejection(key, limit, retry_after_secs);
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// The bytes [`reject_connection`] writes.
+pub fn rejection(key: &str, limit: u32, retry_after_secs: Option<u32>) -> String {
+    let body = serde_json::json!({
+        "error": format!("too many connections; the limit {key} is {limit}")
+    })
+    .to_string();
+    let retry_after = retry_after_secs
+        .map(|s| format!("retry-after: {s}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n{retry_after}\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
