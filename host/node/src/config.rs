@@ -10,7 +10,10 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN, MAX_VALUE_SIZE_CEILING};
+use crate::limits::{
+    DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL, Limits,
+    MAX_CONTENT_TYPE_LEN,
+};
 use crate::store::ENTRY_OVERHEAD_BYTES;
 
 /// Which entries the store drops first when it is full. The store is
@@ -91,12 +94,12 @@ impl Default for NodeConfig {
         NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             memory_limit: ByteSize::mib(256),
-            max_key_size: ByteSize::kib(1),
-            max_value_size: ByteSize::mib(1),
-            default_ttl: Duration::from_secs(3600),
-            max_ttl: Duration::from_secs(30 * 24 * 3600),
-            max_batch_keys: 1024,
-            max_batch_size: ByteSize::mib(32),
+            max_key_size: ByteSize::b(DEFAULT_MAX_KEY_SIZE),
+            max_value_size: ByteSize::b(DEFAULT_MAX_VALUE_SIZE),
+            default_ttl: DEFAULT_TTL,
+            max_ttl: DEFAULT_MAX_TTL,
+            max_batch_keys: DEFAULT_MAX_BATCH_KEYS,
+            max_batch_size: ByteSize::b(DEFAULT_MAX_BATCH_SIZE),
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
@@ -122,22 +125,10 @@ fn check_token(key: &'static str, token: &str) -> Result<(), ConfigError> {
 impl NodeConfig {
     /// Checks every value and the relations between them.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let memory = self.memory_limit.as_u64();
-        let key = self.max_key_size.as_u64();
-        let value = self.max_value_size.as_u64();
-        if key == 0 || key > u64::from(u16::MAX) {
-            return Err(ConfigError::new(
-                "node.max_key_size",
-                format!("must be between 1 and 65535 bytes, got {key}"),
-            ));
-        }
-        if value == 0 || value > MAX_VALUE_SIZE_CEILING {
-            return Err(ConfigError::new(
-                "node.max_value_size",
-                format!("must be between 1 and {MAX_VALUE_SIZE_CEILING} bytes, got {value}"),
-            ));
-        }
+        // The key API's limits obey the same rules in node and proxy.
+        self.limits().validate().map_err(|e| ConfigError::new(e.key, e.message))?;
         // The largest entry must fit, or the store would drop it on insert.
+        let memory = self.memory_limit.as_u64();
         let largest_entry = self.largest_entry();
         if memory < largest_entry {
             return Err(ConfigError::new(
@@ -146,48 +137,6 @@ impl NodeConfig {
                     "{memory} bytes cannot hold one entry of node.max_key_size + node.max_value_size \
                      + overhead = {largest_entry} bytes"
                 ),
-            ));
-        }
-        if self.default_ttl < Duration::from_secs(1) {
-            return Err(ConfigError::new("node.default_ttl", "must be at least 1s"));
-        }
-        if self.max_ttl < Duration::from_secs(1) || self.max_ttl.as_secs() > u64::from(u32::MAX) {
-            return Err(ConfigError::new(
-                "node.max_ttl",
-                format!("must be between 1s and {}s", u32::MAX),
-            ));
-        }
-        if self.default_ttl > self.max_ttl {
-            return Err(ConfigError::new(
-                "node.default_ttl",
-                format!(
-                    "{} is longer than node.max_ttl ({})",
-                    humantime::format_duration(self.default_ttl),
-                    humantime::format_duration(self.max_ttl)
-                ),
-            ));
-        }
-        if self.max_batch_keys == 0 {
-            return Err(ConfigError::new(
-                "node.max_batch_keys",
-                "must be at least 1",
-            ));
-        }
-        if self.max_batch_size.as_u64() < value + key + 64 {
-            return Err(ConfigError::new(
-                "node.max_batch_size",
-                format!(
-                    "{} bytes cannot hold one key of node.max_key_size and one value of \
-                     node.max_value_size ({} bytes with framing)",
-                    self.max_batch_size.as_u64(),
-                    value + key + 64
-                ),
-            ));
-        }
-        if self.max_batch_size.as_u64() > u64::from(u32::MAX) {
-            return Err(ConfigError::new(
-                "node.max_batch_size",
-                format!("must be at most {} bytes", u32::MAX),
             ));
         }
         if self.max_connections == 0 {
