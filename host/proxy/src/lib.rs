@@ -53,6 +53,7 @@ pub mod server;
 pub mod status;
 pub mod tls;
 pub mod upstream;
+pub mod wire;
 
 // `server::run`'s body still spells `crate::health::…`: see `server::health`.
 use server::health;
