@@ -16,17 +16,13 @@
 //! legs in [`node_batch`]) over the pools of the [`nodes`] board -> nodes.
 //! What every request shares is in [`context`].
 //!
-//! Module layers (a module imports only modules in lower layers, or in
-//! its own layer as listed):
-//! 1. [`server`] (accept loop, route table, dispatch);
-//! 2. [`keys`], [`batches`], [`status`] (handlers);
-//! 3. [`migration`], then [`node_batch`] and [`replication`];
-//! 4. [`context`];
-//! 5. [`routing`], [`upstream`], [`rate_limit`], [`auth`];
-//! 6. [`nodes`], then [`h1`], [`pipeline`], [`metrics`];
-//!
-//! with [`error`], [`config`] and [`tls`] beside them (`error` names the
-//! route, forwarder and TLS errors).
+//! Imports point one way, down this list (a module imports only modules
+//! listed after it; Rust would allow cycles, `tests/layers.rs` does not):
+//! [`server`] > [`keys`], [`batches`] > [`migration`] > [`replication`],
+//! [`node_batch`], [`status`] > [`context`] > [`auth`], [`rate_limit`] >
+//! [`error`] > [`routing`], [`upstream`] > [`nodes`] > [`h1`] >
+//! [`pipeline`] > [`wire`]; [`metrics`], [`tls`] and [`config`] at the
+//! bottom.
 //!
 //! Below it: the key API's wire contract (`shardgate-api`), the routing
 //! model and meta client (`shardgate-meta-client`) and the strategy host
