@@ -44,6 +44,8 @@ pub struct Owners {
     pub owners: Vec<String>,
 }
 
+/// `GET` and `HEAD /v1/keys/{key}`: the first healthy owner's answer; on a
+/// miss, the replicas (read-through repair), then the migration window.
 pub(crate) async fn get_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
     let uri = req.uri();
     let key = key_of(uri, &shared.limits)?;
@@ -94,6 +96,8 @@ fn found_response(found: FoundValue, condition: &ReadCondition, method: &Method)
     r
 }
 
+/// `PUT /v1/keys/{key}`: checked like a node checks it, then written to
+/// every owner under `proxy.write_ack`.
 pub(crate) async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
     let (parts, body) = req.into_parts();
     let key = key_of(&parts.uri, &shared.limits)?;
@@ -129,6 +133,8 @@ pub(crate) async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<
     Ok(relay(r))
 }
 
+/// `DELETE /v1/keys/{key}`: deleted on every owner under `proxy.write_ack`
+/// (a 404 acknowledges), and on the earlier owners in the migration window.
 pub(crate) async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
     let uri = req.uri();
     let key = key_of(uri, &shared.limits)?;
@@ -161,6 +167,7 @@ pub(crate) async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Reque
     Ok(relay(r))
 }
 
+/// `GET /v1/owners/{key}`.
 pub(crate) fn owners(shared: &Shared, epoch: &RoutingEpoch, uri: &Uri) -> Result<Response, RequestError> {
     let segment = uri.path().strip_prefix(OWNERS_PATH_PREFIX).unwrap_or("");
     let key = decode_key_segment(segment, &shared.limits)?;
