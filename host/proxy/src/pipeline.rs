@@ -32,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 use prometheus_client::metrics::counter::Counter;
 use tokio::task::AbortHandle;
 
-use crate::h1::{Answer, MAX_HEAD, Request, parse_head, take_front};
+use crate::wire::{Answer, MAX_HEAD, Request, parse_head, take_front};
 
 /// Requests in flight on one pipe before reads use a pooled connection
 /// instead (bounds head-of-line blocking behind a slow answer).

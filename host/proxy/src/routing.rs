@@ -29,7 +29,7 @@ use shardgate_meta_client::{MetaClient, RoutingState};
 use shardgate_strategy::{NodeSpec, Router, RoutingInput, Sandbox, Strategy, StrategyCache, StrategyError};
 use tracing::{debug, error, info, warn};
 
-use crate::health::{NodeBoard, NodeHandle};
+use crate::nodes::{NodeBoard, NodeHandle};
 use crate::metrics::ProxyMetrics;
 
 /// Why a fallback epoch is serving.

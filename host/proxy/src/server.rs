@@ -1,18 +1,23 @@
-//! The proxy's HTTP/1.1 front: the handlers of the key API, served by the
-//! accept loop every role shares ([`shardgate_role::serve`]: connection
-//! limit, header read timeout, TLS handshake, graceful shutdown). A client cannot tell
-//! the proxy from a node: the same endpoints, the same input checks (the
-//! node's `key`, `ttl`, `etag`, `batch` and `error` modules), the same
-//! answers, plus a `Shardgate-Epoch` header naming the routing epoch that
-//! routed the request.
+//! The proxy's HTTP/1.1 front: [`run`] serves connections through the
+//! accept loop every role shares ([`shardgate_role::serve`]: header read
+//! timeout, `proxy.max_connections`, optional TLS, graceful shutdown), and
+//! dispatch matches a request against the route table ([`ROUTES`], in
+//! order) and hands it to its domain's handlers. A client cannot tell the
+//! proxy from a node: the same endpoints, the same input checks (the key
+//! API's contract, `shardgate-api`), the same answers, plus a
+//! `Shardgate-Epoch` header naming the routing epoch that routed the
+//! request.
 //!
-//! Request flow: client -> [`run`]'s connection (over `proxy.max_connections`:
-//! 503 and close; TLS handshake when `proxy.tls` is set) -> `dispatch`
-//! (`/v1/` only: `proxy.rate_limit` 429, then `proxy.data_token` 401/403,
-//! see [`crate::admission`] and [`crate::auth`]) -> load the
-//! routing epoch once -> route the key ([`crate::routing`]) -> pick healthy
-//! owners ([`crate::health`]) -> forward ([`crate::upstream`]; batches via
-//! [`crate::fanout`]) -> relay the node's answer.
+//! Request flow: client -> [`run`]'s connection (over
+//! `proxy.max_connections`: 503 and close; TLS handshake when `proxy.tls`
+//! is set, see [`crate::tls`]) -> dispatch (`/v1/` only: `proxy.rate_limit`
+//! 429, then `proxy.data_token` 401/403, see [`crate::rate_limit`] and
+//! [`crate::auth`]) -> the route table -> load the routing epoch once ->
+//! [`crate::keys`] (single keys) or [`crate::batches`] (batches), which
+//! route with [`crate::routing`], choose owners and forward through
+//! [`crate::replication`] / [`crate::migration`] -> relay the node's
+//! answer; or [`crate::status`] (status, metrics, probes, the OpenAPI
+//! document). The state every request shares is [`crate::context`]'s.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,61 +25,148 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http::{Method, Request};
 use hyper::body::Incoming;
-use serde::Serialize;
+use shardgate_api::ApiError;
+use shardgate_api::key::KEY_PATH_PREFIX;
 use shardgate_meta_client::MetaClient;
-use shardgate_api::etag::{ReadCondition, WriteCondition, parse_etag};
-use shardgate_api::key::{KEY_PATH_PREFIX, decode_key_segment, key_path};
-use shardgate_api::ttl::ttl_from_query;
-use shardgate_api::{ApiError, Limits};
 use shardgate_strategy::Sandbox;
 use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
-use crate::admission::ClientRateLimit;
-use shardgate_api::body::{content_length, read_body};
 use crate::auth::{ClientToken, is_data_path};
-use crate::config::{OwnerDownPolicy, ProxyConfig};
+use crate::config::ProxyConfig;
+use crate::context::{Shared, with_epoch};
 use crate::error::{ProxyError, RequestError};
-use crate::fanout::Migrated;
-use crate::health::{NodeBoard, NodeHandle, NodeHealth};
+use crate::keys::OWNERS_PATH_PREFIX;
 use crate::metrics::ProxyMetrics;
-use crate::routing::{Fallback, Routing, RoutingEpoch, RoutingNotes};
-use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
+use crate::nodes::NodeBoard;
+use crate::rate_limit::ClientRateLimit;
+use crate::routing::Routing;
+use crate::upstream::Upstream;
+use crate::{batches, keys, status};
 
-/// Header carrying the routing epoch that routed a request.
-pub const EPOCH_HEADER: &str = "shardgate-epoch";
 
-/// `GET /v1/owners/{key}`: which nodes own a key under the serving epoch
-/// (preference order, ejected or not). Not a node endpoint: for operators
-/// and tests.
-pub const OWNERS_PATH_PREFIX: &str = "/v1/owners/";
-
-/// Answer of `GET /v1/owners/{key}`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Owners {
-    pub epoch: u64,
-    pub owners: Vec<String>,
+/// The methods a route takes (a bit set, checked without allocating) and
+/// the `Allow` header of its 405.
+#[derive(Clone, Copy, Debug)]
+pub struct Methods {
+    bits: u8,
+    allow: &'static str,
 }
 
-/// What every request of one proxy shares.
-pub(crate) struct Shared {
-    pub config: ProxyConfig,
-    pub limits: Limits,
-    pub routing: Arc<Routing>,
-    pub board: Arc<NodeBoard>,
-    pub upstream: Upstream,
-    pub metrics: Arc<ProxyMetrics>,
-    /// `proxy.data_token`: required on `/v1/` when set.
-    client_token: Option<ClientToken>,
-    /// `proxy.rate_limit`, when set.
-    rate_limit: Option<Arc<ClientRateLimit>>,
-    ready: AtomicBool,
+const GET: u8 = 1;
+const HEAD: u8 = 2;
+const PUT: u8 = 4;
+const DELETE: u8 = 8;
+const POST: u8 = 16;
+
+impl Methods {
+    /// GET and HEAD (HEAD is answered as GET without a body, like a node).
+    pub const READ: Methods = Methods { bits: GET | HEAD, allow: "GET,HEAD" };
+    /// The key API on one key.
+    pub const KEY: Methods = Methods { bits: GET | HEAD | PUT | DELETE, allow: "GET,HEAD,PUT,DELETE" };
+    pub const POST: Methods = Methods { bits: POST, allow: "POST" };
+
+    #[inline]
+    pub fn allows(self, method: &Method) -> bool {
+        let bit = match *method {
+            Method::GET => GET,
+            Method::HEAD => HEAD,
+            Method::PUT => PUT,
+            Method::DELETE => DELETE,
+            Method::POST => POST,
+            _ => 0,
+        };
+        self.bits & bit != 0
+    }
+
+    /// The method names, as in `Allow`.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        self.allow.split(',')
+    }
+}
+
+/// The paths a route matches.
+#[derive(Clone, Copy, Debug)]
+pub enum PathPattern {
+    Exact(&'static str),
+    /// `prefix` followed by anything (the rest is the path parameter
+    /// `param`, e.g. the key; it may be empty, and the handler answers
+    /// that as the node does).
+    Prefix { prefix: &'static str, param: &'static str },
+}
+
+impl PathPattern {
+    #[inline]
+    pub fn matches(self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(p) => path == p,
+            PathPattern::Prefix { prefix, .. } => path.starts_with(prefix),
+        }
+    }
+}
+
+/// Which handler serves a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handler {
+    Key,
+    BatchGet,
+    BatchPut,
+    Owners,
+    Status,
+    Metrics,
+    Healthz,
+    Readyz,
+    OpenApi,
+}
+
+/// One entry of [`ROUTES`].
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    pub methods: Methods,
+    pub path: PathPattern,
+    pub handler: Handler,
+}
+
+const fn route(methods: Methods, path: PathPattern, handler: Handler) -> Route {
+    Route { methods, path, handler }
+}
+
+/// Every route of the proxy, matched in order against the request path;
+/// the first match serves it (a known path with another method is a 405
+/// naming the route's methods, no match is the node's 404). Keys first:
+/// they are the hot path. `tests/openapi.rs` holds `openapi.json` to this
+/// table, route by route and method by method.
+pub static ROUTES: &[Route] = &[
+    route(Methods::KEY, PathPattern::Prefix { prefix: KEY_PATH_PREFIX, param: "key" }, Handler::Key),
+    route(Methods::POST, PathPattern::Exact("/v1/batch/get"), Handler::BatchGet),
+    route(Methods::POST, PathPattern::Exact("/v1/batch/put"), Handler::BatchPut),
+    route(Methods::READ, PathPattern::Exact("/status"), Handler::Status),
+    route(Methods::READ, PathPattern::Prefix { prefix: OWNERS_PATH_PREFIX, param: "key" }, Handler::Owners),
+    route(Methods::READ, PathPattern::Exact("/metrics"), Handler::Metrics),
+    route(Methods::READ, PathPattern::Exact("/healthz"), Handler::Healthz),
+    route(Methods::READ, PathPattern::Exact("/readyz"), Handler::Readyz),
+    route(Methods::READ, PathPattern::Exact("/openapi.json"), Handler::OpenApi),
+];
+
+/// [`ROUTES`] as (OpenAPI path template, methods): an exact route is its
+/// path; a prefix route is both `prefix` and `prefix{param}`.
+pub fn route_templates() -> Vec<(String, Vec<&'static str>)> {
+    let mut out = Vec::new();
+    for r in ROUTES {
+        let methods: Vec<&'static str> = r.methods.names().collect();
+        match r.path {
+            PathPattern::Exact(p) => out.push((p.to_string(), methods)),
+            PathPattern::Prefix { prefix, param } => {
+                out.push((prefix.to_string(), methods.clone()));
+                out.push((format!("{prefix}{{{param}}}"), methods));
+            }
+        }
+    }
+    out
 }
 
 /// Serves the proxy API on `listener` until `shutdown` resolves, following
@@ -93,7 +185,7 @@ pub async fn run(
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let local = listener.local_addr().map_err(ProxyError::Listener)?;
     let metrics = Arc::new(ProxyMetrics::new());
-    let pool = crate::health::PoolSettings {
+    let pool = crate::nodes::PoolSettings {
         max_idle: config.pool_max_idle_per_node,
         idle_timeout: config.pool_idle_timeout,
         connect_timeout: config.connect_timeout,
@@ -126,7 +218,7 @@ pub async fn run(
     let mut background = vec![
         tokio::spawn(crate::routing::follow(routing.clone(), meta)),
         tokio::spawn(routing.clone().run_detour_builder()),
-        tokio::spawn(crate::health::run_checker(shared.clone())),
+        tokio::spawn(health_checker(shared.clone())),
     ];
     if let Some(limit) = &shared.rate_limit {
         background.push(tokio::spawn(limit.clone().prune()));
@@ -202,470 +294,66 @@ async fn dispatch(shared: Arc<Shared>, client: IpAddr, req: Request<Incoming>) -
         shared.metrics.request("refused", response.status().as_u16());
         return response;
     }
-    let (route, response) = if path.starts_with(KEY_PATH_PREFIX) {
+    let (label, response) = match ROUTES.iter().find(|r| r.path.matches(path)) {
+        None => ("other", ApiError::NoRoute.into_response()),
+        Some(route) => serve(&shared, route, req).await,
+    };
+    shared.metrics.request(label, response.status().as_u16());
+    response
+}
+
+/// Serves `req` with `route`'s handler: (metrics route label, answer).
+async fn serve(shared: &Shared, route: &Route, req: Request<Incoming>) -> (&'static str, Response) {
+    let allowed = route.methods.allows(req.method());
+    if route.handler == Handler::Key {
+        // Every answer on a key path names the epoch, a 405 included.
         let epoch = shared.routing.load();
         let method = req.method().clone();
-        let (route, result) = match method {
-            Method::GET => ("get", get_key(&shared, &epoch, req).await),
-            Method::HEAD => ("head", get_key(&shared, &epoch, req).await),
-            Method::PUT => ("put", put_key(&shared, &epoch, req).await),
-            Method::DELETE => ("delete", delete_key(&shared, &epoch, req).await),
-            _ => ("other", Err(RequestError::MethodNotAllowed { allow: "GET,HEAD,PUT,DELETE" })),
+        let (label, result) = match method {
+            _ if !allowed => ("other", Err(RequestError::MethodNotAllowed { allow: route.methods.allow })),
+            Method::GET => ("get", keys::get_key(shared, &epoch, req).await),
+            Method::HEAD => ("head", keys::get_key(shared, &epoch, req).await),
+            Method::PUT => ("put", keys::put_key(shared, &epoch, req).await),
+            Method::DELETE => ("delete", keys::delete_key(shared, &epoch, req).await),
+            _ => ("other", Err(RequestError::MethodNotAllowed { allow: route.methods.allow })),
         };
-        let mut response = result.unwrap_or_else(IntoResponse::into_response);
-        response.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
-        (route, response)
-    } else {
-        // Like a node (axum): HEAD is answered as GET without a body (hyper
-        // leaves it out), and a known path with another method is a 405
-        // naming the methods it takes.
-        let get = matches!(*req.method(), Method::GET | Method::HEAD);
-        match (req.method(), path) {
-            (&Method::POST, "/v1/batch/get") => {
-                let epoch = shared.routing.load();
-                let r = crate::fanout::batch_get(&shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
-                ("batch_get", with_epoch(r, &epoch))
-            }
-            (&Method::POST, "/v1/batch/put") => {
-                let epoch = shared.routing.load();
-                let r = crate::fanout::batch_put(&shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
-                ("batch_put", with_epoch(r, &epoch))
-            }
-            (_, "/v1/batch/get" | "/v1/batch/put") => ("other", RequestError::MethodNotAllowed { allow: "POST" }.into_response()),
-            (_, "/status") if get => ("status", status(&shared)),
-            (_, p) if get && p.starts_with(OWNERS_PATH_PREFIX) => {
-                let epoch = shared.routing.load();
-                let r = owners(&shared, &epoch, req.uri()).unwrap_or_else(IntoResponse::into_response);
-                ("owners", with_epoch(r, &epoch))
-            }
-            (_, "/metrics") if get => ("metrics", metrics(&shared)),
-            (_, "/healthz") if get => ("healthz", "ok\n".into_response()),
-            (_, "/readyz") if get => ("readyz", readyz(&shared)),
-            (_, "/openapi.json") if get => {
-                ("openapi", ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response())
-            }
-            (_, "/status" | "/metrics" | "/healthz" | "/readyz" | "/openapi.json") => {
-                ("other", RequestError::MethodNotAllowed { allow: "GET,HEAD" }.into_response())
-            }
-            (_, p) if p.starts_with(OWNERS_PATH_PREFIX) => ("other", RequestError::MethodNotAllowed { allow: "GET,HEAD" }.into_response()),
-            _ => ("other", ApiError::NoRoute.into_response()),
+        return (label, with_epoch(result.unwrap_or_else(IntoResponse::into_response), &epoch));
+    }
+    if !allowed {
+        return ("other", RequestError::MethodNotAllowed { allow: route.methods.allow }.into_response());
+    }
+    match route.handler {
+        Handler::BatchGet => {
+            let epoch = shared.routing.load();
+            let r = batches::batch_get(shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
+            ("batch_get", with_epoch(r, &epoch))
         }
+        Handler::BatchPut => {
+            let epoch = shared.routing.load();
+            let r = batches::batch_put(shared, &epoch, req).await.unwrap_or_else(IntoResponse::into_response);
+            ("batch_put", with_epoch(r, &epoch))
+        }
+        Handler::Owners => {
+            let epoch = shared.routing.load();
+            let r = keys::owners(shared, &epoch, req.uri()).unwrap_or_else(IntoResponse::into_response);
+            ("owners", with_epoch(r, &epoch))
+        }
+        Handler::Status => ("status", status::status(shared)),
+        Handler::Metrics => ("metrics", status::metrics(shared)),
+        Handler::Healthz => ("healthz", status::healthz()),
+        Handler::Readyz => ("readyz", status::readyz(shared)),
+        Handler::OpenApi => ("openapi", status::openapi()),
+        Handler::Key => unreachable!("served above"),
+    }
+}
+
+/// The health checker with what it needs from `shared`: the node board,
+/// `proxy.health_interval` and the forwarder's check as its probe.
+fn health_checker(shared: Arc<Shared>) -> impl Future<Output = ()> + Send + 'static {
+    let upstream = Arc::new(shared.upstream.clone());
+    let probe = move |node: Arc<crate::nodes::NodeHandle>| {
+        let upstream = upstream.clone();
+        async move { upstream.check(&node).await }
     };
-    shared.metrics.request(route, response.status().as_u16());
-    response
-}
-
-/// The OpenAPI 3.1 document of the proxy's API (`host/proxy/openapi.json`),
-/// served at `GET /openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
-
-fn with_epoch(mut r: Response, epoch: &RoutingEpoch) -> Response {
-    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
-    r
-}
-
-/// The owners to use for `key` under `epoch`, healthy ones first in
-/// preference order. Ejected owners are skipped; when none is left the
-/// owner-down policy decides.
-pub(crate) fn pick_owners(
-    shared: &Shared,
-    epoch: &RoutingEpoch,
-    key: &[u8],
-    positions: &[u32],
-) -> Result<Vec<Arc<NodeHandle>>, RequestError> {
-    let mut owners: Vec<Arc<NodeHandle>> = Vec::with_capacity(positions.len());
-    for &p in positions {
-        if let Some(n) = epoch.nodes.get(p as usize)
-            && n.is_routable()
-        {
-            owners.push(n.clone());
-        }
-    }
-    if !owners.is_empty() {
-        return Ok(owners);
-    }
-    let names = || positions.iter().filter_map(|&p| epoch.nodes.get(p as usize)).map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ");
-    match shared.config.owner_down {
-        OwnerDownPolicy::FailFast => Err(RequestError::OwnersDown { owners: names() }),
-        OwnerDownPolicy::NextOwner => {
-            let mut detour = Vec::with_capacity(positions.len());
-            if shared.routing.detour_owners(epoch, key, &mut detour) {
-                owners.extend(detour.iter().filter_map(|&p| epoch.nodes.get(p as usize)).filter(|n| n.is_routable()).cloned());
-            }
-            if owners.is_empty() {
-                // Detour not built yet: take the first healthy node after the owners.
-                return Err(RequestError::NoHealthyNode { owners: names() });
-            }
-            Ok(owners)
-        }
-    }
-}
-
-/// Reads from the first owner, then the next ones on failures (at most
-/// `1 + proxy.read_retries` attempts). Answers below 500 end the loop.
-pub(crate) async fn read_from(
-    shared: &Shared,
-    owners: &[Arc<NodeHandle>],
-    method: Method,
-    path: &str,
-    headers: &[(HeaderName, HeaderValue)],
-    body: Bytes,
-) -> Result<UpstreamResponse, RequestError> {
-    let attempts = (1 + shared.config.read_retries as usize).min(owners.len()).max(1);
-    let mut last: Option<RequestError> = None;
-    for (i, node) in owners.iter().take(attempts).enumerate() {
-        if i > 0 {
-            shared.metrics.read_retries.inc();
-        }
-        match shared.upstream.send(node, method.clone(), path, headers, body.clone()).await {
-            Ok(r) if !r.status.is_server_error() => return Ok(r),
-            Ok(r) => last = Some(relay_error(node, &r)),
-            Err(e) => last = Some(e.into()),
-        }
-    }
-    Err(last.unwrap_or(RequestError::NoHealthyNode { owners: String::new() }))
-}
-
-fn relay_error(node: &NodeHandle, r: &UpstreamResponse) -> RequestError {
-    RequestError::Upstream(UpstreamError::Unreachable {
-        node: node.id.clone(),
-        addr: node.addr.clone(),
-        reason: format!("answered HTTP {}: {}", r.status.as_u16(), String::from_utf8_lossy(&r.body).chars().take(200).collect::<String>()),
-    })
-}
-
-/// The client-facing response for a node's answer (its headers moved over;
-/// [`UpstreamResponse`] holds no hop-by-hop ones).
-pub(crate) fn relay(r: UpstreamResponse) -> Response {
-    let mut response = Response::new(Body::from(r.body));
-    *response.status_mut() = r.status;
-    *response.headers_mut() = r.headers;
-    response
-}
-
-/// Ids of the nodes at `positions` (a key's nominal owners).
-pub(crate) fn owner_ids<'a>(epoch: &'a RoutingEpoch, positions: &[u32]) -> Vec<&'a str> {
-    positions.iter().filter_map(|&p| epoch.nodes.get(p as usize)).map(|n| n.id.as_str()).collect()
-}
-
-fn key_of<'a>(uri: &'a Uri, limits: &Limits) -> Result<std::borrow::Cow<'a, [u8]>, RequestError> {
-    let segment = uri.path().strip_prefix(KEY_PATH_PREFIX).unwrap_or("");
-    Ok(decode_key_segment(segment, limits)?)
-}
-
-fn forward_headers(headers: &HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::new();
-    for name in names {
-        for v in headers.get_all(name) {
-            out.push((name.clone(), v.clone()));
-        }
-    }
-    out
-}
-
-async fn get_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
-    let uri = req.uri();
-    let key = key_of(uri, &shared.limits)?;
-    let condition = ReadCondition::from_headers(req.headers())?;
-    let method = req.method().clone();
-    let mut positions = Vec::with_capacity(4);
-    shared.routing.route(epoch, &key, &mut positions)?;
-    let owners = pick_owners(shared, epoch, &key, &positions)?;
-    let path = key_path(&key);
-    let headers = forward_headers(req.headers(), &[header::IF_NONE_MATCH]);
-    let response = read_from(shared, &owners, method.clone(), &path, &headers, Bytes::new()).await?;
-    if response.status == StatusCode::NOT_FOUND && owners.len() > 1 {
-        if let Some(found) = read_replicas(shared, &owners, &path).await {
-            return Ok(found.into_response(&condition, &method));
-        }
-    }
-    if response.status == StatusCode::NOT_FOUND && epoch.previous.is_some() {
-        let chain = epoch.migration_chain(shared.routing.migration_window());
-        if !chain.is_empty() {
-            match crate::fanout::migrate_one(shared, &chain, &key, &owner_ids(epoch, &positions), &owners, &path).await {
-                Migrated::Found { version, content_type, value } => {
-                    return Ok(FoundValue { version, content_type, value }.into_response(&condition, &method));
-                }
-                Migrated::Superseded => {
-                    let again = read_from(shared, &owners, method, &path, &headers, Bytes::new()).await?;
-                    return Ok(relay(again));
-                }
-                Migrated::NotFound => {}
-            }
-        }
-    }
-    Ok(relay(response))
-}
-
-/// A value found somewhere other than the first owner: on a replica, or on
-/// an earlier epoch's owner (migration).
-struct FoundValue {
-    version: u64,
-    content_type: HeaderValue,
-    value: Bytes,
-}
-
-impl FoundValue {
-    fn into_response(self, condition: &ReadCondition, method: &Method) -> Response {
-        let etag = shardgate_api::etag::format_etag(self.version);
-        if condition.not_modified(self.version) {
-            return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-        }
-        let len = self.value.len();
-        let mut r = Response::new(if *method == Method::HEAD { Body::empty() } else { Body::from(self.value) });
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, self.content_type);
-        h.insert(header::ETAG, etag);
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        r
-    }
-}
-
-/// Read-through to the replicas: the first owner can miss a key its
-/// replicas hold (it restarted empty, or the key was written while it was
-/// ejected). Asks the other owners in preference order; a hit is copied back
-/// to the first owner (`If-None-Match: *`, so a newer write there wins) and
-/// answered. A genuine miss with R > 1 therefore costs one read per owner.
-async fn read_replicas(shared: &Shared, owners: &[Arc<NodeHandle>], path: &str) -> Option<FoundValue> {
-    for replica in &owners[1..] {
-        shared.metrics.read_retries.inc();
-        let Ok(r) = shared.upstream.send(replica, Method::GET, path, &[], Bytes::new()).await else { continue };
-        if r.status != StatusCode::OK {
-            continue;
-        }
-        let version = r.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).and_then(|v| parse_etag(v).ok().flatten())?;
-        let content_type = r.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/octet-stream"));
-        let repair = [(header::CONTENT_TYPE, content_type.clone()), (header::IF_NONE_MATCH, HeaderValue::from_static("*"))];
-        if let Err(e) = shared.upstream.send(&owners[0], Method::PUT, path, &repair, r.body.clone()).await {
-            debug!(node = %owners[0].id, error = %e, "read repair failed");
-        }
-        return Some(FoundValue { version, content_type, value: r.body });
-    }
-    None
-}
-
-/// One write (PUT or DELETE) to forward to a key's owners.
-pub(crate) struct Write<'a> {
-    pub method: Method,
-    pub path: &'a str,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Carries `If-Match`/`If-None-Match`: decided by the first owner.
-    pub conditional: bool,
-    pub body: Bytes,
-}
-
-/// Sends `write` to the key's `owners` (nominally `width` of them) and
-/// answers the first acknowledging owner's answer once `proxy.write_ack`
-/// is met; `acked` says which statuses acknowledge.
-pub(crate) async fn write_all(
-    shared: &Shared,
-    owners: &[Arc<NodeHandle>],
-    width: usize,
-    write: Write<'_>,
-    acked: impl Fn(StatusCode) -> bool,
-) -> Result<UpstreamResponse, RequestError> {
-    let Write { method, path, headers, conditional, body } = write;
-    // A condition is decided by the first healthy owner; the others follow
-    // it unconditionally, so replicas never diverge on a condition.
-    let mut answers: Vec<Result<UpstreamResponse, UpstreamError>> = Vec::with_capacity(owners.len());
-    let rest_headers: Vec<(HeaderName, HeaderValue)> =
-        headers.iter().filter(|(n, _)| *n != header::IF_MATCH && *n != header::IF_NONE_MATCH).cloned().collect();
-    let first_len;
-    if conditional {
-        let first = shared.upstream.send(&owners[0], method.clone(), path, &headers, body.clone()).await;
-        // A refused condition (412) or other client error is the answer.
-        if let Ok(r) = &first
-            && !acked(r.status)
-            && !r.status.is_server_error()
-        {
-            return Ok(r.clone());
-        }
-        answers.push(first);
-        first_len = 1;
-    } else {
-        first_len = 0;
-    }
-    let rest = &owners[first_len..];
-    if !rest.is_empty() && (first_len == 0 || answers[0].as_ref().is_ok_and(|r| acked(r.status))) {
-        let hdrs = if conditional { &rest_headers } else { &headers };
-        let sends = rest.iter().map(|n| shared.upstream.send(n, method.clone(), path, hdrs, body.clone()));
-        answers.extend(futures::future::join_all(sends).await);
-    }
-    let acks = answers.iter().filter(|a| a.as_ref().is_ok_and(|r| acked(r.status))).count();
-    let needed = shared.config.write_ack.needed(width.max(1)).min(width.max(1));
-    if acks >= needed {
-        let primary = answers.iter().find_map(|a| a.as_ref().ok().filter(|r| acked(r.status)));
-        return Ok(primary.cloned().expect("at least one acknowledgement"));
-    }
-    // Not enough acknowledgements: a client error from the primary is the answer.
-    if let Some(Ok(r)) = answers.first()
-        && r.status.is_client_error()
-    {
-        return Ok(r.clone());
-    }
-    let detail: Vec<String> = answers
-        .iter()
-        .zip(owners)
-        .filter_map(|(a, n)| match a {
-            Ok(r) if acked(r.status) => None,
-            Ok(r) => Some(format!("{}: HTTP {}", n.id, r.status.as_u16())),
-            Err(e) => Some(e.to_string()),
-        })
-        .collect();
-    Err(RequestError::WriteNotAcknowledged {
-        acked: acks,
-        owners: width,
-        needed,
-        policy: shared.config.write_ack,
-        detail: if detail.is_empty() { String::new() } else { format!(": {}", detail.join("; ")) },
-    })
-}
-
-async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
-    let (parts, body) = req.into_parts();
-    let key = key_of(&parts.uri, &shared.limits)?;
-    ttl_from_query(parts.uri.query(), &shared.limits)?;
-    let condition = WriteCondition::from_headers(&parts.headers)?;
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
-        && ct.len() > shardgate_api::limits::MAX_CONTENT_TYPE_LEN
-    {
-        return Err(ApiError::InvalidHeader {
-            name: "Content-Type",
-            reason: format!("is {} bytes; the limit is {} bytes", ct.len(), shardgate_api::limits::MAX_CONTENT_TYPE_LEN),
-        }
-        .into());
-    }
-    let limit = shared.limits.max_value_size;
-    if let Some(size) = content_length(&parts.headers)?
-        && size > limit as u64
-    {
-        return Err(ApiError::ValueTooLarge { size, limit, limit_name: shared.limits.name("max_value_size") }.into());
-    }
-    let value = read_body(body, limit, &shared.limits, "max_value_size", shared.config.body_read_timeout).await?;
-    let mut positions = Vec::with_capacity(4);
-    shared.routing.route(epoch, &key, &mut positions)?;
-    let owners = pick_owners(shared, epoch, &key, &positions)?;
-    let path = match parts.uri.query() {
-        Some(q) if !q.is_empty() => format!("{}?{q}", key_path(&key)),
-        _ => key_path(&key),
-    };
-    let headers = forward_headers(&parts.headers, &[header::CONTENT_TYPE, header::IF_MATCH, header::IF_NONE_MATCH]);
-    let conditional = condition != WriteCondition::Always;
-    let write = Write { method: Method::PUT, path: &path, headers, conditional, body: value };
-    let r = write_all(shared, &owners, positions.len(), write, |s| s.is_success()).await?;
-    Ok(relay(r))
-}
-
-async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
-    let uri = req.uri();
-    let key = key_of(uri, &shared.limits)?;
-    if uri.query().is_some_and(|q| !q.is_empty()) {
-        return Err(ApiError::UnknownQueryParameter { name: uri.query().unwrap_or_default().chars().take(64).collect(), accepted: "nothing" }.into());
-    }
-    let condition = WriteCondition::from_headers(req.headers())?;
-    let mut positions = Vec::with_capacity(4);
-    shared.routing.route(epoch, &key, &mut positions)?;
-    let owners = pick_owners(shared, epoch, &key, &positions)?;
-    let path = key_path(&key);
-    let headers = forward_headers(req.headers(), &[header::IF_MATCH, header::IF_NONE_MATCH]);
-    let conditional = condition != WriteCondition::Always;
-    // 404 is an acknowledgement too: the key is gone from that owner.
-    let gone = |s: StatusCode| s.is_success() || s == StatusCode::NOT_FOUND;
-    let write = Write { method: Method::DELETE, path: &path, headers, conditional, body: Bytes::new() };
-    let r = write_all(shared, &owners, positions.len(), write, gone).await?;
-    let mut deleted = r.status.is_success();
-    // In the migration window the value may still sit on the key's previous
-    // owners: delete it there too, or a later read would bring it back.
-    if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
-        let chain = epoch.migration_chain(shared.routing.migration_window());
-        if !chain.is_empty() {
-            deleted |= crate::fanout::delete_previous(shared, &chain, &key, &owner_ids(epoch, &positions), &path).await;
-        }
-    }
-    if deleted && r.status == StatusCode::NOT_FOUND {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    Ok(relay(r))
-}
-
-/// `GET /status`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Status {
-    /// The epoch serving requests.
-    pub epoch: u64,
-    pub strategy: Option<StatusStrategy>,
-    pub replicas: u32,
-    /// Set while a fallback epoch is serving.
-    pub fallback: Option<Fallback>,
-    /// The previous epoch while the migration window is open.
-    pub migrating_from: Option<u64>,
-    pub migration_window_left_ms: Option<u64>,
-    pub routing: RoutingNotes,
-    pub nodes: Vec<NodeHealth>,
-    pub owner_down: OwnerDownPolicy,
-    pub write_ack: crate::config::WriteAck,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct StatusStrategy {
-    pub name: String,
-    pub hash: String,
-    pub version: String,
-    pub table: Option<String>,
-}
-
-fn status(shared: &Shared) -> Response {
-    let epoch = shared.routing.load();
-    let window = shared.routing.migration_window();
-    let body = Status {
-        epoch: epoch.epoch,
-        strategy: epoch.state.strategy.as_ref().map(|s| StatusStrategy {
-            name: s.name.clone(),
-            hash: s.hash.clone(),
-            version: s.version.clone(),
-            table: epoch.router.as_ref().map(|r| r.table_kind().to_string()),
-        }),
-        replicas: epoch.state.replicas,
-        fallback: epoch.fallback.clone(),
-        migrating_from: epoch.migrating_from(window).map(|p| p.epoch),
-        migration_window_left_ms: epoch
-            .previous
-            .as_ref()
-            .and_then(|(_, since)| window.checked_sub(since.elapsed()))
-            .map(|d| d.as_millis() as u64),
-        routing: shared.routing.notes(),
-        nodes: shared.board.all().iter().map(|n| n.health()).collect(),
-        owner_down: shared.config.owner_down,
-        write_ack: shared.config.write_ack,
-    };
-    let mut r = axum::Json(body).into_response();
-    r.headers_mut().insert(HeaderName::from_static(EPOCH_HEADER), epoch.epoch_header.clone());
-    r
-}
-
-fn owners(shared: &Shared, epoch: &RoutingEpoch, uri: &Uri) -> Result<Response, RequestError> {
-    let segment = uri.path().strip_prefix(OWNERS_PATH_PREFIX).unwrap_or("");
-    let key = decode_key_segment(segment, &shared.limits)?;
-    let mut positions = Vec::with_capacity(4);
-    shared.routing.route(epoch, &key, &mut positions)?;
-    let owners = owner_ids(epoch, &positions).into_iter().map(String::from).collect();
-    Ok(axum::Json(Owners { epoch: epoch.epoch, owners }).into_response())
-}
-
-fn metrics(shared: &Shared) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        shared.metrics.render(),
-    )
-        .into_response()
-}
-
-fn readyz(shared: &Shared) -> Response {
-    if !shared.ready.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    if shared.routing.load().router.is_none() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no routing state yet\n").into_response();
-    }
-    "ready\n".into_response()
+    crate::nodes::run_checker(shared.board.clone(), shared.config.health_interval, probe)
 }

@@ -2,15 +2,17 @@
 //! in-task client, [`crate::h1`], by default; hyper-util's legacy client
 //! with `proxy.upstream_client = "hyper-util"`), a per-request timeout, and
 //! the bookkeeping of every upstream outcome (latency histogram per node,
-//! passive error counting in [`crate::health`]). Every request carries
+//! passive error counting on the node board, [`crate::nodes`]). Every request carries
 //! `Authorization: Bearer <proxy.node_token>` when that is set; a node that
 //! refuses the proxy's credentials (401/403) is reported as a 502 naming the
 //! node's answer and `proxy.node_token`, never relayed as the client's own
 //! authentication failure.
 //!
-//! Where it sits: handlers in [`crate::server`] and the batch fan-out in
-//! [`crate::fanout`] pick the owners, then call [`Upstream::send`]; the
-//! health checker calls [`Upstream::check`].
+//! Where it sits in the request flow: last stop before the nodes.
+//! [`crate::replication`] (single keys), [`crate::node_batch`] (the
+//! per-node legs of batches) and [`crate::migration`] call
+//! [`Upstream::send`] once the owners are chosen; the health checker of
+//! [`crate::nodes`] calls [`Upstream::check`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ProxyConfig, UpstreamClient};
-use crate::health::{NodeBoard, NodeHandle};
+use crate::nodes::{NodeBoard, NodeHandle};
 
 /// A complete answer from a node, with its end-to-end headers only (no
 /// `connection`, `keep-alive`, `transfer-encoding` or `date`).
@@ -49,7 +51,8 @@ pub enum UpstreamError {
     Refused { node: String, status: u16, message: String },
 }
 
-/// The pooled client to cache nodes.
+/// The pooled client to cache nodes. A clone shares the pools.
+#[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
     direct: bool,
@@ -96,7 +99,7 @@ impl Upstream {
             let Some(pool) = &node.pool else {
                 return Err(UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() });
             };
-            let extra = self.authorization.as_ref().map(std::slice::from_ref).unwrap_or(&[]);
+            let extra = self.authorization.as_slice();
             let exchange = async {
                 let a = pool.request_at(start, &method, path_and_query, headers, extra, &body).await?;
                 Ok::<_, String>(UpstreamResponse { status: a.status, headers: a.headers, body: a.body })

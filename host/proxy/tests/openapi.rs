@@ -1,10 +1,95 @@
 //! The proxy serves its OpenAPI document (`host/proxy/openapi.json`) at
-//! `GET /openapi.json`, and every parameter-free GET the document lists is a
-//! route the proxy answers (not its "no such endpoint" 404). Data routes
-//! (`/v1/`) document `proxy.data_token` (401/403); the others do not.
+//! `GET /openapi.json`; the document lists exactly the routes of the
+//! proxy's route table (`shardgate_proxy::server::ROUTES`), method by
+//! method; every parameter-free GET the document lists is a route the
+//! proxy answers (not its "no such endpoint" 404). Data routes (`/v1/`)
+//! document `proxy.data_token` (401/403); the others do not.
 
+use std::collections::BTreeSet;
+
+use http::Method;
 use serde_json::Value;
+use shardgate_proxy::server::{Handler, PathPattern, ROUTES, route_templates};
 use shardgate_testkit::{ClusterSpec, LocalCluster};
+
+const DOCUMENT: &str = include_str!("../openapi.json");
+
+const METHODS: &[&str] = &["get", "head", "put", "post", "patch", "delete", "options"];
+
+/// (path, METHOD) of every operation in the document.
+fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(*method).is_some() {
+                out.insert((path.clone(), method.to_uppercase()));
+            }
+        }
+    }
+    out
+}
+
+/// (path template, METHOD) of every route in the proxy's table.
+fn table_operations() -> BTreeSet<(String, String)> {
+    route_templates()
+        .into_iter()
+        .flat_map(|(path, methods)| methods.into_iter().map(move |m| (path.clone(), m.to_string())))
+        .collect()
+}
+
+#[test]
+fn the_route_table_is_exactly_the_documented_operations() {
+    let doc: Value = serde_json::from_str(DOCUMENT).expect("host/proxy/openapi.json is valid JSON");
+    let documented = documented_operations(&doc);
+    let table = table_operations();
+    // The proxy answers HEAD wherever it answers GET (as GET without a
+    // body, like the node), so the document may leave HEAD out there.
+    let mut served: BTreeSet<(String, String)> = documented.clone();
+    for (path, method) in &documented {
+        if method == "GET" {
+            served.insert((path.clone(), "HEAD".to_string()));
+        }
+    }
+    for op in &table {
+        assert!(served.contains(op), "route {} {} is in the table but not in openapi.json", op.1, op.0);
+    }
+    for op in &served {
+        assert!(table.contains(op), "{} {} is in openapi.json but not in the route table", op.1, op.0);
+    }
+    // The comparison cannot pass by comparing nothing.
+    for op in [("/v1/keys/{key}", "DELETE"), ("/v1/keys/", "PUT"), ("/v1/batch/put", "POST"), ("/v1/owners/{key}", "GET"), ("/status", "HEAD")] {
+        assert!(table.contains(&(op.0.to_string(), op.1.to_string())), "{op:?} missing from the table");
+    }
+    assert!(documented.len() >= 16, "only {} documented operations", documented.len());
+}
+
+#[test]
+fn routes_match_in_order_without_overlap() {
+    let handler = |path: &str| ROUTES.iter().find(|r| r.path.matches(path)).map(|r| r.handler);
+    assert_eq!(handler("/v1/keys/a"), Some(Handler::Key));
+    assert_eq!(handler("/v1/keys/"), Some(Handler::Key));
+    assert_eq!(handler("/v1/owners/a"), Some(Handler::Owners));
+    assert_eq!(handler("/v1/batch/get"), Some(Handler::BatchGet));
+    assert_eq!(handler("/v1/batch/get/x"), None);
+    assert_eq!(handler("/status"), Some(Handler::Status));
+    assert_eq!(handler("/v1/keys"), None);
+    // No path is matched by two routes, so the order only matters for speed.
+    let probe = |p: PathPattern| match p {
+        PathPattern::Exact(p) => p.to_string(),
+        PathPattern::Prefix { prefix, .. } => format!("{prefix}k"),
+    };
+    for (i, a) in ROUTES.iter().enumerate() {
+        for b in &ROUTES[i + 1..] {
+            assert!(!b.path.matches(&probe(a.path)) && !a.path.matches(&probe(b.path)), "{a:?} and {b:?} overlap");
+        }
+    }
+    // A route's methods (the bits dispatch checks) are the ones its 405 names.
+    for r in ROUTES {
+        for method in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::POST, Method::PATCH, Method::OPTIONS] {
+            assert_eq!(r.methods.allows(&method), r.methods.names().any(|n| n == method.as_str()), "{method} on {r:?}");
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_is_served_and_its_plain_gets_are_routes() {

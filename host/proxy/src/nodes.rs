@@ -1,16 +1,24 @@
-//! Node health as the proxy sees it: per-node passive error counting, a
-//! circuit breaker, ejection from local routing, and the active checker
+//! The node board: every cache node the proxy knows ([`NodeBoard`], one
+//! [`NodeHandle`] per node id), its connection pool ([`PoolSettings`], the
+//! [`crate::h1`] pool and [`crate::pipeline`] pipes inside each handle),
+//! and its health: per-node passive error counting, a circuit breaker,
+//! ejection from local routing, and the active checker ([`run_checker`])
 //! that probes every node (`GET /readyz`) and brings ejected nodes back.
 //!
-//! Where it sits: the forwarder reports every upstream outcome to the
-//! node's [`NodeHandle`]; request routing asks [`NodeHandle::is_routable`]
-//! (one atomic load) to skip ejected owners; [`run_checker`] runs beside the
-//! server. Breaker states: closed (routed), open (ejected; no requests),
-//! half-open (ejected, one probe in flight). An ejected node is probed
-//! after `proxy.probe_backoff_min`, doubling up to `proxy.probe_backoff_max`
-//! after every failed probe; one successful probe closes the breaker.
+//! Where it sits in the request flow: below everything that forwards.
+//! [`crate::routing`] maps epoch positions to handles; owner choice in
+//! [`crate::replication`] asks [`NodeHandle::is_routable`] (one atomic
+//! load) to skip ejected owners; the forwarder ([`crate::upstream`])
+//! reports every upstream outcome to the board; [`run_checker`] runs beside
+//! the server with the board, its interval and a probe (the forwarder's
+//! health check). Breaker states: closed (routed), open (ejected; no
+//! requests), half-open (ejected, one probe in flight). An ejected node is
+//! probed after `proxy.probe_backoff_min`, doubling up to
+//! `proxy.probe_backoff_max` after every failed probe; one successful probe
+//! closes the breaker.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,7 +119,6 @@ impl NodeHandle {
     }
 }
 
-/// Every node the proxy currently knows, keyed by id, and the health policy.
 /// Connection pool settings for new node handles.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
@@ -131,6 +138,7 @@ impl Default for PoolSettings {
     }
 }
 
+/// Every node the proxy currently knows, keyed by id, and the health policy.
 pub struct NodeBoard {
     nodes: Mutex<HashMap<String, Arc<NodeHandle>>>,
     pool: PoolSettings,
@@ -254,15 +262,20 @@ impl NodeBoard {
     }
 }
 
-/// Runs active health checks until the task is dropped: every
-/// `interval` for routed nodes, on the backoff schedule for ejected ones.
-pub(crate) async fn run_checker(shared: Arc<crate::server::Shared>) {
-    let interval = shared.config.health_interval;
-    let tick = interval.min(shared.config.probe_backoff_min).min(Duration::from_millis(100));
+/// Runs active health checks until the task is dropped: every `interval`
+/// (`proxy.health_interval`) for routed nodes, on the backoff schedule for
+/// ejected ones. `probe` checks one node (the forwarder's
+/// `Upstream::check`); it runs in a task of its own per check.
+pub(crate) async fn run_checker<P, F>(board: Arc<NodeBoard>, interval: Duration, probe: P)
+where
+    P: Fn(Arc<NodeHandle>) -> F,
+    F: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let tick = interval.min(board.probe_min).min(Duration::from_millis(100));
     loop {
         tokio::time::sleep(tick).await;
         let now = Instant::now();
-        for node in shared.board.all() {
+        for node in board.all() {
             let due = node.probing.lock().unwrap_or_else(|e| e.into_inner()).next_check <= now;
             if !due || node.check_in_flight.swap(true, Ordering::Acquire) {
                 continue;
@@ -270,10 +283,11 @@ pub(crate) async fn run_checker(shared: Arc<crate::server::Shared>) {
             if !node.is_routable() {
                 node.set_breaker(Breaker::HalfOpen);
             }
-            let shared = shared.clone();
+            let check = probe(node.clone());
+            let board = board.clone();
             tokio::spawn(async move {
-                let result = shared.upstream.check(&node).await;
-                shared.board.probe_result(&node, result, interval);
+                let result = check.await;
+                board.probe_result(&node, result, interval);
                 node.check_in_flight.store(false, Ordering::Release);
             });
         }

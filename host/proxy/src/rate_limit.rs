@@ -1,12 +1,16 @@
-//! Limits that stop one client from starving the others, applied before a
-//! request is routed: a cap on open client connections
-//! (`proxy.max_connections`; the connection over it gets a 503 naming the
-//! limit and is closed, in the accept loop of [`crate::server`]) and an
-//! optional per-client-IP request rate (`proxy.rate_limit`, a GCRA token
-//! bucket from `governor`, keyed by the peer's IP address) checked on every
-//! `/v1/` request before the token check, answering 429 with
-//! `Retry-After`. Body size and read timeouts are the node's limits, applied
-//! in the handlers.
+//! Rate limiting: limits that stop one client from starving the others,
+//! applied before a request is routed. An optional per-client-IP request
+//! rate (`proxy.rate_limit`, a GCRA token bucket from `governor`, keyed by
+//! the peer's IP address), answering 429 with `Retry-After`.
+//!
+//! Where it sits in the request flow: first thing in
+//! [`crate::server`]'s dispatch for every `/v1/` request, before the data
+//! token check ([`crate::auth`]), so floods without a token stay cheap. The
+//! cap on open client connections (`proxy.max_connections`; the
+//! connection over it gets a 503 naming the limit and is closed) is in the
+//! accept loop of [`crate::server`]. Body size and read timeouts are the
+//! node's limits, applied in the handlers ([`crate::keys`],
+//! [`crate::batches`]).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
