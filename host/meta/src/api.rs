@@ -161,12 +161,11 @@ impl MemberContext {
         })?;
         if before != after
             && let (Some(input), Some(component)) = (after, component)
+            && let Err(e) = self.gate.admit_routing(input, component).await
         {
-            if let Err(e) = self.gate.admit_routing(input, component).await {
-                self.metrics.admission_refused.inc();
-                info!(reason = %e, "admission refused a routing change");
-                return Err(e);
-            }
+            self.metrics.admission_refused.inc();
+            info!(reason = %e, "admission refused a routing change");
+            return Err(e);
         }
         self.write(Command::Changes { changes }).await
     }
@@ -262,10 +261,8 @@ async fn to_leader(State(ctx): Ctx, req: Request, next: Next) -> Response {
     }
     match ctx.leader() {
         Some((id, _)) if id == ctx.id => {
-            if is_read {
-                if let Err(e) = ctx.ensure_quorum().await {
-                    return e.into_response();
-                }
+            if is_read && let Err(e) = ctx.ensure_quorum().await {
+                return e.into_response();
             }
             next.run(req).await
         }

@@ -215,9 +215,9 @@ pub fn raft_routes(raft: Arc<Raft>) -> Router {
         .with_state(raft)
 }
 
-fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed raft rpc body: {e}")).into_response())
+        .map_err(|e| Box::new((StatusCode::BAD_REQUEST, format!("malformed raft rpc body: {e}")).into_response()))
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
@@ -230,28 +230,28 @@ fn encode<T: Serialize>(value: &T) -> Response {
 async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => encode(&raft.append_entries(req).await),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => encode(&raft.vote(req).await),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn pre_vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => encode(&raft.pre_vote(req).await),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     let (vote, meta, SnapshotBytes(data)): (Vote, SnapshotMeta, SnapshotBytes) = match decode(&body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let snapshot = Snapshot { meta, snapshot: Cursor::new(data) };
     let res: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
@@ -266,6 +266,6 @@ async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response
                 raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
             encode(&res)
         }
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }

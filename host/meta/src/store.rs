@@ -155,7 +155,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let entry: Entry = serde_json::from_slice(value.value()).map_err(json_err)?;
                 Some(entry.log_id)
             }
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
@@ -246,7 +246,7 @@ impl StateMachineStore {
             (Some(meta), Some(bytes)) => {
                 let state: MetaState = serde_json::from_slice(&bytes).map_err(json_err)?;
                 info!(snapshot_index = ?meta.last_log_id.as_ref().map(|l| l.index()), epoch = state.epoch, "loaded state machine snapshot");
-                SmData { last_applied: meta.last_log_id.clone(), last_membership: meta.last_membership.clone(), state }
+                SmData { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), state }
             }
             _ => SmData { last_applied: None, last_membership: StoredMembership::default(), state: MetaState::default() },
         };
@@ -295,7 +295,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (meta, bytes) = {
             let data = self.data.read().unwrap_or_else(|p| p.into_inner());
             let bytes = serde_json::to_vec(&data.state).map_err(json_err)?;
-            let meta = SnapshotMeta { last_log_id: data.last_applied.clone(), last_membership: data.last_membership.clone() };
+            let meta = SnapshotMeta { last_log_id: data.last_applied, last_membership: data.last_membership.clone() };
             (meta, bytes)
         };
         self.save_snapshot(&meta, &bytes)?;
@@ -310,7 +310,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let data = self.data.read().unwrap_or_else(|p| p.into_inner());
-        Ok((data.last_applied.clone(), data.last_membership.clone()))
+        Ok((data.last_applied, data.last_membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -320,7 +320,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some((entry, responder)) = entries.try_next().await? {
             let outcome = {
                 let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
-                data.last_applied = Some(entry.log_id.clone());
+                data.last_applied = Some(entry.log_id);
                 let index = entry.log_id.index();
                 match &entry.payload {
                     EntryPayload::Blank => Outcome::Applied { epoch: data.state.epoch },
@@ -332,7 +332,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         }
                     },
                     EntryPayload::Membership(mem) => {
-                        data.last_membership = StoredMembership::new(Some(entry.log_id.clone()), mem.clone());
+                        data.last_membership = StoredMembership::new(Some(entry.log_id), mem.clone());
                         Outcome::Applied { epoch: data.state.epoch }
                     }
                 }
@@ -358,7 +358,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let epoch = state.epoch;
         {
             let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
-            data.last_applied = meta.last_log_id.clone();
+            data.last_applied = meta.last_log_id;
             data.last_membership = meta.last_membership.clone();
             data.state = state;
         }
@@ -404,16 +404,16 @@ mod tests {
         use openraft::vote::RaftLeaderIdExt;
         let dir = tempfile::tempdir().unwrap();
         let leader = openraft::impls::leader_id_adv::LeaderId::<u64, u64>::new_committed(3, 1);
-        let mk = |i: u64| Entry { log_id: LogId::new(leader.clone(), i), payload: EntryPayload::Blank };
+        let mk = |i: u64| Entry { log_id: LogId::new(leader, i), payload: EntryPayload::Blank };
         {
             let (mut log, mut sm) = open(dir.path()).unwrap();
             log.save_vote(&Vote::new(3, 1)).await.unwrap();
             // append returns after the fsync, so a no-op callback is enough here.
             log.append((1..=5).map(mk), IOFlushed::<TypeConfig>::noop()).await.unwrap();
-            log.save_committed(Some(LogId::new(leader.clone(), 5))).await.unwrap();
+            log.save_committed(Some(LogId::new(leader, 5))).await.unwrap();
             sm.apply(futures::stream::iter((1..=5).map(|i| Ok((mk(i), None))))).await.unwrap();
             sm.build_snapshot().await.unwrap();
-            log.purge(LogId::new(leader.clone(), 2)).await.unwrap();
+            log.purge(LogId::new(leader, 2)).await.unwrap();
         }
         let (mut log, mut sm) = open(dir.path()).unwrap();
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));

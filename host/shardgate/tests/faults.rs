@@ -237,7 +237,7 @@ fn s1_meta_leader_killed_under_writes_loses_no_acknowledged_write() {
             "{} acked, 0 lost; leader {} -> {}; restarted member caught up in {}",
             acked.len(),
             victim,
-            format!("meta-{}", member_no(&metas, &new_url)),
+            format_args!("meta-{}", member_no(&metas, &new_url)),
             ms(caught_up - restarted_at)
         ),
     }
@@ -538,7 +538,7 @@ impl KvLoad {
                         let written = op.ok;
                         done[spec.write_via].fetch_add(1, Ordering::Relaxed);
                         ops.push(op);
-                        if written && spec.read_every > 0 && n % spec.read_every == 0 {
+                        if written && spec.read_every > 0 && n.is_multiple_of(spec.read_every) {
                             let op = kv_op(&http, &proxies, spec.read_via, &key, false).await;
                             done[spec.read_via].fetch_add(1, Ordering::Relaxed);
                             ops.push(op);
@@ -991,6 +991,9 @@ fn s6_proxy_killed_mid_request_is_invisible_to_the_other_proxys_clients() {
     }
     // A PUT whose head and first half of the body reached proxy-1.
     let target = format!("{}:{PROXY_PORT}", lab.addr("p1", Net::Data));
+    // The block hands the reader task's handle out of the lab's runtime on
+    // purpose: it is awaited after the kill.
+    #[allow(clippy::async_yields_async)]
     let half_sent = lab.lan().run(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(&target).await.expect("connect proxy-1");

@@ -273,7 +273,7 @@ fn bad_node_lists_are_refused() {
 #[test]
 fn a_failed_configure_leaves_the_cached_router_serving() {
     let cache = StrategyCache::new(tight().clone(), 4, 4);
-    let good = RoutingInput { hash: misbehave().hash().into(), config: String::new(), replicas: 1, nodes: nodes(3) };
+    let good = RoutingInput { hash: misbehave().hash().into(), config: "fault = \"none\"".into(), replicas: 1, nodes: nodes(3) };
     let router = cache.configure(misbehave(), &good).unwrap();
     let before = router.route(b"key").unwrap();
     for bad in ["fault = \"trap\"\nat = \"configure\"", "fault = \"bad-table\"", "fault = \"reject-config\""] {

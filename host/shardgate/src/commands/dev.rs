@@ -182,12 +182,11 @@ async fn wait_for_proxy(proxy: &str, epoch: u64) -> anyhow::Result<()> {
     let http = shardgate_tls::http_client_system_roots().timeout(Duration::from_secs(2)).no_proxy().build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = http.get(format!("{proxy}/status")).send().await {
-            if let Ok(v) = r.json::<serde_json::Value>().await {
-                if v["epoch"].as_u64().is_some_and(|e| e >= epoch) {
-                    return Ok(());
-                }
-            }
+        if let Ok(r) = http.get(format!("{proxy}/status")).send().await
+            && let Ok(v) = r.json::<serde_json::Value>().await
+            && v["epoch"].as_u64().is_some_and(|e| e >= epoch)
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             anyhow::bail!("the proxy at {proxy} did not reach routing epoch {epoch} within 30s");
