@@ -466,7 +466,7 @@ impl Suite {
 
             let r = self.put(&vec![b'k'; l.max_key_size + 1], b"v").await;
             assert_eq!(r.status, StatusCode::URI_TOO_LONG);
-            assert!(r.text().contains(&key_name), "{}", r.text());
+            assert!(r.text().contains(&key_name), "{} does not name {}", r.text(), key_name);
             assert_eq!(self.get(&vec![b'k'; l.max_key_size]).await.status, StatusCode::NOT_FOUND);
             assert_eq!(self.get(&vec![b'k'; l.max_key_size + 1]).await.status, StatusCode::URI_TOO_LONG);
             let at_limit = [b"k-limits-".as_slice(), &vec![b'k'; l.max_key_size - 9]].concat();
@@ -478,7 +478,7 @@ impl Suite {
             let big = Self::key("limits", b"big");
             let r = self.put(&big, &vec![0u8; l.max_value_size + 1]).await;
             assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-            assert!(r.text().contains(&value_name), "{}", r.text());
+            assert!(r.text().contains(&value_name), "{} does not name {}", r.text(), value_name);
             assert_eq!(self.get(&big).await.status, StatusCode::NOT_FOUND);
             assert_eq!(self.put(&big, &vec![0u8; l.max_value_size]).await.status, StatusCode::CREATED);
 
@@ -486,7 +486,7 @@ impl Suite {
             let head = format!("PUT /v1/keys/k-limits-huge HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", l.max_value_size * 100);
             let reply = raw_text(self.target.addr, head.as_bytes()).await;
             assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
-            assert!(reply.contains(&value_name), "{reply}");
+            assert!(reply.contains(&value_name), "{reply} does not name {value_name}");
 
             // Chunked, no length: cut off at the limit.
             let mut chunked = b"PUT /v1/keys/k-limits-chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
@@ -498,7 +498,7 @@ impl Suite {
             chunked.extend_from_slice(b"0\r\n\r\n");
             let reply = raw_text(self.target.addr, &chunked).await;
             assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
-            assert!(reply.contains(&value_name), "{reply}");
+            assert!(reply.contains(&value_name), "{reply} does not name {value_name}");
             assert_eq!(self.get(b"k-limits-chunked").await.status, StatusCode::NOT_FOUND);
 
             let long_ct = "a/".to_owned() + &"b".repeat(300);
@@ -612,7 +612,7 @@ impl Suite {
             let keys: Vec<String> = (0..=l.max_batch_keys).map(|i| format!("k-batch_limits-{i}")).collect();
             let r = self.request(Method::POST, "/v1/batch/get", &[], batch::encode_get_request(&keys).unwrap()).await;
             assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-            assert!(r.text().contains(&l.name("max_batch_keys")), "{}", r.text());
+            assert!(r.text().contains(&l.name("max_batch_keys")), "{} does not name {}", r.text(), l.name("max_batch_keys"));
 
             let (first, second) = (Self::key("batch_limits", b"first"), Self::key("batch_limits", b"second"));
             let item = |key: &[u8], size: usize| PutItem {
@@ -626,13 +626,13 @@ impl Suite {
             assert!(body.len() <= l.max_batch_size, "batch_limits needs max_batch_size > max_value_size");
             let r = self.request(Method::POST, "/v1/batch/put", &[], body).await;
             assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-            assert!(r.text().contains(&l.name("max_value_size")), "{}", r.text());
+            assert!(r.text().contains(&l.name("max_value_size")), "{} does not name {}", r.text(), l.name("max_value_size"));
             assert_eq!(self.get(&first).await.status, StatusCode::NOT_FOUND);
 
             let body = batch::encode_put_request(&[item(&first, 10), PutItem { ttl_seconds: Some(u32::MAX), ..item(&second, 1) }]).unwrap();
             let r = self.request(Method::POST, "/v1/batch/put", &[], body).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST);
-            assert!(r.text().contains(&l.name("max_ttl")), "{}", r.text());
+            assert!(r.text().contains(&l.name("max_ttl")), "{} does not name {}", r.text(), l.name("max_ttl"));
             let body =
                 batch::encode_put_request(&[item(&first, 10), PutItem { content_type: Bytes::from_static(b"bad\nct"), ..item(&second, 1) }]).unwrap();
             assert_eq!(self.request(Method::POST, "/v1/batch/put", &[], body).await.status, StatusCode::BAD_REQUEST);
@@ -641,7 +641,7 @@ impl Suite {
 
             let r = self.request(Method::POST, "/v1/batch/put", &[], vec![0u8; l.max_batch_size + 1]).await;
             assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-            assert!(r.text().contains(&l.name("max_batch_size")), "{}", r.text());
+            assert!(r.text().contains(&l.name("max_batch_size")), "{} does not name {}", r.text(), l.name("max_batch_size"));
             for garbage in [&b""[..], b"\x01", b"\x02\x01\x00\x00\x00\x00", b"\x01\x03\x00\x00\x00\x01", b"\x01\x01\x00\x00\x00\x01\x00\x05ab"] {
                 let r = self.request(Method::POST, "/v1/batch/get", &[], Bytes::copy_from_slice(garbage)).await;
                 assert_eq!(r.status, StatusCode::BAD_REQUEST, "{garbage:?}: {}", r.text());
