@@ -6,31 +6,14 @@
 //! percent-encoded keys and values, random conditional headers, damaged
 //! batches) with a canary that must survive every case.
 //!
-//! Small limits, so random input reaches them. Case counts are small so
-//! `cargo test` stays quick; raise them with
+//! Small limits (`key_api::small_node_config`), so random input reaches
+//! them. Case counts are small so `cargo test` stays quick; raise them with
 //! `PROPTEST_CASES=2000 cargo test -p shardgate-node --test hostile_http`
 //! (and vary the inputs with `PROPTEST_RNG_SEED`).
 
-use std::time::Duration;
-
-use bytesize::ByteSize;
-use shardgate_node::NodeConfig;
 use shardgate_node::store::{Clock, ManualClock};
 use shardgate_testkit::TestNode;
-use shardgate_testkit::key_api::{self, Suite, Target};
-
-fn config() -> NodeConfig {
-    NodeConfig {
-        memory_limit: ByteSize::mib(64),
-        max_key_size: ByteSize::b(256),
-        max_value_size: ByteSize::kib(64),
-        max_batch_keys: 64,
-        max_batch_size: ByteSize::kib(256),
-        header_read_timeout: Duration::from_secs(2),
-        body_read_timeout: Duration::from_secs(2),
-        ..NodeConfig::default()
-    }
-}
+use shardgate_testkit::key_api::{self, Suite, Target, small_node_config as config};
 
 #[test]
 fn the_node_conforms_to_the_key_api() {

@@ -17,6 +17,7 @@ use shardgate_api::etag::WriteCondition;
 use shardgate_api::key::KEY_PATH_PREFIX;
 use shardgate_node::NodeConfig;
 use shardgate_testkit::http::read_to_close;
+use shardgate_testkit::openapi::{METHODS, documented_operations, example_of, resolve};
 use shardgate_testkit::{Answer, TestNode, routes_in_source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,31 +53,6 @@ fn document() -> Value {
 /// A route of the router as axum spells it -> the document's path template.
 fn document_path(axum_path: &str) -> String {
     axum_path.replace("{*", "{")
-}
-
-/// Resolves `$ref`s inside this document.
-fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
-    match value.get("$ref").and_then(Value::as_str) {
-        Some(pointer) => doc
-            .pointer(pointer.trim_start_matches('#'))
-            .unwrap_or_else(|| panic!("dangling $ref {pointer}")),
-        None => value,
-    }
-}
-
-const METHODS: &[&str] = &["get", "head", "put", "post", "patch", "delete", "options"];
-
-/// (path, METHOD) of every operation in the document.
-fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for method in METHODS {
-            if item.get(*method).is_some() {
-                out.insert((path.clone(), method.to_uppercase()));
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------
@@ -164,20 +140,6 @@ fn hex_decode(text: &str) -> Vec<u8> {
 
 /// The value of parameter `name` for a request built from the document:
 /// its `example`.
-fn example_of(doc: &Value, params: &[&Value], name: &str) -> String {
-    for p in params {
-        let p = resolve(doc, p);
-        if p["name"] == name {
-            return match &p["example"] {
-                Value::String(s) => s.clone(),
-                Value::Null => panic!("parameter {name} has no example"),
-                other => other.to_string(),
-            };
-        }
-    }
-    panic!("path parameter {name} is not declared")
-}
-
 /// The request body a documented operation describes: the example of its
 /// first media type (hex for binary ones), and that media type.
 fn example_body(doc: &Value, op: &Value) -> (Option<String>, Bytes) {

@@ -17,27 +17,15 @@
 
 use std::time::Duration;
 
-use bytesize::ByteSize;
 use http::StatusCode;
 use shardgate_node::NodeConfig;
 use shardgate_proxy::ProxyConfig;
 use shardgate_testkit::key_api::{self, Canary, Suite, Target};
 use shardgate_testkit::{ClusterSpec, Http, LocalCluster};
 
-/// Small limits, so random input reaches them; the nodes behind the proxy
-/// get the same ones.
+/// The suite's small limits, for the nodes and the proxy alike.
 fn node_config() -> NodeConfig {
-    NodeConfig {
-        memory_limit: ByteSize::mib(64),
-        max_key_size: ByteSize::b(256),
-        max_value_size: ByteSize::kib(64),
-        max_batch_keys: 64,
-        max_batch_size: ByteSize::kib(256),
-        header_read_timeout: Duration::from_secs(2),
-        body_read_timeout: Duration::from_secs(2),
-        shutdown_timeout: Duration::from_secs(2),
-        ..NodeConfig::default()
-    }
+    key_api::small_node_config()
 }
 
 fn proxy_config() -> ProxyConfig {

@@ -18,12 +18,14 @@
 //! - [`proptest_config`]: [`cases`], the one proptest configuration.
 //! - [`source`]: [`routes_in_source`], a router's routes read from its
 //!   source.
+//! - [`openapi`]: operations, `$ref`s and examples of an OpenAPI document.
 
 pub mod cluster;
 pub mod http;
 pub mod key_api;
 pub mod logging;
 pub mod node;
+pub mod openapi;
 pub mod poll;
 pub mod proptest_config;
 pub mod source;

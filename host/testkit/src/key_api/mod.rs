@@ -68,6 +68,8 @@ use shardgate_api::Limits;
 use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
 use shardgate_api::etag::{WriteCondition, format_etag, parse_etag};
 use shardgate_api::key::key_path;
+use bytesize::ByteSize;
+use shardgate_node::NodeConfig;
 use shardgate_node::store::ManualClock;
 use tokio::runtime::{Handle, Runtime};
 
@@ -134,6 +136,24 @@ pub const CANARY_TYPE: &str = "application/x-canary";
 /// test itself must not be async.
 pub fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A node config with small limits, so random input reaches them: 256-byte
+/// keys, 64 KiB values, 64 keys and 256 KiB per batch, 64 MiB of memory,
+/// 2 s header and body timeouts. The node's suite runs against it, and the
+/// proxy's against nodes (and a proxy with the same limits) running it.
+pub fn small_node_config() -> NodeConfig {
+    NodeConfig {
+        memory_limit: ByteSize::mib(64),
+        max_key_size: ByteSize::b(256),
+        max_value_size: ByteSize::kib(64),
+        max_batch_keys: 64,
+        max_batch_size: ByteSize::kib(256),
+        header_read_timeout: Duration::from_secs(2),
+        body_read_timeout: Duration::from_secs(2),
+        shutdown_timeout: Duration::from_secs(2),
+        ..NodeConfig::default()
+    }
 }
 
 /// One check of the suite.
