@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shardgate_meta_client::model::{NewNode, RaftStatus};
 use shardgate_meta::{InitialMember, MetaConfig, MetaError};
-use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::{ClientError, MetaClient};
 pub use shardgate_testkit::{TestCa, poll};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -226,4 +226,22 @@ impl TestCluster {
 
 pub fn node(id: &str, port: u16) -> NewNode {
     NewNode { id: id.into(), addr: format!("http://127.0.0.1:{port}"), weight: 1.0, zone: String::new() }
+}
+
+/// The message of an API error with this status and kind; panics on any
+/// other outcome.
+pub fn expect_api<T: std::fmt::Debug>(res: Result<T, ClientError>, status: u16, kind: &str) -> String {
+    match res {
+        Err(ClientError::Api { status: s, kind: k, message, .. }) => {
+            assert_eq!((s, k.as_str()), (status, kind), "{message}");
+            message
+        }
+        other => panic!("expected HTTP {status} {kind}, got {other:?}"),
+    }
+}
+
+/// The node ids member `id` holds (a stale read of that member), or none.
+pub async fn node_ids_on(cluster: &TestCluster, id: u64) -> Vec<String> {
+    let c = cluster.client_of(id).with_stale_reads(true);
+    c.nodes().await.map(|n| n.into_iter().map(|n| n.id).collect()).unwrap_or_default()
 }
