@@ -69,14 +69,8 @@ async fn condition_failures_are_counted() {
     node.stop().await;
 }
 
-/// Many clients compare-and-set from the same version at once: exactly one
-
-/// wins, and the stored value is the winner's.
-
 /// TTLs on a manual clock: the test moves the node's clock instead of
-
 /// sleeping, so each expiry is checked at (and 1 ms before) its instant.
-
 #[tokio::test]
 async fn ttl_expiry() {
     let clock = ManualClock::new();
@@ -231,9 +225,7 @@ async fn batch_put_and_get() {
 }
 
 /// A flood of large values from concurrent clients never takes the store
-
 /// past `node.memory_limit`.
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bound_holds_under_a_flood_of_large_values() {
     let limit = ByteSize::mib(4);
@@ -398,7 +390,6 @@ async fn connections_over_the_limit_get_503_and_service_resumes() {
 }
 
 /// Shutdown stops accepting but lets a request already in flight finish.
-
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut node = TestNode::start(small_config()).await;
