@@ -11,27 +11,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestCluster, node, poll};
+use common::{TestCluster, expect_api, node, node_ids_on, poll};
 use futures::StreamExt;
 use shardgate_meta_client::model::PreviewRequest;
 use shardgate_meta_client::{ClientError, MetaClient};
 
 const TOKEN: &str = "meta-admin-7";
-
-fn expect_api<T: std::fmt::Debug>(res: Result<T, ClientError>, status: u16, kind: &str) -> String {
-    match res {
-        Err(ClientError::Api { status: s, kind: k, message, .. }) => {
-            assert_eq!((s, k.as_str()), (status, kind), "{message}");
-            message
-        }
-        other => panic!("expected HTTP {status} {kind}, got {other:?}"),
-    }
-}
-
-async fn node_ids_on(cluster: &TestCluster, id: u64) -> Vec<String> {
-    let c = cluster.client_of(id).with_stale_reads(true);
-    c.nodes().await.map(|n| n.into_iter().map(|n| n.id).collect()).unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_protected_cluster_refuses_strangers_and_serves_the_token() {

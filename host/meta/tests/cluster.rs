@@ -5,28 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestCluster, node, poll};
+use common::{TestCluster, expect_api, node, node_ids_on, poll};
 use futures::StreamExt;
 use shardgate_meta_client::model::*;
-use shardgate_meta_client::{ClientError, MetaClient};
+use shardgate_meta_client::MetaClient;
 
 fn rendezvous() -> Vec<u8> {
     shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec()
-}
-
-fn expect_api(res: Result<impl std::fmt::Debug, ClientError>, status: u16, kind: &str) -> String {
-    match res {
-        Err(ClientError::Api { status: s, kind: k, message, .. }) => {
-            assert_eq!((s, k.as_str()), (status, kind), "{message}");
-            message
-        }
-        other => panic!("expected HTTP {status} {kind}, got {other:?}"),
-    }
-}
-
-async fn node_ids_on(cluster: &TestCluster, id: u64) -> Vec<String> {
-    let c = cluster.client_of(id).with_stale_reads(true);
-    c.nodes().await.map(|n| n.into_iter().map(|n| n.id).collect()).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

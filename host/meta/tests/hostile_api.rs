@@ -22,25 +22,13 @@ use std::time::Duration;
 
 use common::{TestCluster, node};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed, TestRunner};
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use shardgate_testkit::cases;
 use shardgate_meta_client::MetaClient;
 use shardgate_meta_client::model::{Activation, ErrorBody, HistoryEntry, RaftStatus, RoutingState, StrategyInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
-
-/// `default` cases from a fixed seed, so every run (and CI) tests the same
-/// inputs; `PROPTEST_CASES` and `PROPTEST_RNG_SEED` explore further.
-fn cases(default: u32) -> ProptestConfig {
-    let base = ProptestConfig::default();
-    let set = |var: &str| std::env::var_os(var).is_some();
-    ProptestConfig {
-        cases: if set("PROPTEST_CASES") { base.cases } else { default },
-        rng_seed: if set("PROPTEST_RNG_SEED") { base.rng_seed } else { RngSeed::Fixed(0x5eed_0007) },
-        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-        ..base
-    }
-}
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

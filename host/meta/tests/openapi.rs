@@ -15,6 +15,8 @@ use common::TestCluster;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 use shardgate_meta::{MetaConfig, MetaError};
+use shardgate_testkit::openapi::{documented_operations, example_of, resolve};
+use shardgate_testkit::routes_in_source;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -51,125 +53,14 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/raft/transfer-leader", &["POST"]),
 ];
 
-const METHODS: &[&str] = &["get", "head", "put", "post", "patch", "delete", "options"];
-
 fn document() -> Value {
     serde_json::from_str(DOCUMENT).expect("host/meta/openapi.json is valid JSON")
 }
 
-fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for method in METHODS {
-            if item.get(*method).is_some() {
-                out.insert((path.clone(), method.to_uppercase()));
-            }
-        }
-    }
-    out
-}
-
-fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
-    match value.get("$ref").and_then(Value::as_str) {
-        Some(pointer) => {
-            doc.pointer(pointer.trim_start_matches('#')).unwrap_or_else(|| panic!("dangling $ref {pointer}"))
-        }
-        None => value,
-    }
-}
-
-// ---------------------------------------------------------------------
-// Reading the routes out of the router's source.
-
-fn skip_string(chars: &[char], mut i: usize) -> usize {
-    i += 1;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => i += 2,
-            '"' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    i
-}
-
-/// Every `.route("PATH", METHODS)` call inside `fn <function>(` of
-/// `source`: METHODS are the method-router calls (`get(..)`, `.post(..)`,
-/// `axum::routing::delete(..)`, `any(..)`) at the top level of the second
-/// argument (so `.layer(..)` and closures are skipped).
-fn routes_in_source(source: &str, function: &str) -> BTreeSet<(String, String)> {
-    let start = source.find(&format!("fn {function}(")).unwrap_or_else(|| panic!("no fn {function} in the source"));
-    let end = source[start..].find("\n}\n").map_or(source.len(), |e| start + e);
-    let chars: Vec<char> = source[start..end].chars().collect();
-    let pattern: Vec<char> = ".route(".chars().collect();
-    let mut routes = BTreeSet::new();
-    let mut i = 0;
-    while i + pattern.len() <= chars.len() {
-        if chars[i..i + pattern.len()] != pattern[..] {
-            i = if chars[i] == '"' { skip_string(&chars, i) } else { i + 1 };
-            continue;
-        }
-        i += pattern.len();
-        while chars[i].is_whitespace() {
-            i += 1;
-        }
-        assert_eq!(chars[i], '"', "{function}: a route path that is not a string literal");
-        let after = skip_string(&chars, i);
-        let path: String = chars[i + 1..after - 1].iter().collect();
-        i = after;
-        while chars[i] != ',' {
-            i += 1;
-        }
-        i += 1;
-        let mut depth = 0usize;
-        let mut ident = String::new();
-        let mut methods = Vec::new();
-        loop {
-            let c = chars[i];
-            match c {
-                '"' => {
-                    i = skip_string(&chars, i);
-                    ident.clear();
-                    continue;
-                }
-                '(' | '{' | '[' => {
-                    if depth == 0 {
-                        let method = ident.rsplit("::").next().unwrap_or("").to_uppercase();
-                        if ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "ANY"]
-                            .contains(&method.as_str())
-                        {
-                            methods.push(method);
-                        }
-                    }
-                    depth += 1;
-                }
-                ')' | '}' | ']' => {
-                    if depth == 0 {
-                        break;
-                    }
-                    depth -= 1;
-                }
-                _ => {}
-            }
-            if c.is_alphanumeric() || c == '_' || c == ':' {
-                ident.push(c);
-            } else {
-                ident.clear();
-            }
-            i += 1;
-        }
-        assert!(!methods.is_empty(), "route {path} has no method in the source");
-        for method in methods {
-            routes.insert((path.clone(), method));
-        }
-    }
-    routes
-}
-
 #[test]
 fn router_routes_are_exactly_the_documented_ones() {
-    let mut scanned = routes_in_source(API_SOURCE, "router");
-    scanned.extend(routes_in_source(RAFT_SOURCE, "raft_routes"));
+    let mut scanned = routes_in_source(API_SOURCE, "router", &[]);
+    scanned.extend(routes_in_source(RAFT_SOURCE, "raft_routes", &[]));
     let kept: BTreeSet<(String, String)> =
         ROUTES.iter().flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string()))).collect();
     assert_eq!(
@@ -276,20 +167,6 @@ fn check_documented(doc: &Value, what: &str, op: &Value, reply: &Reply) {
             );
         }
     }
-}
-
-fn example_of(doc: &Value, params: &[&Value], name: &str) -> String {
-    for p in params {
-        let p = resolve(doc, p);
-        if p["name"] == name {
-            return match &p["example"] {
-                Value::String(s) => s.clone(),
-                Value::Null => panic!("parameter {name} has no example"),
-                other => other.to_string(),
-            };
-        }
-    }
-    panic!("path parameter {name} is not declared")
 }
 
 #[tokio::test]

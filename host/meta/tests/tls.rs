@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_env_filter("shardgate_meta=info,shardgate_tls=debug,openraft=warn").with_test_writer().try_init();
+    shardgate_testkit::logging::init_tracing_with("shardgate_meta=info,shardgate_tls=debug,openraft=warn");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

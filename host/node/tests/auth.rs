@@ -4,98 +4,28 @@
 //! store; the right token is served; health, readiness, metrics and the
 //! OpenAPI document stay open; without a token configured the API is open.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode, header};
 use shardgate_api::batch;
 use shardgate_api::etag::WriteCondition;
 use shardgate_node::{NodeConfig, NodeError};
+use shardgate_testkit::{Answer, TestNode};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const TOKEN: &str = "proxy-token-1";
 
-struct TestNode {
-    addr: SocketAddr,
-    client: Client<HttpConnector, Full<Bytes>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), NodeError>>,
+/// Requests with an optional `Authorization` header.
+trait Authed {
+    async fn authed(&self, method: Method, path: &str, authorization: Option<&str>, body: impl Into<Bytes>) -> Answer;
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json_error(&self) -> String {
-        let value: serde_json::Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body));
-        value["error"].as_str().expect("error field").to_string()
-    }
-}
-
-impl TestNode {
-    async fn start(config: NodeConfig) -> TestNode {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(shardgate_node::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        TestNode {
-            addr,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        authorization: Option<&str>,
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.addr, path));
-        if let Some(value) = authorization {
-            req = req.header(header::AUTHORIZATION, value);
-        }
-        let response = tokio::time::timeout(
-            DEADLINE,
-            self.client
-                .request(req.body(Full::new(body.into())).unwrap()),
-        )
-        .await
-        .expect("node answers within the deadline")
-        .expect("request reaches the node");
-        let (parts, body) = response.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(DEADLINE, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+impl Authed for TestNode {
+    async fn authed(&self, method: Method, path: &str, authorization: Option<&str>, body: impl Into<Bytes>) -> Answer {
+        let headers: Vec<(&str, &str)> = authorization.map(|v| ("authorization", v)).into_iter().collect();
+        self.request(method, path, &headers, body).await
     }
 }
 
@@ -130,7 +60,7 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
         (Method::GET, "/v1/no-such-route", Bytes::new()),
     ] {
         for auth in [None, Some("Basic cHJveHk6dG9rZW4="), Some("Bearer ")] {
-            let reply = node.request(method.clone(), path, auth, body.clone()).await;
+            let reply = node.authed(method.clone(), path, auth, body.clone()).await;
             assert_eq!(
                 reply.status,
                 StatusCode::UNAUTHORIZED,
@@ -150,7 +80,7 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
             "Bearer PROXY-TOKEN-1",
         ] {
             let reply = node
-                .request(method.clone(), path, Some(wrong), body.clone())
+                .authed(method.clone(), path, Some(wrong), body.clone())
                 .await;
             assert_eq!(
                 reply.status,
@@ -167,7 +97,7 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
 
     // Nothing the refused writes sent was stored.
     let reply = node
-        .request(
+        .authed(
             Method::POST,
             "/v1/batch/get",
             Some(&good),
@@ -184,11 +114,11 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
 
     // The right token is served (scheme name case-insensitive).
     let reply = node
-        .request(Method::PUT, "/v1/keys/k", Some(&good), "v")
+        .authed(Method::PUT, "/v1/keys/k", Some(&good), "v")
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let reply = node
-        .request(
+        .authed(
             Method::GET,
             "/v1/keys/k",
             Some(&format!("bearer {TOKEN}")),
@@ -199,17 +129,17 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
     assert_eq!(&reply.body[..], b"v");
     // A refused delete leaves the key in place.
     let reply = node
-        .request(Method::DELETE, "/v1/keys/k", None, Bytes::new())
+        .authed(Method::DELETE, "/v1/keys/k", None, Bytes::new())
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     let reply = node
-        .request(Method::GET, "/v1/keys/k", Some(&good), Bytes::new())
+        .authed(Method::GET, "/v1/keys/k", Some(&good), Bytes::new())
         .await;
     assert_eq!(reply.status, StatusCode::OK);
 
     // Refusals are counted: 6 routes x 3 missing + 1 refused delete, 6 x 3 wrong.
     let metrics = node
-        .request(Method::GET, "/metrics", None, Bytes::new())
+        .authed(Method::GET, "/metrics", None, Bytes::new())
         .await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
@@ -220,7 +150,7 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
 
     // Operational endpoints stay open.
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
-        let reply = node.request(Method::GET, path, None, Bytes::new()).await;
+        let reply = node.authed(Method::GET, path, None, Bytes::new()).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
     }
     node.stop().await;
@@ -229,10 +159,10 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
 #[tokio::test]
 async fn without_a_token_the_data_api_is_open() {
     let node = TestNode::start(NodeConfig::default()).await;
-    let reply = node.request(Method::PUT, "/v1/keys/k", None, "v").await;
+    let reply = node.authed(Method::PUT, "/v1/keys/k", None, "v").await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let reply = node
-        .request(
+        .authed(
             Method::GET,
             "/v1/keys/k",
             Some("Bearer anything"),
@@ -255,10 +185,10 @@ async fn token_file_is_used_and_a_missing_one_stops_the_start() {
         ..NodeConfig::default()
     })
     .await;
-    let reply = node.request(Method::PUT, "/v1/keys/k", None, "v").await;
+    let reply = node.authed(Method::PUT, "/v1/keys/k", None, "v").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     let reply = node
-        .request(
+        .authed(
             Method::PUT,
             "/v1/keys/k",
             Some(&format!("Bearer {TOKEN}")),

@@ -6,25 +6,21 @@
 //! Bad requests answer the statuses and error bodies the document promises.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use bytesize::ByteSize;
-use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode, header};
 use serde_json::Value;
 use shardgate_api::batch::{self, PutItem};
 use shardgate_api::etag::WriteCondition;
 use shardgate_api::key::KEY_PATH_PREFIX;
-use shardgate_node::{NodeConfig, NodeError};
+use shardgate_node::NodeConfig;
+use shardgate_testkit::http::read_to_close;
+use shardgate_testkit::openapi::{METHODS, documented_operations, example_of, resolve};
+use shardgate_testkit::{Answer, TestNode, routes_in_source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 const DOCUMENT: &str = include_str!("../openapi.json");
 const SERVER_SOURCE: &str = include_str!("../src/server.rs");
@@ -48,79 +44,7 @@ const ROUTES: &[(&str, &[&str])] = &[
 /// key API sends.
 const ANY_DOCUMENTED: &[&str] = &["GET", "HEAD", "PUT", "DELETE", "POST"];
 
-struct TestNode {
-    addr: SocketAddr,
-    client: Client<HttpConnector, Full<Bytes>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), NodeError>>,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-impl TestNode {
-    async fn start(config: NodeConfig) -> TestNode {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(shardgate_node::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        TestNode {
-            addr,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.addr, path));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let response = tokio::time::timeout(
-            DEADLINE,
-            self.client
-                .request(req.body(Full::new(body.into())).unwrap()),
-        )
-        .await
-        .expect("node answers within the deadline")
-        .expect("request reaches the node");
-        let (parts, body) = response.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(DEADLINE, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-}
+type Reply = Answer;
 
 fn document() -> Value {
     serde_json::from_str(DOCUMENT).expect("host/node/openapi.json is valid JSON")
@@ -131,155 +55,7 @@ fn document_path(axum_path: &str) -> String {
     axum_path.replace("{*", "{")
 }
 
-/// Resolves `$ref`s inside this document.
-fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
-    match value.get("$ref").and_then(Value::as_str) {
-        Some(pointer) => doc
-            .pointer(pointer.trim_start_matches('#'))
-            .unwrap_or_else(|| panic!("dangling $ref {pointer}")),
-        None => value,
-    }
-}
-
-const METHODS: &[&str] = &["get", "head", "put", "post", "patch", "delete", "options"];
-
-/// (path, METHOD) of every operation in the document.
-fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for method in METHODS {
-            if item.get(*method).is_some() {
-                out.insert((path.clone(), method.to_uppercase()));
-            }
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------
-// Reading the routes out of the router's source.
-
-/// Skips a string literal starting at `chars[i] == '"'`; returns the index
-/// after it.
-fn skip_string(chars: &[char], mut i: usize) -> usize {
-    i += 1;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => i += 2,
-            '"' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    i
-}
-
-/// Every `.route(PATH, METHODS)` call inside `fn <function>(` of `source`:
-/// PATH is a string literal or a constant (looked up in `constants`),
-/// METHODS are the method-router calls (`get(..)`, `.put(..)`,
-/// `axum::routing::delete(..)`, `any(..)`) at the top level of the second
-/// argument.
-fn routes_in_source(
-    source: &str,
-    function: &str,
-    constants: &[(&str, &str)],
-) -> BTreeSet<(String, String)> {
-    let start = source
-        .find(&format!("fn {function}("))
-        .unwrap_or_else(|| panic!("no fn {function} in the source"));
-    let end = source[start..]
-        .find("\n}\n")
-        .map_or(source.len(), |e| start + e);
-    let chars: Vec<char> = source[start..end].chars().collect();
-    let mut routes = BTreeSet::new();
-    let mut i = 0;
-    let pattern: Vec<char> = ".route(".chars().collect();
-    while i + pattern.len() <= chars.len() {
-        if chars[i..i + pattern.len()] != pattern[..] {
-            if chars[i] == '"' {
-                i = skip_string(&chars, i);
-            } else {
-                i += 1;
-            }
-            continue;
-        }
-        i += pattern.len();
-        // First argument.
-        while chars[i].is_whitespace() {
-            i += 1;
-        }
-        let path = if chars[i] == '"' {
-            let after = skip_string(&chars, i);
-            let literal: String = chars[i + 1..after - 1].iter().collect();
-            i = after;
-            literal
-        } else {
-            let from = i;
-            while chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == ':' {
-                i += 1;
-            }
-            let name: String = chars[from..i].iter().collect();
-            constants
-                .iter()
-                .find(|(n, _)| *n == name)
-                .unwrap_or_else(|| panic!("route path constant {name} is not known to this test"))
-                .1
-                .to_string()
-        };
-        while chars[i] != ',' {
-            i += 1;
-        }
-        i += 1;
-        // Second argument, up to the `)` closing `.route(`.
-        let mut depth = 0usize;
-        let mut ident = String::new();
-        let mut methods = Vec::new();
-        loop {
-            let c = chars[i];
-            match c {
-                '"' => {
-                    i = skip_string(&chars, i);
-                    ident.clear();
-                    continue;
-                }
-                '(' | '{' | '[' => {
-                    if depth == 0 {
-                        let method = ident.rsplit("::").next().unwrap_or("").to_uppercase();
-                        if [
-                            "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "ANY",
-                        ]
-                        .contains(&method.as_str())
-                        {
-                            methods.push(method);
-                        }
-                    }
-                    depth += 1;
-                }
-                ')' | '}' | ']' => {
-                    if depth == 0 {
-                        break;
-                    }
-                    depth -= 1;
-                }
-                _ => {}
-            }
-            if c.is_alphanumeric() || c == '_' || c == ':' {
-                ident.push(c);
-            } else {
-                ident.clear();
-            }
-            i += 1;
-        }
-        assert!(
-            !methods.is_empty(),
-            "route {path} has no method in the source"
-        );
-        for method in methods {
-            routes.insert((path.clone(), method));
-        }
-    }
-    routes
-}
-
 fn hand_kept_routes() -> BTreeSet<(String, String)> {
     ROUTES
         .iter()
@@ -364,20 +140,6 @@ fn hex_decode(text: &str) -> Vec<u8> {
 
 /// The value of parameter `name` for a request built from the document:
 /// its `example`.
-fn example_of(doc: &Value, params: &[&Value], name: &str) -> String {
-    for p in params {
-        let p = resolve(doc, p);
-        if p["name"] == name {
-            return match &p["example"] {
-                Value::String(s) => s.clone(),
-                Value::Null => panic!("parameter {name} has no example"),
-                other => other.to_string(),
-            };
-        }
-    }
-    panic!("path parameter {name} is not declared")
-}
-
 /// The request body a documented operation describes: the example of its
 /// first media type (hex for binary ones), and that media type.
 fn example_body(doc: &Value, op: &Value) -> (Option<String>, Bytes) {
@@ -821,12 +583,6 @@ async fn error_answers_are_the_documented_ones() {
 
 /// Reads one HTTP response head + body from a raw connection until the
 /// server closes it.
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn slow_bodies_and_connection_limit_answer_as_documented() {
     let config = NodeConfig {

@@ -5,49 +5,18 @@
 
 mod cluster;
 
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::{Http, init_tracing, poll};
 use http::{Method, StatusCode};
 use shardgate_meta_client::model::{Activation, NewNode};
-use shardgate_meta::{InitialMember, MetaConfig, MetaTlsConfig};
+use shardgate_meta::{InitialMember, MetaConfig};
+use shardgate_testkit::TestCa;
 use shardgate_meta_client::MetaClient;
 use shardgate_proxy::ProxyConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// A CA that signs one certificate per member for `127.0.0.1` and `localhost`.
-struct TestCa {
-    ca: std::path::PathBuf,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl TestCa {
-    fn new(dir: &Path) -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "meta test CA");
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-        let ca = dir.join("ca.pem");
-        std::fs::write(&ca, issuer.pem()).unwrap();
-        TestCa { ca, issuer }
-    }
-
-    fn member_tls(&self, dir: &Path, name: &str) -> MetaTlsConfig {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        let (cert_path, key_path) = (dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        MetaTlsConfig { cert: cert_path, key: key_path, ca: Some(self.ca.clone()) }
-    }
-}
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
@@ -57,7 +26,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 async fn a_proxy_follows_a_tls_meta_cluster_through_proxy_meta_ca() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path());
+    let ca = TestCa::new(dir.path(), "meta");
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -77,7 +46,7 @@ async fn a_proxy_follows_a_tls_meta_cluster_through_proxy_meta_ca() {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: Duration::from_millis(600),
             admission_sample_keys: 100,
-            tls: Some(ca.member_tls(dir.path(), &format!("meta-{id}"))),
+            tls: Some(ca.member_tls(&format!("meta-{id}"))),
             ..MetaConfig::default()
         };
         let rx = stop_rx.clone();

@@ -165,16 +165,10 @@ fn free_port() -> u16 {
 fn a_meta_tls_deployment_is_driven_by_ctl_ca_cert_and_followed_by_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
-    // A CA and a certificate for 127.0.0.1 it signed.
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
-    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(path("meta.pem"), cert.pem()).unwrap();
-    std::fs::write(path("meta-key.pem"), key.serialize_pem()).unwrap();
+    // A CA (meta-ca.pem) and a certificate for 127.0.0.1 it signed
+    // (meta-cert.pem, meta-key.pem).
+    let ca = shardgate_testkit::TestCa::new(dir.path(), "meta");
+    ca.leaf_for("meta", &["127.0.0.1"]);
 
     let (meta_port, node_port, proxy_port) = (free_port(), free_port(), free_port());
     let file = path("tls.toml");
@@ -196,9 +190,9 @@ meta = ["https://127.0.0.1:{meta_port}"]
 meta_ca = "{ca}"
 "#,
             data = path("meta").display(),
-            cert = path("meta.pem").display(),
+            cert = path("meta-cert.pem").display(),
             key = path("meta-key.pem").display(),
-            ca = path("ca.pem").display(),
+            ca = path("meta-ca.pem").display(),
         ),
     )
     .unwrap();
@@ -208,7 +202,7 @@ meta_ca = "{ca}"
             .args(["serve", "--config"])
             .arg(&file)
             // meta.tls.ca through the environment, like any other key.
-            .env("SHARDGATE_META__TLS__CA", path("ca.pem"))
+            .env("SHARDGATE_META__TLS__CA", path("meta-ca.pem"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -216,7 +210,7 @@ meta_ca = "{ca}"
     ]);
     let meta = format!("https://127.0.0.1:{meta_port}");
     let proxy = format!("http://127.0.0.1:{proxy_port}");
-    let ca_cert = path("ca.pem");
+    let ca_cert = path("meta-ca.pem");
     ctl(&meta, &["--ca-cert", ca_cert.to_str().unwrap(), "nodes", "add", "node-1", &format!("http://127.0.0.1:{node_port}")]);
     // Without the CA: a one-line error naming the certificate problem.
     let out = shardgate().args(["ctl", "--meta", &meta, "--timeout", "2s", "nodes", "list"]).output().unwrap();

@@ -13,23 +13,9 @@
 //! `PROPTEST_CASES=2000 cargo test -p shardgate --test hostile_config`.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
+use shardgate_testkit::cases;
 use std::path::Path;
 use std::process::{Command, Output};
-
-/// `default` cases from a fixed seed, so every run (and CI) tests the same
-/// inputs; `PROPTEST_CASES` and `PROPTEST_RNG_SEED` explore further.
-fn cases(default: u32) -> ProptestConfig {
-    let base = ProptestConfig::default();
-    let set = |var: &str| std::env::var_os(var).is_some();
-    ProptestConfig {
-        cases: if set("PROPTEST_CASES") { base.cases } else { default },
-        rng_seed: if set("PROPTEST_RNG_SEED") { base.rng_seed } else { RngSeed::Fixed(0x5eed_0007) },
-        // No regression files in the source tree; failures print their input.
-        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-        ..base
-    }
-}
 
 /// `shardgate config check <file>` with a clean environment: no inherited
 /// `SHARDGATE_*` overrides or log filters, backtraces on (so a panic would

@@ -4,14 +4,14 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use shardgate_meta_client::model::{NewNode, RaftStatus};
-use shardgate_meta::{InitialMember, MetaConfig, MetaError, MetaTlsConfig};
-use shardgate_meta_client::MetaClient;
+use shardgate_meta::{InitialMember, MetaConfig, MetaError};
+use shardgate_meta_client::{ClientError, MetaClient};
+pub use shardgate_testkit::{TestCa, poll};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,41 +36,6 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// With TLS: the CA that signed every member's certificate.
     pub tls: Option<TestCa>,
-}
-
-/// A test CA (PEM files in a directory) that signs certificates for
-/// `127.0.0.1` and `localhost`.
-pub struct TestCa {
-    pub ca: PathBuf,
-    dir: PathBuf,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl TestCa {
-    pub fn new(dir: &Path, name: &str) -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-        let ca = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&ca, issuer.pem()).unwrap();
-        TestCa { ca, dir: dir.to_path_buf(), issuer }
-    }
-
-    /// A leaf certificate for `127.0.0.1` and `localhost`: `meta.tls` with
-    /// this CA as `ca`.
-    pub fn member_tls(&self, name: &str) -> MetaTlsConfig {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        let (cert_path, key_path) = (self.dir.join(format!("{name}-cert.pem")), self.dir.join(format!("{name}-key.pem")));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        MetaTlsConfig { cert: cert_path, key: key_path, ca: Some(self.ca.clone()) }
-    }
 }
 
 /// A reqwest client for raw requests to plain-HTTP members.
@@ -259,22 +224,24 @@ impl TestCluster {
     }
 }
 
-/// Poll `f` every 20 ms until it answers `Some`, or panic naming `what`.
-pub async fn poll<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
+pub fn node(id: &str, port: u16) -> NewNode {
+    NewNode { id: id.into(), addr: format!("http://127.0.0.1:{port}"), weight: 1.0, zone: String::new() }
+}
+
+/// The message of an API error with this status and kind; panics on any
+/// other outcome.
+pub fn expect_api<T: std::fmt::Debug>(res: Result<T, ClientError>, status: u16, kind: &str) -> String {
+    match res {
+        Err(ClientError::Api { status: s, kind: k, message, .. }) => {
+            assert_eq!((s, k.as_str()), (status, kind), "{message}");
+            message
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        other => panic!("expected HTTP {status} {kind}, got {other:?}"),
     }
 }
 
-pub fn node(id: &str, port: u16) -> NewNode {
-    NewNode { id: id.into(), addr: format!("http://127.0.0.1:{port}"), weight: 1.0, zone: String::new() }
+/// The node ids member `id` holds (a stale read of that member), or none.
+pub async fn node_ids_on(cluster: &TestCluster, id: u64) -> Vec<String> {
+    let c = cluster.client_of(id).with_stale_reads(true);
+    c.nodes().await.map(|n| n.into_iter().map(|n| n.id).collect()).unwrap_or_default()
 }
