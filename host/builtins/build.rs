@@ -37,9 +37,7 @@ fn main() {
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&strategies)
-        .args(["build", "--release", "--workspace", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target_dir);
+    cmd.current_dir(&strategies).args(["build", "--release", "--workspace", "--target", "wasm32-wasip2", "--target-dir"]).arg(&target_dir);
     // The outer build's settings are for the host target, not the guests.
     for (key, _) in env::vars() {
         let keep = key == "CARGO_HOME"
@@ -50,8 +48,18 @@ fn main() {
         let drop = (key.starts_with("CARGO_") && !keep)
             || matches!(
                 key.as_str(),
-                "RUSTFLAGS" | "RUSTC" | "RUSTDOC" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET"
-                    | "HOST" | "PROFILE" | "OPT_LEVEL" | "DEBUG" | "NUM_JOBS" | "RUSTC_LINKER"
+                "RUSTFLAGS"
+                    | "RUSTC"
+                    | "RUSTDOC"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "TARGET"
+                    | "HOST"
+                    | "PROFILE"
+                    | "OPT_LEVEL"
+                    | "DEBUG"
+                    | "NUM_JOBS"
+                    | "RUSTC_LINKER"
             );
         if drop {
             cmd.env_remove(&key);
@@ -72,11 +80,16 @@ fn main() {
         let file = format!("shardgate_strategy_{}.wasm", Path::new(dir).file_name().unwrap().to_str().unwrap());
         let path = release.join(&file);
         assert!(path.exists(), "missing component {}", path.display());
-        writeln!(code, "/// The `{dir}` component.\npub const {constant}: &[u8] = include_bytes!({:?});", path.display().to_string()).unwrap();
+        writeln!(code, "/// The `{dir}` component.\npub const {constant}: &[u8] = include_bytes!({:?});", path.display().to_string())
+            .unwrap();
         if !name.is_empty() {
             writeln!(builtins, "    Builtin {{ name: {name:?}, component: {constant} }},").unwrap();
         }
     }
-    writeln!(code, "/// Every built-in strategy, in the order `shardgate dev` uploads them.\npub const BUILTINS: &[Builtin] = &[\n{builtins}];").unwrap();
+    writeln!(
+        code,
+        "/// Every built-in strategy, in the order `shardgate dev` uploads them.\npub const BUILTINS: &[Builtin] = &[\n{builtins}];"
+    )
+    .unwrap();
     std::fs::write(out.join("components.rs"), code).unwrap();
 }

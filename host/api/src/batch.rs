@@ -68,31 +68,17 @@ pub enum BatchError {
     #[error("batch is {size} bytes; the limit {limit_name} is {limit} bytes")]
     TooLarge { size: usize, limit: usize, limit_name: String },
     #[error("batch entry {index}: key is {size} bytes; the limit {limit_name} is {limit} bytes")]
-    KeyTooLong {
-        index: usize,
-        size: usize,
-        limit: usize,
-        limit_name: String,
-    },
+    KeyTooLong { index: usize, size: usize, limit: usize, limit_name: String },
     #[error("batch entry {index}: key must not be empty")]
     EmptyKey { index: usize },
     #[error("batch entry {index}: value is {size} bytes; the limit {limit_name} is {limit} bytes")]
-    ValueTooLarge {
-        index: usize,
-        size: usize,
-        limit: usize,
-        limit_name: String,
-    },
+    ValueTooLarge { index: usize, size: usize, limit: usize, limit_name: String },
     #[error("batch entry {index}: content type is {size} bytes; the limit is 255 bytes")]
     ContentTypeTooLong { index: usize, size: usize },
     #[error("batch entry {index}: ttl {secs}s is above the limit {limit_name} ({limit}s)")]
     TtlTooLong { index: usize, secs: u64, limit: u64, limit_name: String },
     #[error("batch entry {index}: unknown {what} code {code}")]
-    UnknownCode {
-        index: usize,
-        what: &'static str,
-        code: u8,
-    },
+    UnknownCode { index: usize, what: &'static str, code: u8 },
     #[error("batch entry {index}: If-Match lists {count} versions; at most 255 fit a batch entry")]
     TooManyVersions { index: usize, count: usize },
 }
@@ -219,12 +205,7 @@ impl GetResponseEncoder {
     pub fn new(count: usize, max_size: usize) -> Self {
         let mut buf = BytesMut::with_capacity(HEADER_LEN + count);
         header(&mut buf, KIND_GET_RESPONSE, count);
-        GetResponseEncoder {
-            buf,
-            max_size,
-            written: 0,
-            count,
-        }
+        GetResponseEncoder { buf, max_size, written: 0, count }
     }
 
     pub fn push_miss(&mut self) {
@@ -275,11 +256,7 @@ pub fn encode_get_response(results: &[GetResult], max_size: usize) -> Bytes {
     let mut enc = GetResponseEncoder::new(results.len(), max_size);
     for result in results {
         match result {
-            GetResult::Hit {
-                version,
-                content_type,
-                value,
-            } => {
+            GetResult::Hit { version, content_type, value } => {
                 enc.push_hit(*version, content_type, value);
             }
             GetResult::Miss => enc.push_miss(),
@@ -302,19 +279,11 @@ pub fn decode_get_response(buf: Bytes, limits: &Limits) -> Result<Vec<GetResult>
                 let version = r.u64("version")?;
                 let content_type = r.content_type()?;
                 let value = r.value(index, limits)?;
-                GetResult::Hit {
-                    version,
-                    content_type,
-                    value,
-                }
+                GetResult::Hit { version, content_type, value }
             }
             2 => GetResult::Omitted,
             code => {
-                return Err(BatchError::UnknownCode {
-                    index,
-                    what: "status",
-                    code,
-                });
+                return Err(BatchError::UnknownCode { index, what: "status", code });
             }
         };
         results.push(result);
@@ -344,10 +313,7 @@ pub fn encode_put_request(items: &[PutItem]) -> Result<Bytes, BatchError> {
             WriteCondition::IfAbsent => buf.put_u8(1),
             WriteCondition::IfPresent => buf.put_u8(2),
             WriteCondition::IfVersionIn(versions) => {
-                let n = u8::try_from(versions.len()).map_err(|_| BatchError::TooManyVersions {
-                    index,
-                    count: versions.len(),
-                })?;
+                let n = u8::try_from(versions.len()).map_err(|_| BatchError::TooManyVersions { index, count: versions.len() })?;
                 buf.put_u8(3);
                 buf.put_u8(n);
                 for v in versions {
@@ -358,10 +324,7 @@ pub fn encode_put_request(items: &[PutItem]) -> Result<Bytes, BatchError> {
         buf.put_u32(item.ttl_seconds.unwrap_or(0));
         put_key(&mut buf, index, &item.key)?;
         if item.content_type.len() > MAX_CONTENT_TYPE_LEN {
-            return Err(BatchError::ContentTypeTooLong {
-                index,
-                size: item.content_type.len(),
-            });
+            return Err(BatchError::ContentTypeTooLong { index, size: item.content_type.len() });
         }
         buf.put_u8(item.content_type.len() as u8);
         buf.put_slice(&item.content_type);
@@ -398,33 +361,18 @@ pub fn decode_put_request(buf: Bytes, limits: &Limits) -> Result<Vec<PutItem>, B
                 WriteCondition::IfVersionIn(versions)
             }
             code => {
-                return Err(BatchError::UnknownCode {
-                    index,
-                    what: "condition",
-                    code,
-                });
+                return Err(BatchError::UnknownCode { index, what: "condition", code });
             }
         };
         let ttl = r.u32("ttl")?;
         let max_ttl = limits.max_ttl.as_secs();
         if u64::from(ttl) > max_ttl {
-            return Err(BatchError::TtlTooLong {
-                index,
-                secs: ttl.into(),
-                limit: max_ttl,
-                limit_name: limits.name("max_ttl"),
-            });
+            return Err(BatchError::TtlTooLong { index, secs: ttl.into(), limit: max_ttl, limit_name: limits.name("max_ttl") });
         }
         let key = r.key(index, limits)?;
         let content_type = r.content_type()?;
         let value = r.value(index, limits)?;
-        items.push(PutItem {
-            key,
-            condition,
-            ttl_seconds: (ttl != 0).then_some(ttl),
-            content_type,
-            value,
-        });
+        items.push(PutItem { key, condition, ttl_seconds: (ttl != 0).then_some(ttl), content_type, value });
     }
     r.finish()?;
     Ok(items)
@@ -457,19 +405,11 @@ pub fn decode_put_response(buf: Bytes, limits: &Limits) -> Result<Vec<PutResult>
     let mut results = Vec::with_capacity(count.min(r.remaining()));
     for index in 0..count {
         results.push(match r.u8("status")? {
-            0 => PutResult::Created {
-                version: r.u64("version")?,
-            },
-            1 => PutResult::Replaced {
-                version: r.u64("version")?,
-            },
+            0 => PutResult::Created { version: r.u64("version")? },
+            1 => PutResult::Replaced { version: r.u64("version")? },
             2 => PutResult::ConditionFailed,
             code => {
-                return Err(BatchError::UnknownCode {
-                    index,
-                    what: "status",
-                    code,
-                });
+                return Err(BatchError::UnknownCode { index, what: "status", code });
             }
         });
     }
@@ -479,11 +419,7 @@ pub fn decode_put_response(buf: Bytes, limits: &Limits) -> Result<Vec<PutResult>
 
 fn check_request_size(buf: &Bytes, limits: &Limits) -> Result<(), BatchError> {
     if buf.len() > limits.max_batch_size {
-        return Err(BatchError::TooLarge {
-            size: buf.len(),
-            limit: limits.max_batch_size,
-            limit_name: limits.name("max_batch_size"),
-        });
+        return Err(BatchError::TooLarge { size: buf.len(), limit: limits.max_batch_size, limit_name: limits.name("max_batch_size") });
     }
     Ok(())
 }
@@ -505,10 +441,7 @@ impl Reader {
 
     fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, BatchError> {
         if self.remaining() < n {
-            return Err(BatchError::Truncated {
-                offset: self.buf.len(),
-                what,
-            });
+            return Err(BatchError::Truncated { offset: self.buf.len(), what });
         }
         let out = self.buf.slice(self.pos..self.pos + n);
         self.pos += n;
@@ -517,10 +450,7 @@ impl Reader {
 
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], BatchError> {
         if self.remaining() < N {
-            return Err(BatchError::Truncated {
-                offset: self.buf.len(),
-                what,
-            });
+            return Err(BatchError::Truncated { offset: self.buf.len(), what });
         }
         let mut out = [0u8; N];
         out.copy_from_slice(&self.buf[self.pos..self.pos + N]);
@@ -541,12 +471,7 @@ impl Reader {
         Ok(u64::from_be_bytes(self.array(what)?))
     }
 
-    fn header(
-        &mut self,
-        kind: u8,
-        expected: &'static str,
-        limits: &Limits,
-    ) -> Result<usize, BatchError> {
+    fn header(&mut self, kind: u8, expected: &'static str, limits: &Limits) -> Result<usize, BatchError> {
         if self.buf.is_empty() {
             return Err(BatchError::Empty);
         }
@@ -569,12 +494,7 @@ impl Reader {
             return Err(BatchError::EmptyKey { index });
         }
         if len > limits.max_key_size {
-            return Err(BatchError::KeyTooLong {
-                index,
-                size: len,
-                limit: limits.max_key_size,
-                limit_name: limits.name("max_key_size"),
-            });
+            return Err(BatchError::KeyTooLong { index, size: len, limit: limits.max_key_size, limit_name: limits.name("max_key_size") });
         }
         self.take(len, "key")
     }
@@ -619,38 +539,22 @@ mod tests {
         let msg = encode_get_request(&keys).unwrap();
         assert_eq!(&msg[..6], &[1, 1, 0, 0, 0, 3]);
         let decoded = decode_get_request(msg, &limits()).unwrap();
-        assert_eq!(
-            decoded,
-            keys.iter()
-                .map(|k| Bytes::copy_from_slice(k))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(decoded, keys.iter().map(|k| Bytes::copy_from_slice(k)).collect::<Vec<_>>());
     }
 
     #[test]
     fn get_response_round_trip_and_omission() {
         let results = vec![
-            GetResult::Hit {
-                version: 7,
-                content_type: Bytes::from_static(b"text/plain"),
-                value: Bytes::from_static(b"hello"),
-            },
+            GetResult::Hit { version: 7, content_type: Bytes::from_static(b"text/plain"), value: Bytes::from_static(b"hello") },
             GetResult::Miss,
-            GetResult::Hit {
-                version: 9,
-                content_type: Bytes::new(),
-                value: Bytes::from(vec![0u8; 100]),
-            },
+            GetResult::Hit { version: 9, content_type: Bytes::new(), value: Bytes::from(vec![0u8; 100]) },
         ];
         let msg = encode_get_response(&results, usize::MAX);
         assert_eq!(decode_get_response(msg, &limits()).unwrap(), results);
         // Room for the header, the first hit (1+8+1+10+4+5 = 29) and 2 more status bytes only.
         let msg = encode_get_response(&results, 6 + 29 + 2);
         let decoded = decode_get_response(msg, &limits()).unwrap();
-        assert_eq!(
-            decoded,
-            vec![results[0].clone(), GetResult::Miss, GetResult::Omitted]
-        );
+        assert_eq!(decoded, vec![results[0].clone(), GetResult::Miss, GetResult::Omitted]);
     }
 
     #[test]
@@ -680,25 +584,15 @@ mod tests {
         ];
         let msg = encode_put_request(&items).unwrap();
         assert_eq!(decode_put_request(msg, &limits()).unwrap(), items);
-        let results = vec![
-            PutResult::Created { version: 1 },
-            PutResult::ConditionFailed,
-            PutResult::Replaced { version: u64::MAX },
-        ];
+        let results = vec![PutResult::Created { version: 1 }, PutResult::ConditionFailed, PutResult::Replaced { version: u64::MAX }];
         let msg = encode_put_response(&results);
         assert_eq!(decode_put_response(msg, &limits()).unwrap(), results);
     }
 
     #[test]
     fn limits_are_named() {
-        let l = Limits {
-            max_batch_keys: 2,
-            max_key_size: 3,
-            max_value_size: 4,
-            ..limits()
-        };
-        let err =
-            decode_get_request(encode_get_request(&[b"a", b"b", b"c"]).unwrap(), &l).unwrap_err();
+        let l = Limits { max_batch_keys: 2, max_key_size: 3, max_value_size: 4, ..limits() };
+        let err = decode_get_request(encode_get_request(&[b"a", b"b", b"c"]).unwrap(), &l).unwrap_err();
         assert_eq!(err, BatchError::TooManyEntries { count: 3, limit: 2, limit_name: "node.max_batch_keys".into() });
         assert!(err.to_string().contains("node.max_batch_keys"));
         let err = decode_get_request(encode_get_request(&[b"abcd"]).unwrap(), &l).unwrap_err();
@@ -713,10 +607,7 @@ mod tests {
         };
         let err = decode_put_request(encode_put_request(&[item]).unwrap(), &l).unwrap_err();
         assert!(err.to_string().contains("node.max_value_size"), "{err}");
-        let l = Limits {
-            max_batch_size: 8,
-            ..limits()
-        };
+        let l = Limits { max_batch_size: 8, ..limits() };
         let err = decode_get_request(encode_get_request(&[b"abcdef"]).unwrap(), &l).unwrap_err();
         assert!(err.to_string().contains("node.max_batch_size"), "{err}");
     }
@@ -735,14 +626,7 @@ mod tests {
         }])
         .unwrap();
         let get_resp = encode_get_response(
-            &[
-                GetResult::Hit {
-                    version: 1,
-                    content_type: Bytes::from_static(b"x"),
-                    value: Bytes::from_static(b"yy"),
-                },
-                GetResult::Miss,
-            ],
+            &[GetResult::Hit { version: 1, content_type: Bytes::from_static(b"x"), value: Bytes::from_static(b"yy") }, GetResult::Miss],
             usize::MAX,
         );
         let put_resp = encode_put_response(&[PutResult::Created { version: 3 }]);
@@ -766,13 +650,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            decode_get_request(Bytes::new(), &limits()),
-            Err(BatchError::Empty)
-        );
-        assert_eq!(
-            decode_get_request(Bytes::from_static(&[9, 1, 0, 0, 0, 0]), &limits()),
-            Err(BatchError::UnsupportedVersion(9))
-        );
+        assert_eq!(decode_get_request(Bytes::new(), &limits()), Err(BatchError::Empty));
+        assert_eq!(decode_get_request(Bytes::from_static(&[9, 1, 0, 0, 0, 0]), &limits()), Err(BatchError::UnsupportedVersion(9)));
     }
 }

@@ -21,10 +21,7 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| ApiError::InvalidHeader {
-                    name: "Content-Length",
-                    reason: "is not a number".into(),
-                })
+                .ok_or_else(|| ApiError::InvalidHeader { name: "Content-Length", reason: "is not a number".into() })
         })
         .transpose()
 }
@@ -32,13 +29,7 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// Reads a whole body of at most `limit` bytes (the limit `field` of
 /// `limits`, named in the error) within `timeout` (named as
 /// `<role>.body_read_timeout`).
-pub async fn read_body<B>(
-    body: B,
-    limit: usize,
-    limits: &Limits,
-    field: &'static str,
-    timeout: Duration,
-) -> Result<Bytes, ApiError>
+pub async fn read_body<B>(body: B, limit: usize, limits: &Limits, field: &'static str, timeout: Duration) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -51,10 +42,7 @@ where
         }),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) => {
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 Err(ApiError::BodyTooLarge { limit_name: limits.name(field), limit })
             } else {
                 Err(ApiError::BodyRead(error.to_string()))

@@ -27,17 +27,11 @@ pub enum ApiError {
     ValueTooLarge { size: u64, limit: usize, limit_name: String },
     /// A body without (or with a lying) `Content-Length` grew past a limit.
     #[error("request body is larger than {limit_name} ({limit} bytes)")]
-    BodyTooLarge {
-        limit_name: String,
-        limit: usize,
-    },
+    BodyTooLarge { limit_name: String, limit: usize },
     #[error("query parameter ttl: {reason}")]
     InvalidTtl { reason: String },
     #[error("unknown query parameter {name:?}; this endpoint accepts {accepted}")]
-    UnknownQueryParameter {
-        name: String,
-        accepted: &'static str,
-    },
+    UnknownQueryParameter { name: String, accepted: &'static str },
     #[error("header {name}: {reason}")]
     InvalidHeader { name: &'static str, reason: String },
     #[error("precondition failed: {0}")]
@@ -72,9 +66,7 @@ impl ApiError {
             | ApiError::InvalidHeader { .. }
             | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
-            ApiError::ValueTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::ValueTooLarge { .. } | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -88,10 +80,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut response = (self.status(), body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let ApiError::Unauthorized { role } = self {
             let challenge = format!("Bearer realm=\"shardgate-{role}\"");
             if let Ok(value) = HeaderValue::from_str(&challenge) {

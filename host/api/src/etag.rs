@@ -25,10 +25,7 @@ pub fn parse_etag(tag: &str) -> Result<Option<u64>, String> {
         Some(rest) => (true, rest),
         None => (false, tag),
     };
-    let inner = quoted
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .ok_or_else(|| format!("{tag:?} is not a quoted entity tag"))?;
+    let inner = quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or_else(|| format!("{tag:?} is not a quoted entity tag"))?;
     if weak || inner.len() != 16 {
         return Ok(None);
     }
@@ -56,10 +53,9 @@ impl WriteCondition {
         let if_none_match = single_header(headers, header::IF_NONE_MATCH, "If-None-Match")?;
         match (if_match, if_none_match) {
             (None, None) => Ok(WriteCondition::Always),
-            (Some(_), Some(_)) => Err(ApiError::InvalidHeader {
-                name: "If-Match",
-                reason: "cannot be combined with If-None-Match on a write".into(),
-            }),
+            (Some(_), Some(_)) => {
+                Err(ApiError::InvalidHeader { name: "If-Match", reason: "cannot be combined with If-None-Match on a write".into() })
+            }
             (None, Some(v)) if v.trim() == "*" => Ok(WriteCondition::IfAbsent),
             (None, Some(_)) => Err(ApiError::InvalidHeader {
                 name: "If-None-Match",
@@ -108,10 +104,7 @@ impl ReadCondition {
         match single_header(headers, header::IF_NONE_MATCH, "If-None-Match")? {
             None => Ok(ReadCondition::Always),
             Some(v) if v.trim() == "*" => Ok(ReadCondition::IfNoneMatchAny),
-            Some(v) => Ok(ReadCondition::IfNoneMatch(parse_etag_list(
-                v,
-                "If-None-Match",
-            )?)),
+            Some(v) => Ok(ReadCondition::IfNoneMatch(parse_etag_list(v, "If-None-Match")?)),
         }
     }
 
@@ -125,28 +118,15 @@ impl ReadCondition {
     }
 }
 
-fn single_header<'a>(
-    headers: &'a HeaderMap,
-    name: header::HeaderName,
-    display: &'static str,
-) -> Result<Option<&'a str>, ApiError> {
+fn single_header<'a>(headers: &'a HeaderMap, name: header::HeaderName, display: &'static str) -> Result<Option<&'a str>, ApiError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ApiError::InvalidHeader {
-            name: display,
-            reason: "given more than once".into(),
-        });
+        return Err(ApiError::InvalidHeader { name: display, reason: "given more than once".into() });
     }
-    first
-        .to_str()
-        .map(Some)
-        .map_err(|_| ApiError::InvalidHeader {
-            name: display,
-            reason: "is not visible ASCII".into(),
-        })
+    first.to_str().map(Some).map_err(|_| ApiError::InvalidHeader { name: display, reason: "is not visible ASCII".into() })
 }
 
 fn parse_etag_list(value: &str, name: &'static str) -> Result<Vec<u64>, ApiError> {
@@ -179,26 +159,14 @@ mod tests {
     #[test]
     fn conditions_from_headers() {
         let mut h = HeaderMap::new();
-        assert_eq!(
-            WriteCondition::from_headers(&h).unwrap(),
-            WriteCondition::Always
-        );
+        assert_eq!(WriteCondition::from_headers(&h).unwrap(), WriteCondition::Always);
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert_eq!(
-            WriteCondition::from_headers(&h).unwrap(),
-            WriteCondition::IfAbsent
-        );
+        assert_eq!(WriteCondition::from_headers(&h).unwrap(), WriteCondition::IfAbsent);
         h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
         assert!(WriteCondition::from_headers(&h).is_err());
         h.remove(header::IF_NONE_MATCH);
-        assert_eq!(
-            WriteCondition::from_headers(&h).unwrap(),
-            WriteCondition::IfPresent
-        );
-        h.insert(
-            header::IF_MATCH,
-            HeaderValue::from_static("\"000000000000000a\", \"foreign\""),
-        );
+        assert_eq!(WriteCondition::from_headers(&h).unwrap(), WriteCondition::IfPresent);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"000000000000000a\", \"foreign\""));
         let c = WriteCondition::from_headers(&h).unwrap();
         assert_eq!(c, WriteCondition::IfVersionIn(vec![10]));
         assert!(c.allows(Some(10)) && !c.allows(Some(11)) && !c.allows(None));

@@ -14,19 +14,12 @@ use crate::limits::Limits;
 pub const KEY_PATH_PREFIX: &str = "/v1/keys/";
 
 /// Everything but RFC 3986 unreserved characters is encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Decodes the raw (still percent-encoded) segment after `/v1/keys/` to the
 /// key's bytes. Borrows when nothing was encoded. Invalid `%` sequences are
 /// taken literally (as browsers and `percent-encoding` do).
-pub fn decode_key_segment<'a>(
-    segment: &'a str,
-    limits: &Limits,
-) -> Result<Cow<'a, [u8]>, ApiError> {
+pub fn decode_key_segment<'a>(segment: &'a str, limits: &Limits) -> Result<Cow<'a, [u8]>, ApiError> {
     if segment.is_empty() {
         return Err(ApiError::EmptyKey);
     }
@@ -36,19 +29,11 @@ pub fn decode_key_segment<'a>(
     // Decoding never grows a segment and shrinks it at most 3x: reject
     // hopeless sizes before allocating.
     if segment.len() / 3 > limits.max_key_size {
-        return Err(ApiError::KeyTooLong {
-            size: segment.len() / 3,
-            limit: limits.max_key_size,
-            limit_name: limits.name("max_key_size"),
-        });
+        return Err(ApiError::KeyTooLong { size: segment.len() / 3, limit: limits.max_key_size, limit_name: limits.name("max_key_size") });
     }
     let key: Cow<'a, [u8]> = percent_decode_str(segment).into();
     if key.len() > limits.max_key_size {
-        return Err(ApiError::KeyTooLong {
-            size: key.len(),
-            limit: limits.max_key_size,
-            limit_name: limits.name("max_key_size"),
-        });
+        return Err(ApiError::KeyTooLong { size: key.len(), limit: limits.max_key_size, limit_name: limits.name("max_key_size") });
     }
     Ok(key)
 }
@@ -82,26 +67,14 @@ mod tests {
     #[test]
     fn plain_segment_borrows() {
         let limits = Limits::default();
-        assert!(matches!(
-            decode_key_segment("user-42", &limits).unwrap(),
-            Cow::Borrowed(b"user-42")
-        ));
+        assert!(matches!(decode_key_segment("user-42", &limits).unwrap(), Cow::Borrowed(b"user-42")));
     }
 
     #[test]
     fn rejects_empty_slash_and_long() {
-        let limits = Limits {
-            max_key_size: 4,
-            ..Limits::default()
-        };
-        assert!(matches!(
-            decode_key_segment("", &limits),
-            Err(ApiError::EmptyKey)
-        ));
-        assert!(matches!(
-            decode_key_segment("a/b", &limits),
-            Err(ApiError::KeyNotOneSegment)
-        ));
+        let limits = Limits { max_key_size: 4, ..Limits::default() };
+        assert!(matches!(decode_key_segment("", &limits), Err(ApiError::EmptyKey)));
+        assert!(matches!(decode_key_segment("a/b", &limits), Err(ApiError::KeyNotOneSegment)));
         assert!(matches!(
             decode_key_segment("abcde", &limits),
             Err(ApiError::KeyTooLong { size: 5, limit: 4, ref limit_name }) if limit_name == "node.max_key_size"

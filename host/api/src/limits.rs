@@ -88,10 +88,7 @@ impl Limits {
             return Err(invalid("max_key_size", format!("must be between 1 and 65535 bytes, got {key}")));
         }
         if value == 0 || value > MAX_VALUE_SIZE_CEILING {
-            return Err(invalid(
-                "max_value_size",
-                format!("must be between 1 and {MAX_VALUE_SIZE_CEILING} bytes, got {value}"),
-            ));
+            return Err(invalid("max_value_size", format!("must be between 1 and {MAX_VALUE_SIZE_CEILING} bytes, got {value}")));
         }
         if self.default_ttl < Duration::from_secs(1) {
             return Err(invalid("default_ttl", "must be at least 1s".into()));

@@ -14,18 +14,11 @@ pub fn ttl_from_query(query: Option<&str>, limits: &Limits) -> Result<Duration, 
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if name != "ttl" {
-            let name = percent_encoding::percent_decode_str(name)
-                .decode_utf8_lossy()
-                .into_owned();
-            return Err(ApiError::UnknownQueryParameter {
-                name,
-                accepted: "ttl",
-            });
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy().into_owned();
+            return Err(ApiError::UnknownQueryParameter { name, accepted: "ttl" });
         }
         if ttl.is_some() {
-            return Err(ApiError::InvalidTtl {
-                reason: "given more than once".into(),
-            });
+            return Err(ApiError::InvalidTtl { reason: "given more than once".into() });
         }
         ttl = Some(parse_ttl_seconds(value, limits)?);
     }
@@ -35,9 +28,7 @@ pub fn ttl_from_query(query: Option<&str>, limits: &Limits) -> Result<Duration, 
 /// Parses a TTL in whole seconds, checked against `node.max_ttl`.
 pub fn parse_ttl_seconds(value: &str, limits: &Limits) -> Result<Duration, ApiError> {
     let shown: String = value.chars().take(32).collect();
-    let secs: u64 = value.parse().map_err(|_| ApiError::InvalidTtl {
-        reason: format!("{shown:?} is not a whole number of seconds"),
-    })?;
+    let secs: u64 = value.parse().map_err(|_| ApiError::InvalidTtl { reason: format!("{shown:?} is not a whole number of seconds") })?;
     check_ttl_seconds(secs, limits)?;
     Ok(Duration::from_secs(secs))
 }
@@ -47,10 +38,7 @@ pub fn check_ttl_seconds(secs: u64, limits: &Limits) -> Result<(), ApiError> {
     let max = limits.max_ttl.as_secs();
     if secs == 0 || secs > max {
         return Err(ApiError::InvalidTtl {
-            reason: format!(
-                "{secs} is outside 1..={max} seconds (the limit {} is {max}s)",
-                limits.name("max_ttl")
-            ),
+            reason: format!("{secs} is outside 1..={max} seconds (the limit {} is {max}s)", limits.name("max_ttl")),
         });
     }
     Ok(())
@@ -62,29 +50,11 @@ mod tests {
 
     #[test]
     fn parses_and_defaults() {
-        let l = Limits {
-            max_ttl: Duration::from_secs(100),
-            default_ttl: Duration::from_secs(7),
-            ..Limits::default()
-        };
+        let l = Limits { max_ttl: Duration::from_secs(100), default_ttl: Duration::from_secs(7), ..Limits::default() };
         assert_eq!(ttl_from_query(None, &l).unwrap(), Duration::from_secs(7));
-        assert_eq!(
-            ttl_from_query(Some(""), &l).unwrap(),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            ttl_from_query(Some("ttl=100"), &l).unwrap(),
-            Duration::from_secs(100)
-        );
-        for bad in [
-            "ttl=0",
-            "ttl=101",
-            "ttl=-1",
-            "ttl=1.5",
-            "ttl=",
-            "ttl=1&ttl=2",
-            "tll=5",
-        ] {
+        assert_eq!(ttl_from_query(Some(""), &l).unwrap(), Duration::from_secs(7));
+        assert_eq!(ttl_from_query(Some("ttl=100"), &l).unwrap(), Duration::from_secs(100));
+        for bad in ["ttl=0", "ttl=101", "ttl=-1", "ttl=1.5", "ttl=", "ttl=1&ttl=2", "tll=5"] {
             let err = ttl_from_query(Some(bad), &l).unwrap_err();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{bad}");
         }

@@ -46,10 +46,7 @@ impl BearerToken {
     /// comparison takes the same time wherever the tokens differ (only the
     /// length can be learned from timing).
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| bearer_token(v.as_bytes()))
-            .ok_or(Refusal::Missing)?;
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| bearer_token(v.as_bytes())).ok_or(Refusal::Missing)?;
         if bool::from(presented.ct_eq(self.0.as_bytes())) { Ok(()) } else { Err(Refusal::Wrong) }
     }
 }

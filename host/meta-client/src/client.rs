@@ -251,11 +251,8 @@ impl MetaClient {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let path = if self.stale_reads {
-            format!("{path}{}stale=true", if path.contains('?') { '&' } else { '?' })
-        } else {
-            path.to_string()
-        };
+        let path =
+            if self.stale_reads { format!("{path}{}stale=true", if path.contains('?') { '&' } else { '?' }) } else { path.to_string() };
         let bytes = self.call(Method::GET, &path, None, true).await?;
         decode(&path, &bytes)
     }
@@ -333,7 +330,8 @@ impl MetaClient {
     pub async fn preview(&self, req: &PreviewRequest) -> Result<PreviewReport, ClientError> {
         // A preview changes nothing: safe to retry.
         let bytes = serde_json::to_vec(req).map_err(|e| ClientError::Decode { addr: String::new(), reason: e.to_string() })?;
-        let out = self.call(Method::POST, "/v1/preview", Some(Body { bytes: bytes.into(), content_type: "application/json" }), true).await?;
+        let out =
+            self.call(Method::POST, "/v1/preview", Some(Body { bytes: bytes.into(), content_type: "application/json" }), true).await?;
         decode("/v1/preview", &out)
     }
 

@@ -10,11 +10,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestCluster, node};
-use shardgate_meta_client::model::NodeUpdate;
 use shardgate_meta::MetaConfig;
 use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::model::NodeUpdate;
 
-const WRITES: usize = match option_env!("SHARDGATE_BENCH_WRITES") { Some(_) => 100, None => 1000 };
+const WRITES: usize = match option_env!("SHARDGATE_BENCH_WRITES") {
+    Some(_) => 100,
+    None => 1000,
+};
 const FAILOVERS: usize = 5;
 
 fn defaults(c: &mut MetaConfig) {
@@ -96,7 +99,9 @@ async fn commit_latency() {
 }
 
 async fn failover() {
-    println!("## Failover: kill the leader, time until the next committed write (default timeouts: heartbeat 100ms, election_timeout 500ms: openraft starts an election 1.25-1.5 s after the last heartbeat)\n");
+    println!(
+        "## Failover: kill the leader, time until the next committed write (default timeouts: heartbeat 100ms, election_timeout 500ms: openraft starts an election 1.25-1.5 s after the last heartbeat)\n"
+    );
     println!("| round | old leader | new leader | member stopped after ms | kill -> committed write ms |");
     println!("|---|---|---|---|---|");
     let mut cluster = TestCluster::start(3, defaults).await;
@@ -117,9 +122,7 @@ async fn failover() {
         })
         .await;
         let survivors: Vec<String> = cluster.members.values().filter(|m| m.id != old).map(|m| m.addr.clone()).collect();
-        let client = MetaClient::new(survivors)
-            .with_request_timeout(Duration::from_millis(500))
-            .with_retry_for(Duration::from_millis(1));
+        let client = MetaClient::new(survivors).with_request_timeout(Duration::from_millis(500)).with_retry_for(Duration::from_millis(1));
         let start = Instant::now();
         cluster.kill(old).await;
         let killed = start.elapsed();

@@ -68,9 +68,8 @@ impl AdmissionGate {
         blocking(move || {
             let strategy = gate.cache.sandbox().load(&bytes).map_err(refused)?;
             if strategy.validate_config("").is_ok() {
-                let nodes: Vec<NodeSpec> = (0..UPLOAD_CHECK_NODES)
-                    .map(|i| NodeSpec { id: format!("admission-{i}"), weight: 1.0, zone: String::new() })
-                    .collect();
+                let nodes: Vec<NodeSpec> =
+                    (0..UPLOAD_CHECK_NODES).map(|i| NodeSpec { id: format!("admission-{i}"), weight: 1.0, zone: String::new() }).collect();
                 shardgate_strategy::admit(&strategy, "", &nodes, 1, gate.sample_keys)
                     .map_err(|e| ApiError::Admission(format!("{e} (empty config, {UPLOAD_CHECK_NODES} test nodes)")))?;
             }
@@ -90,9 +89,7 @@ impl AdmissionGate {
             if input.nodes.is_empty() {
                 return strategy.validate_config(&input.config).map_err(refused);
             }
-            shardgate_strategy::admit(&strategy, &input.config, &input.nodes, input.replicas, gate.sample_keys)
-                .map(|_| ())
-                .map_err(refused)
+            shardgate_strategy::admit(&strategy, &input.config, &input.nodes, input.replicas, gate.sample_keys).map(|_| ()).map_err(refused)
         })
         .await
     }
@@ -140,10 +137,7 @@ pub fn preview_key(i: u32) -> String {
 fn owners(router: &Router, nodes: &[NodeSpec], keys: &[&[u8]]) -> Result<Vec<Vec<String>>, ApiError> {
     let width = router.width();
     let flat = router.route_batch(keys).map_err(refused)?;
-    Ok(flat
-        .chunks(width.max(1))
-        .map(|row| row.iter().map(|&p| nodes[p as usize].id.clone()).collect())
-        .collect())
+    Ok(flat.chunks(width.max(1)).map(|row| row.iter().map(|&p| nodes[p as usize].id.clone()).collect()).collect())
 }
 
 fn compare(

@@ -225,10 +225,7 @@ pub fn router(ctx: Arc<MemberContext>) -> Router {
         .route("/v1/nodes", get(list_nodes).post(add_node))
         .route("/v1/nodes/{id}", get(get_node).patch(update_node).delete(remove_node))
         .route("/v1/changes", post(apply_changes))
-        .route(
-            "/v1/strategies",
-            get(list_strategies).post(upload_strategy).layer(DefaultBodyLimit::max(upload_limit + 1)),
-        )
+        .route("/v1/strategies", get(list_strategies).post(upload_strategy).layer(DefaultBodyLimit::max(upload_limit + 1)))
         .route("/v1/strategies/{hash}", get(get_strategy))
         .route("/v1/strategies/{hash}/component", get(get_component))
         .route("/v1/strategies/{hash}/activate", post(activate))
@@ -290,12 +287,7 @@ async fn forward(ctx: &MemberContext, req: Request, leader: &str) -> Result<Resp
     let url = format!("{leader}{path}");
     debug!(%url, method = %parts.method, "forwarding to the leader");
     let timeout = ctx.config.write_timeout * 2 + Duration::from_secs(1);
-    let mut rb = ctx
-        .http
-        .request(parts.method.clone(), &url)
-        .header(FORWARDED_HEADER, ctx.id.to_string())
-        .timeout(timeout)
-        .body(body);
+    let mut rb = ctx.http.request(parts.method.clone(), &url).header(FORWARDED_HEADER, ctx.id.to_string()).timeout(timeout).body(body);
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         rb = rb.header(header::CONTENT_TYPE, ct.clone());
     }
@@ -329,18 +321,12 @@ async fn list_nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
 }
 
 async fn get_node(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<NodeView>, ApiError> {
-    ctx.routing_state()
-        .nodes
-        .into_iter()
-        .find(|n| n.id == id)
-        .map(Json)
-        .ok_or_else(|| Rejection::UnknownNode(id).into())
+    ctx.routing_state().nodes.into_iter().find(|n| n.id == id).map(Json).ok_or_else(|| Rejection::UnknownNode(id).into())
 }
 
 async fn add_node(State(ctx): Ctx, body: Bytes) -> Result<Response, ApiError> {
     let n: NewNode = parse_json(&body)?;
-    let receipt =
-        ctx.commit_changes(vec![Change::AddNode { id: n.id, addr: n.addr, weight: n.weight, zone: n.zone }]).await?;
+    let receipt = ctx.commit_changes(vec![Change::AddNode { id: n.id, addr: n.addr, weight: n.weight, zone: n.zone }]).await?;
     Ok(created(receipt))
 }
 
@@ -363,17 +349,11 @@ async fn list_strategies(State(ctx): Ctx) -> Json<Vec<StrategyInfo>> {
 }
 
 async fn get_strategy(State(ctx): Ctx, Path(hash): Path<String>) -> Result<Json<StrategyInfo>, ApiError> {
-    ctx.sm
-        .read(|s| s.strategies.get(&hash).map(|s| s.info.clone()))
-        .map(Json)
-        .ok_or_else(|| Rejection::UnknownStrategy(hash).into())
+    ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.clone())).map(Json).ok_or_else(|| Rejection::UnknownStrategy(hash).into())
 }
 
 async fn get_component(State(ctx): Ctx, Path(hash): Path<String>) -> Result<Response, ApiError> {
-    let bytes = ctx
-        .sm
-        .read(|s| s.strategies.get(&hash).map(|s| s.component.clone()))
-        .ok_or(Rejection::UnknownStrategy(hash))?;
+    let bytes = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.component.clone())).ok_or(Rejection::UnknownStrategy(hash))?;
     let mut resp = Response::new(Body::from(bytes.as_ref().clone()));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
     Ok(resp)
@@ -482,8 +462,8 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
         candidate.strategy = Some(StrategyRef { hash: hash.clone(), name: String::new(), version: String::new() });
         candidate.config = config;
         candidate.replicas = replicas;
-        let mut input = RoutingInput::from_state(&candidate)
-            .ok_or_else(|| ApiError::Internal("the candidate routing names no strategy".into()))?;
+        let mut input =
+            RoutingInput::from_state(&candidate).ok_or_else(|| ApiError::Internal("the candidate routing names no strategy".into()))?;
         if let Some(list) = &req.nodes {
             let mut seen = BTreeSet::new();
             for n in list {
@@ -493,7 +473,8 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
                     return Err(Rejection::DuplicateNode(n.id.clone()).into());
                 }
             }
-            input.nodes = list.iter().map(|n| shardgate_strategy::NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }).collect();
+            input.nodes =
+                list.iter().map(|n| shardgate_strategy::NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }).collect();
         }
         Ok((current, (input, bytes)))
     })?;
@@ -504,10 +485,7 @@ async fn status(State(ctx): Ctx) -> Json<RaftStatus> {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let members = membership
-        .nodes()
-        .map(|(id, n)| MemberView { id: *id, addr: n.addr.clone(), voter: voters.contains(id) })
-        .collect();
+    let members = membership.nodes().map(|(id, n)| MemberView { id: *id, addr: n.addr.clone(), voter: voters.contains(id) }).collect();
     let leader_addr = m.current_leader.and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()));
     let state = format!("{:?}", m.state).to_lowercase();
     Json(RaftStatus {
@@ -528,9 +506,7 @@ async fn status(State(ctx): Ctx) -> Json<RaftStatus> {
 
 fn membership_error(e: openraft::errors::RaftError<crate::raft::TypeConfig, ClientWriteError>) -> ApiError {
     match e.api_error() {
-        Some(ClientWriteError::ForwardToLeader(f)) => {
-            ApiError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) }
-        }
+        Some(ClientWriteError::ForwardToLeader(f)) => ApiError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) },
         Some(ClientWriteError::ChangeMembershipError(c)) => ApiError::Membership(c.to_string()),
         _ => ApiError::Internal(e.to_string()),
     }
@@ -551,8 +527,10 @@ async fn change_membership(
             .map_err(|_| ApiError::WriteTimeout(t))?;
         match attempt {
             Err(e)
-                if matches!(e.api_error(), Some(ClientWriteError::ChangeMembershipError(openraft::errors::ChangeMembershipError::InProgress(_))))
-                    && tokio::time::Instant::now() < deadline =>
+                if matches!(
+                    e.api_error(),
+                    Some(ClientWriteError::ChangeMembershipError(openraft::errors::ChangeMembershipError::InProgress(_)))
+                ) && tokio::time::Instant::now() < deadline =>
             {
                 debug!("waiting for the previous membership change to commit");
                 tokio::time::sleep(Duration::from_millis(20)).await;

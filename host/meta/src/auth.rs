@@ -48,7 +48,6 @@ impl AdminToken {
     }
 }
 
-
 /// Whether a request to `path` with `method` needs the admin token.
 pub fn needs_admin(method: &Method, path: &str) -> bool {
     if path.starts_with("/raft/") {

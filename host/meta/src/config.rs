@@ -146,8 +146,7 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
 /// message `validate` gave while the field was a string).
 fn listen_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
-    text.parse()
-        .map_err(|_| serde::de::Error::custom(format!("meta.listen: {text:?} is not host:port with an IP address")))
+    text.parse().map_err(|_| serde::de::Error::custom(format!("meta.listen: {text:?} is not host:port with an IP address")))
 }
 
 pub use shardgate_auth::MAX_TOKEN_LEN;
@@ -302,12 +301,18 @@ mod tests {
             ("tls = { cert = \"c.pem\", key = \"\" }", "meta.tls.key: must be the path"),
             ("tls = { cert = \"c.pem\", key = \"k.pem\", ca = \"\" }", "meta.tls.ca: must be the path"),
             ("advertise = \"https://a:1\"", "meta.advertise: \"https://a:1\" is https:// but meta.tls is not set"),
-            ("tls = { cert = \"c.pem\", key = \"k.pem\" }\nadvertise = \"http://a:1\"", "meta.advertise: \"http://a:1\" must start with https://"),
+            (
+                "tls = { cert = \"c.pem\", key = \"k.pem\" }\nadvertise = \"http://a:1\"",
+                "meta.advertise: \"http://a:1\" must start with https://",
+            ),
             (
                 "tls = { cert = \"c.pem\", key = \"k.pem\" }\nmembers = [{ id = 1, addr = \"http://a:1\" }, { id = 2, addr = \"https://b:1\" }]",
                 "meta.members[0].addr: \"http://a:1\" must start with https://",
             ),
-            ("members = [{ id = 1, addr = \"ftp://a:1\" }]", "meta.members[0].addr: address \"ftp://a:1\" is not http://host:port or https://host:port"),
+            (
+                "members = [{ id = 1, addr = \"ftp://a:1\" }]",
+                "meta.members[0].addr: address \"ftp://a:1\" is not http://host:port or https://host:port",
+            ),
         ];
         for (text, needle) in cases {
             let c: MetaConfig = toml::from_str(text).unwrap();

@@ -75,9 +75,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Rejected(r) => match r {
-                Rejection::UnknownNode(_) | Rejection::UnknownStrategy(_) | Rejection::UnknownEpoch(_) => {
-                    StatusCode::NOT_FOUND
-                }
+                Rejection::UnknownNode(_) | Rejection::UnknownStrategy(_) | Rejection::UnknownEpoch(_) => StatusCode::NOT_FOUND,
                 Rejection::DuplicateNode(_) => StatusCode::CONFLICT,
                 Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
             },

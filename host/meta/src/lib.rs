@@ -17,8 +17,8 @@
 //! `shardgate-meta-client`.
 
 pub mod admission;
-pub mod auth;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -23,8 +23,7 @@ use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, Str
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::Serialize;
@@ -94,25 +93,13 @@ impl PeerClient {
     {
         let url = format!("{}/raft/{rpc}", self.addr);
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut rb = self
-            .client
-            .post(&url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .timeout(option.hard_ttl());
+        let mut rb = self.client.post(&url).header(http::header::CONTENT_TYPE, "application/json").body(body).timeout(option.hard_ttl());
         if let Some(token) = &self.token {
             rb = rb.header(http::header::AUTHORIZATION, token.header_value());
         }
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    RPCError::Network(NetworkError::new(&e))
-                }
-            })?;
+        let resp = rb.send().await.map_err(|e| {
+            if e.is_connect() { RPCError::Unreachable(Unreachable::new(&e)) } else { RPCError::Network(NetworkError::new(&e)) }
+        })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if !status.is_success() {
@@ -139,11 +126,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.request("append", &req, &option).await
     }
 
-    async fn vote(
-        &mut self,
-        req: VoteRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(&mut self, req: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.request("vote", &req, &option).await
     }
 
@@ -216,8 +199,7 @@ pub fn raft_routes(raft: Arc<Raft>) -> Router {
 }
 
 fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
-    serde_json::from_slice(body)
-        .map_err(|e| Box::new((StatusCode::BAD_REQUEST, format!("malformed raft rpc body: {e}")).into_response()))
+    serde_json::from_slice(body).map_err(|e| Box::new((StatusCode::BAD_REQUEST, format!("malformed raft rpc body: {e}")).into_response()))
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {

@@ -9,9 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardgate_strategy::{Limits, Sandbox};
 use hyper_util::service::TowerToHyperService;
 use shardgate_role::serve::ServeConfig;
+use shardgate_strategy::{Limits, Sandbox};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -33,11 +33,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// The listener is already bound (tests bind `127.0.0.1:0`); `config.listen`
 /// is only used by the `shardgate meta` command to bind it.
-pub async fn run(
-    listener: TcpListener,
-    config: MetaConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), MetaError> {
+pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), MetaError> {
     config.validate()?;
     let local = listener.local_addr()?;
     let addr = match &config.advertise {
@@ -168,8 +164,7 @@ async fn form_cluster(ctx: Arc<MemberContext>, join_client: Option<MetaClient>) 
             info!(id = config.id, "waiting for the lowest-id member to initialize the cluster");
             return;
         }
-        let members: BTreeMap<u64, Member> =
-            config.members.iter().map(|m| (m.id, Member { addr: m.addr.clone() })).collect();
+        let members: BTreeMap<u64, Member> = config.members.iter().map(|m| (m.id, Member { addr: m.addr.clone() })).collect();
         match ctx.raft.initialize(members).await {
             Ok(()) => info!(members = config.members.len(), "initialized a new cluster"),
             Err(e) => warn!(error = %e, "cluster initialization failed"),

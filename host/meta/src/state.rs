@@ -209,12 +209,7 @@ impl MetaState {
                 self.set_routing(index, ActiveRouting { hash: hash.clone(), config: config.clone(), replicas: *replicas });
             }
             Change::Rollback { epoch } => {
-                let entry = self
-                    .history
-                    .iter()
-                    .find(|h| h.epoch == *epoch)
-                    .cloned()
-                    .ok_or(Rejection::UnknownEpoch(*epoch))?;
+                let entry = self.history.iter().find(|h| h.epoch == *epoch).cloned().ok_or(Rejection::UnknownEpoch(*epoch))?;
                 if !self.strategies.contains_key(&entry.hash) {
                     return Err(Rejection::UnknownStrategy(entry.hash));
                 }
@@ -276,13 +271,7 @@ impl MetaState {
             nodes: self
                 .nodes_in_join_order()
                 .into_iter()
-                .map(|n| NodeView {
-                    id: n.id.clone(),
-                    addr: n.addr.clone(),
-                    weight: n.weight,
-                    zone: n.zone.clone(),
-                    state: n.state,
-                })
+                .map(|n| NodeView { id: n.id.clone(), addr: n.addr.clone(), weight: n.weight, zone: n.zone.clone(), state: n.state })
                 .collect(),
             strategy,
             config,
@@ -294,23 +283,17 @@ impl MetaState {
 
 pub fn validate_node_id(id: &str) -> Result<(), Rejection> {
     if id.is_empty() || id.chars().count() > MAX_LABEL_CHARS {
-        return Err(Rejection::Invalid(format!(
-            "node id {id:?} must be 1 to {MAX_LABEL_CHARS} characters"
-        )));
+        return Err(Rejection::Invalid(format!("node id {id:?} must be 1 to {MAX_LABEL_CHARS} characters")));
     }
     if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(Rejection::Invalid(format!(
-            "node id {id:?} may only contain ASCII letters, digits, '-', '_' and '.'"
-        )));
+        return Err(Rejection::Invalid(format!("node id {id:?} may only contain ASCII letters, digits, '-', '_' and '.'")));
     }
     Ok(())
 }
 
 fn validate_zone(zone: &str) -> Result<(), Rejection> {
     if zone.chars().count() > MAX_LABEL_CHARS || zone.chars().any(|c| c.is_control()) {
-        return Err(Rejection::Invalid(format!(
-            "zone {zone:?} must be at most {MAX_LABEL_CHARS} printable characters"
-        )));
+        return Err(Rejection::Invalid(format!("zone {zone:?} must be at most {MAX_LABEL_CHARS} printable characters")));
     }
     Ok(())
 }
@@ -331,10 +314,7 @@ fn validate_replicas(replicas: u32) -> Result<(), Rejection> {
 
 fn validate_config_len(config: &str) -> Result<(), Rejection> {
     if config.len() > MAX_CONFIG_BYTES {
-        return Err(Rejection::Invalid(format!(
-            "strategy config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
-            config.len()
-        )));
+        return Err(Rejection::Invalid(format!("strategy config is {} bytes; the limit is {MAX_CONFIG_BYTES}", config.len())));
     }
     Ok(())
 }
@@ -388,10 +368,7 @@ mod base64_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Vec<u8>>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map(Arc::new)
-            .map_err(serde::de::Error::custom)
+        base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map(Arc::new).map_err(serde::de::Error::custom)
     }
 }
 
@@ -405,14 +382,8 @@ mod tests {
 
     fn with_strategy() -> MetaState {
         let mut s = MetaState::default();
-        let info = StrategyInfo {
-            hash: "ab".into(),
-            name: "x".into(),
-            version: "1".into(),
-            description: String::new(),
-            size: 3,
-            uploaded_at: 1,
-        };
+        let info =
+            StrategyInfo { hash: "ab".into(), name: "x".into(), version: "1".into(), description: String::new(), size: 3, uploaded_at: 1 };
         s.apply(1, &Command::PutStrategy { info, component: Arc::new(vec![1, 2, 3]) }).unwrap();
         s
     }
@@ -422,9 +393,7 @@ mod tests {
         let mut s = with_strategy();
         s.apply(2, &Command::Changes { changes: vec![add("a", 1)] }).unwrap();
         let before = s.clone();
-        let err = s
-            .apply(3, &Command::Changes { changes: vec![add("b", 2), Change::RemoveNode { id: "nope".into() }] })
-            .unwrap_err();
+        let err = s.apply(3, &Command::Changes { changes: vec![add("b", 2), Change::RemoveNode { id: "nope".into() }] }).unwrap_err();
         assert_eq!(err, Rejection::UnknownNode("nope".into()));
         assert_eq!(s, before);
     }
@@ -446,8 +415,11 @@ mod tests {
         s.apply(3, &Command::Changes { changes: vec![add("m", 3)] }).unwrap();
         let order: Vec<_> = s.nodes_in_join_order().iter().map(|n| n.id.clone()).collect();
         assert_eq!(order, ["z", "a", "m"]);
-        s.apply(4, &Command::Changes { changes: vec![Change::UpdateNode { id: "a".into(), weight: None, state: Some(NodeState::Draining) }] })
-            .unwrap();
+        s.apply(
+            4,
+            &Command::Changes { changes: vec![Change::UpdateNode { id: "a".into(), weight: None, state: Some(NodeState::Draining) }] },
+        )
+        .unwrap();
         let active: Vec<_> = s.routing_state(None).active_nodes().map(|n| n.id.clone()).collect();
         assert_eq!(active, ["z", "m"]);
     }
@@ -494,8 +466,11 @@ mod tests {
     fn history_is_capped() {
         let mut s = with_strategy();
         for i in 0..(HISTORY_LIMIT as u64 + 10) {
-            s.apply(10 + i, &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: String::new(), replicas: 1 }] })
-                .unwrap();
+            s.apply(
+                10 + i,
+                &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: String::new(), replicas: 1 }] },
+            )
+            .unwrap();
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         assert_eq!(s.history[0].epoch, 20);

@@ -78,8 +78,7 @@ async fn a_token_protected_cluster_refuses_strangers_and_serves_the_token() {
         })
         .await;
     }
-    let metrics =
-        common::http().get(format!("{}/metrics", cluster.addr(follower))).send().await.unwrap().text().await.unwrap();
+    let metrics = common::http().get(format!("{}/metrics", cluster.addr(follower))).send().await.unwrap().text().await.unwrap();
     assert!(!metrics.contains("shardgate_meta_forwarded_total 0"), "{metrics}");
 
     // A stranger's Raft RPCs never reach Raft.
@@ -114,10 +113,7 @@ async fn a_member_with_the_token_joins_through_a_follower() {
         st.members.iter().any(|m| m.id == 4 && m.voter).then_some(())
     })
     .await;
-    poll("member 4 has the state", Duration::from_secs(10), || async {
-        (node_ids_on(&cluster, 4).await == ["a"]).then_some(())
-    })
-    .await;
+    poll("member 4 has the state", Duration::from_secs(10), || async { (node_ids_on(&cluster, 4).await == ["a"]).then_some(()) }).await;
     cluster.shutdown().await;
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{TestCluster, expect_api, node, node_ids_on, poll};
 use futures::StreamExt;
-use shardgate_meta_client::model::*;
 use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::model::*;
 
 fn rendezvous() -> Vec<u8> {
     shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec()
@@ -66,10 +66,7 @@ async fn a_restarted_member_catches_up_and_a_full_restart_keeps_everything() {
     client.add_node(&node("a", 9001)).await.unwrap();
     let leader = cluster.wait_for_leader().await;
     let follower = *cluster.members.keys().find(|id| **id != leader).unwrap();
-    poll("the follower has a", Duration::from_secs(10), || async {
-        (node_ids_on(&cluster, follower).await == ["a"]).then_some(())
-    })
-    .await;
+    poll("the follower has a", Duration::from_secs(10), || async { (node_ids_on(&cluster, follower).await == ["a"]).then_some(()) }).await;
     cluster.kill(follower).await;
     let client = cluster.client();
     client.add_node(&node("b", 9002)).await.unwrap();
@@ -174,8 +171,7 @@ async fn watch_resumes_from_an_epoch_across_reconnects_and_members() {
     let b = client.add_node(&node("b", 9002)).await.unwrap();
     let c = client.add_node(&node("c", 9003)).await.unwrap();
     assert!(c.epoch > b.epoch && b.epoch > first.epoch);
-    let watcher = MetaClient::new(vec![cluster.addr(1), cluster.addr(2), cluster.addr(3)])
-        .with_watch_idle_timeout(Duration::from_secs(1));
+    let watcher = MetaClient::new(vec![cluster.addr(1), cluster.addr(2), cluster.addr(3)]).with_watch_idle_timeout(Duration::from_secs(1));
     let mut stream = watcher.watch(Some(first.epoch)).filter_map(|r| async move { r.ok() }).boxed();
     let resumed = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap();
     assert_eq!(resumed.epoch, c.epoch);
@@ -239,7 +235,11 @@ async fn admission_refuses_bad_components_and_commits_nothing() {
     assert_eq!(routing.epoch, receipt.epoch);
     assert_eq!(routing.strategy.as_ref().unwrap().name, "rendezvous");
     let good = client.activate(&misbehave.hash, &Activation { config: "fault = \"none\"".into(), replicas: 1 }).await.unwrap();
-    let msg = expect_api(client.activate(&misbehave.hash, &Activation { config: "fault = \"trap\"\nafter = 0".into(), replicas: 1 }).await, 422, "admission");
+    let msg = expect_api(
+        client.activate(&misbehave.hash, &Activation { config: "fault = \"trap\"\nafter = 0".into(), replicas: 1 }).await,
+        422,
+        "admission",
+    );
     assert!(msg.contains("trap"), "{msg}");
     assert_eq!(client.routing().await.unwrap().epoch, good.epoch);
 
@@ -267,7 +267,11 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "invalid",
     );
     assert!(msg.contains("http://host:port"), "{msg}");
-    expect_api(client.add_node(&NewNode { id: "b".into(), addr: "http://h:1".into(), weight: -1.0, zone: String::new() }).await, 400, "invalid");
+    expect_api(
+        client.add_node(&NewNode { id: "b".into(), addr: "http://h:1".into(), weight: -1.0, zone: String::new() }).await,
+        400,
+        "invalid",
+    );
     expect_api(client.rollback(12345).await, 404, "unknown_epoch");
     // One bad change refuses the whole batch.
     let res = client
@@ -354,7 +358,10 @@ async fn membership_and_routing_change_atomically_and_roll_back() {
     assert_eq!(routing.epoch, one.index);
     assert_eq!(routing.nodes.len(), 2);
     assert_eq!(routing.replicas, 2);
-    assert_eq!(client.history().await.unwrap(), [HistoryEntry { epoch: one.index, hash: r.hash.clone(), config: String::new(), replicas: 2 }]);
+    assert_eq!(
+        client.history().await.unwrap(),
+        [HistoryEntry { epoch: one.index, hash: r.hash.clone(), config: String::new(), replicas: 2 }]
+    );
 
     // jump cannot weight nodes: admission refuses it while b weighs 2.
     let msg = expect_api(client.activate(&jump.hash, &Activation { config: String::new(), replicas: 1 }).await, 422, "admission");
@@ -390,11 +397,8 @@ async fn preview_predicts_exactly_the_movement_the_change_causes() {
     client.activate(&r.hash, &Activation { config: String::new(), replicas: 2 }).await.unwrap();
     let before = client.routing().await.unwrap();
 
-    let mut candidate: Vec<NewNode> = before
-        .nodes
-        .iter()
-        .map(|n| NewNode { id: n.id.clone(), addr: n.addr.clone(), weight: n.weight, zone: n.zone.clone() })
-        .collect();
+    let mut candidate: Vec<NewNode> =
+        before.nodes.iter().map(|n| NewNode { id: n.id.clone(), addr: n.addr.clone(), weight: n.weight, zone: n.zone.clone() }).collect();
     candidate.push(node("d", 9004));
     let report = client.preview(&PreviewRequest { nodes: Some(candidate), sample: Some(5000), ..Default::default() }).await.unwrap();
     assert_eq!(report.sample, 5000);
@@ -440,10 +444,7 @@ async fn a_new_member_joins_through_a_follower_and_gets_the_state() {
         st.members.iter().any(|m| m.id == 4 && m.voter).then_some(())
     })
     .await;
-    poll("member 4 has the state", Duration::from_secs(10), || async {
-        (node_ids_on(&cluster, 4).await == ["a"]).then_some(())
-    })
-    .await;
+    poll("member 4 has the state", Duration::from_secs(10), || async { (node_ids_on(&cluster, 4).await == ["a"]).then_some(()) }).await;
     // And can be removed again.
     cluster.client().remove_member(4).await.unwrap();
     let st = cluster.status_of(leader).await.unwrap();

@@ -23,9 +23,9 @@ use std::time::Duration;
 use common::{TestCluster, node};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
-use shardgate_testkit::cases;
 use shardgate_meta_client::MetaClient;
 use shardgate_meta_client::model::{Activation, ErrorBody, HistoryEntry, RaftStatus, RoutingState, StrategyInfo};
+use shardgate_testkit::cases;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -49,9 +49,8 @@ impl Harness {
             // Generous timeouts: the setup compiles a component and commits
             // on a machine that may be busy with other builds and tests.
             let cluster = TestCluster::start(1, |c| c.write_timeout = Duration::from_secs(20)).await;
-            let client = MetaClient::new(cluster.addrs())
-                .with_request_timeout(Duration::from_secs(60))
-                .with_retry_for(Duration::from_secs(60));
+            let client =
+                MetaClient::new(cluster.addrs()).with_request_timeout(Duration::from_secs(60)).with_retry_for(Duration::from_secs(60));
             client.add_node(&node("a", 9001)).await.unwrap();
             client.add_node(&node("b", 9002)).await.unwrap();
             let component = shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec();
@@ -140,11 +139,8 @@ async fn raw_request(addr: SocketAddr, method: &str, target: &[u8], body: &[u8])
     let mut request = format!("{method} ").into_bytes();
     request.extend_from_slice(target);
     request.extend_from_slice(
-        format!(
-            " HTTP/1.1\r\nhost: meta\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
+        format!(" HTTP/1.1\r\nhost: meta\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+            .as_bytes(),
     );
     request.extend_from_slice(body);
     let _ = stream.write_all(&request).await;
@@ -209,9 +205,8 @@ fn check<S: Strategy>(config: ProptestConfig, strategy: S, test: impl Fn(S::Valu
 
 // --- generators -----------------------------------------------------------------
 
-const FIELDS: &[&str] = &[
-    "id", "addr", "weight", "zone", "state", "changes", "op", "config", "replicas", "epoch", "hash", "nodes", "sample",
-];
+const FIELDS: &[&str] =
+    &["id", "addr", "weight", "zone", "state", "changes", "op", "config", "replicas", "epoch", "hash", "nodes", "sample"];
 
 /// Arbitrary JSON text: any shape, field names of the API's bodies.
 fn json() -> impl Strategy<Value = serde_json::Value> {
@@ -387,8 +382,17 @@ fn hostile_values_in_well_formed_bodies_are_refused_and_change_nothing() {
         }),
         // Activations that admission refuses: configs the strategy rejects,
         // replicas out of range.
-        (prop::sample::select(&["slots = -1", "slots = \"many\"", "[[[", "nonsense = 1", "slots = 4294967295", "slots = 99999999999"][..]), 0..3u32)
-            .prop_map(|(config, replicas)| ("POST", "HASH/activate".to_string(), serde_json::json!({ "config": config, "replicas": replicas }))),
+        (
+            prop::sample::select(
+                &["slots = -1", "slots = \"many\"", "[[[", "nonsense = 1", "slots = 4294967295", "slots = 99999999999"][..]
+            ),
+            0..3u32
+        )
+            .prop_map(|(config, replicas)| (
+                "POST",
+                "HASH/activate".to_string(),
+                serde_json::json!({ "config": config, "replicas": replicas })
+            )),
         // Rollbacks to epochs that never were.
         (100..u64::MAX).prop_map(|epoch| ("POST", "/v1/routing/rollback".to_string(), serde_json::json!({ "epoch": epoch }))),
         // Change batches with one bad change among good ones (all or nothing).

@@ -63,20 +63,14 @@ fn router_routes_are_exactly_the_documented_ones() {
     scanned.extend(routes_in_source(RAFT_SOURCE, "raft_routes", &[]));
     let kept: BTreeSet<(String, String)> =
         ROUTES.iter().flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string()))).collect();
-    assert_eq!(
-        scanned, kept,
-        "the routers in src/api.rs + src/raft.rs and this test's ROUTES differ: update ROUTES and openapi.json"
-    );
+    assert_eq!(scanned, kept, "the routers in src/api.rs + src/raft.rs and this test's ROUTES differ: update ROUTES and openapi.json");
     // The scanner finds what it should (it cannot pass by finding nothing).
     assert!(scanned.contains(&("/v1/raft/members/{id}".to_string(), "DELETE".to_string())));
     assert!(scanned.contains(&("/v1/strategies".to_string(), "POST".to_string())));
     assert!(scanned.contains(&("/raft/snapshot".to_string(), "POST".to_string())));
 
     let documented = documented_operations(&document());
-    assert_eq!(
-        documented, kept,
-        "openapi.json documents other operations than the router serves (left: document, right: router)"
-    );
+    assert_eq!(documented, kept, "openapi.json documents other operations than the router serves (left: document, right: router)");
 }
 
 #[test]
@@ -138,17 +132,18 @@ fn is_route_miss(reply: &Reply) -> bool {
 /// `kind` must be one of the documented kinds).
 fn check_documented(doc: &Value, what: &str, op: &Value, reply: &Reply) {
     let code = reply.status.as_u16().to_string();
-    let response = op["responses"].get(&code).unwrap_or_else(|| {
-        panic!("{what}: answered {} which openapi.json does not list (body {:?})", reply.status, reply.text())
-    });
+    let response = op["responses"]
+        .get(&code)
+        .unwrap_or_else(|| panic!("{what}: answered {} which openapi.json does not list (body {:?})", reply.status, reply.text()));
     let response = resolve(doc, response);
     let Some(content) = response["content"].as_object() else {
         return;
     };
     let content_type = reply.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = content.keys().find(|m| content_type.split(';').next() == m.split(';').next()).unwrap_or_else(|| {
-        panic!("{what}: Content-Type {content_type:?} is not documented for {code} ({:?})", content.keys())
-    });
+    let media = content
+        .keys()
+        .find(|m| content_type.split(';').next() == m.split(';').next())
+        .unwrap_or_else(|| panic!("{what}: Content-Type {content_type:?} is not documented for {code} ({:?})", content.keys()));
     if media == "application/json" {
         let schema = resolve(doc, &content[media]["schema"]);
         let body: Value = serde_json::from_slice(&reply.body)
@@ -181,11 +176,7 @@ async fn every_documented_operation_answers_a_documented_status() {
     assert_eq!(served.status, StatusCode::OK);
     assert_eq!(served.headers[header::CONTENT_TYPE], "application/json");
     let served_doc: Value = serde_json::from_slice(&served.body).expect("served document is JSON");
-    assert!(
-        served_doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
-        "openapi is {}",
-        served_doc["openapi"]
-    );
+    assert!(served_doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "openapi is {}", served_doc["openapi"]);
     assert_eq!(served.text(), DOCUMENT);
 
     // The route-miss check is not vacuous: it recognises real misses.
@@ -223,8 +214,7 @@ async fn every_documented_operation_answers_a_documented_status() {
             ("POST", "/v1/raft/learners") => learner.clone(),
             _ => match op.get("requestBody") {
                 Some(rb) => {
-                    let (media, content) =
-                        rb["content"].as_object().and_then(|c| c.iter().next()).expect("requestBody content");
+                    let (media, content) = rb["content"].as_object().and_then(|c| c.iter().next()).expect("requestBody content");
                     headers.push(("content-type", media.clone()));
                     match &content["example"] {
                         Value::Null => panic!("{method} {path}: request body without example"),
@@ -234,8 +224,7 @@ async fn every_documented_operation_answers_a_documented_status() {
                 None => Vec::new(),
             },
         };
-        let reply =
-            send(&http, Method::from_bytes(method.as_bytes()).unwrap(), &format!("{base}{url}"), &headers, body).await;
+        let reply = send(&http, Method::from_bytes(method.as_bytes()).unwrap(), &format!("{base}{url}"), &headers, body).await;
         let what = format!("{method} {url}");
         assert!(!is_route_miss(&reply), "{what}: route miss {} {:?}", reply.status, reply.text());
         check_documented(&doc, &what, op, &reply);
@@ -296,14 +285,7 @@ async fn error_answers_are_the_documented_ones() {
     let cases = vec![
         case(Method::POST, "/v1/nodes", "{", ("/v1/nodes", "post"), StatusCode::BAD_REQUEST, "line 1 column 1"),
         case(Method::POST, "/v1/nodes", node.clone(), ("/v1/nodes", "post"), StatusCode::CONFLICT, "already exists"),
-        case(
-            Method::POST,
-            "/v1/nodes",
-            r#"{"id":"b c","addr":"http://h:1"}"#,
-            ("/v1/nodes", "post"),
-            StatusCode::BAD_REQUEST,
-            "node id",
-        ),
+        case(Method::POST, "/v1/nodes", r#"{"id":"b c","addr":"http://h:1"}"#, ("/v1/nodes", "post"), StatusCode::BAD_REQUEST, "node id"),
         case(
             Method::POST,
             "/v1/nodes",
@@ -313,23 +295,9 @@ async fn error_answers_are_the_documented_ones() {
             "unknown field",
         ),
         case(Method::GET, "/v1/nodes/nope", "", ("/v1/nodes/{id}", "get"), StatusCode::NOT_FOUND, "unknown node"),
-        case(
-            Method::PATCH,
-            "/v1/nodes/n1",
-            "{}",
-            ("/v1/nodes/{id}", "patch"),
-            StatusCode::BAD_REQUEST,
-            "changes nothing",
-        ),
+        case(Method::PATCH, "/v1/nodes/n1", "{}", ("/v1/nodes/{id}", "patch"), StatusCode::BAD_REQUEST, "changes nothing"),
         case(Method::DELETE, "/v1/nodes/nope", "", ("/v1/nodes/{id}", "delete"), StatusCode::NOT_FOUND, "unknown node"),
-        case(
-            Method::POST,
-            "/v1/changes",
-            r#"{"changes":[]}"#,
-            ("/v1/changes", "post"),
-            StatusCode::BAD_REQUEST,
-            "empty change batch",
-        ),
+        case(Method::POST, "/v1/changes", r#"{"changes":[]}"#, ("/v1/changes", "post"), StatusCode::BAD_REQUEST, "empty change batch"),
         case(
             Method::POST,
             "/v1/changes",
@@ -347,14 +315,7 @@ async fn error_answers_are_the_documented_ones() {
             StatusCode::PAYLOAD_TOO_LARGE,
             "meta.max_component_size",
         ),
-        case(
-            Method::POST,
-            "/v1/strategies",
-            "not wasm",
-            ("/v1/strategies", "post"),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "strategy refused",
-        ),
+        case(Method::POST, "/v1/strategies", "not wasm", ("/v1/strategies", "post"), StatusCode::UNPROCESSABLE_ENTITY, "strategy refused"),
         case(
             Method::GET,
             format!("/v1/strategies/{}", "0".repeat(64)),
@@ -395,22 +356,8 @@ async fn error_answers_are_the_documented_ones() {
             StatusCode::NOT_FOUND,
             "epoch 999",
         ),
-        case(
-            Method::POST,
-            "/v1/preview",
-            r#"{"sample":0}"#,
-            ("/v1/preview", "post"),
-            StatusCode::BAD_REQUEST,
-            "between 1 and 1000000",
-        ),
-        case(
-            Method::POST,
-            "/v1/preview",
-            "",
-            ("/v1/preview", "post"),
-            StatusCode::BAD_REQUEST,
-            "no strategy is active",
-        ),
+        case(Method::POST, "/v1/preview", r#"{"sample":0}"#, ("/v1/preview", "post"), StatusCode::BAD_REQUEST, "between 1 and 1000000"),
+        case(Method::POST, "/v1/preview", "", ("/v1/preview", "post"), StatusCode::BAD_REQUEST, "no strategy is active"),
         case(
             Method::POST,
             "/v1/raft/learners",
@@ -435,31 +382,10 @@ async fn error_answers_are_the_documented_ones() {
             StatusCode::NOT_FOUND,
             "add it as a learner first",
         ),
-        case(
-            Method::DELETE,
-            "/v1/raft/members/1",
-            "",
-            ("/v1/raft/members/{id}", "delete"),
-            StatusCode::CONFLICT,
-            "last voter",
-        ),
+        case(Method::DELETE, "/v1/raft/members/1", "", ("/v1/raft/members/{id}", "delete"), StatusCode::CONFLICT, "last voter"),
         case(Method::GET, "/v1/watch?from_epoch=x", "", ("/v1/watch", "get"), StatusCode::BAD_REQUEST, "from_epoch"),
-        case(
-            Method::POST,
-            "/raft/vote",
-            "{}",
-            ("/raft/vote", "post"),
-            StatusCode::BAD_REQUEST,
-            "malformed raft rpc body",
-        ),
-        case(
-            Method::POST,
-            "/raft/append",
-            three_mib,
-            ("/raft/append", "post"),
-            StatusCode::BAD_REQUEST,
-            "malformed raft rpc body",
-        ),
+        case(Method::POST, "/raft/vote", "{}", ("/raft/vote", "post"), StatusCode::BAD_REQUEST, "malformed raft rpc body"),
+        case(Method::POST, "/raft/append", three_mib, ("/raft/append", "post"), StatusCode::BAD_REQUEST, "malformed raft rpc body"),
     ];
     for c in cases {
         let reply = send(&http, c.method.clone(), &format!("{base}{}", c.path), &[], c.body).await;
@@ -487,11 +413,7 @@ async fn a_member_without_a_cluster_answers_the_documented_503() {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = MetaConfig {
-        data_dir: dir.path().join("lonely"),
-        listen: listener.local_addr().unwrap(),
-        ..common::test_config()
-    };
+    let config = MetaConfig { data_dir: dir.path().join("lonely"), listen: listener.local_addr().unwrap(), ..common::test_config() };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(shardgate_meta::run(listener, config, async move {
         let _ = stopped.await;

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytesize::ByteSize;
-use shardgate_node::NodeConfig;
 use shardgate_api::batch::{self, PutItem};
 use shardgate_api::etag::WriteCondition;
+use shardgate_node::NodeConfig;
 
 const ROLE_ENV: &str = "SHARDGATE_NODE_BENCH_ROLE";
 const WRK_ARGS: [&str; 3] = ["-t2", "-c64", "-d10s"];
@@ -34,21 +34,12 @@ fn main() {
         Ok("hello") => return serve_child(false),
         _ => {}
     }
-    if Command::new("wrk")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if Command::new("wrk").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         println!("node bench skipped: wrk is not installed (apt-get install wrk)");
         return;
     }
     let ticks = clock_ticks();
-    println!(
-        "node bench: wrk {} on loopback, then {ITEMS} items x {VALUE} B\n",
-        WRK_ARGS.join(" ")
-    );
+    println!("node bench: wrk {} on loopback, then {ITEMS} items x {VALUE} B\n", WRK_ARGS.join(" "));
 
     // --- throughput ---
     let mut rows = Vec::new();
@@ -60,39 +51,20 @@ fn main() {
         let node = ServerChild::spawn("node");
         put_one(node.addr, b"hot", &[b'v'; VALUE]);
         prefill(node.addr, "k", 100_000);
-        rows.push((
-            "node GET, 1 hot key, 100 B",
-            drive(&node, "/v1/keys/hot", None, ticks),
-        ));
+        rows.push(("node GET, 1 hot key, 100 B", drive(&node, "/v1/keys/hot", None, ticks)));
         let get_script = lua_script("GET", false);
-        rows.push((
-            "node GET, 100k keys, 100 B",
-            drive(&node, "/", Some(&get_script), ticks),
-        ));
+        rows.push(("node GET, 100k keys, 100 B", drive(&node, "/", Some(&get_script), ticks)));
         let put_script = lua_script("PUT", true);
-        rows.push((
-            "node PUT, 100k keys, 100 B",
-            drive(&node, "/", Some(&put_script), ticks),
-        ));
+        rows.push(("node PUT, 100k keys, 100 B", drive(&node, "/", Some(&put_script), ticks)));
     }
     let hello_rps = rows[0].1.rps;
     println!("| case | requests/s | vs hello | CPU us/request (server + wrk) | non-2xx |");
     println!("|---|---|---|---|---|");
     for (name, r) in &rows {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.1} | {} |",
-            r.rps,
-            r.rps / hello_rps,
-            r.cpu_us_per_request,
-            r.errors
-        );
+        println!("| {name} | {:.0} | {:.2} | {:.1} | {} |", r.rps, r.rps / hello_rps, r.cpu_us_per_request, r.errors);
     }
     let get_ratio = rows[1].1.rps / hello_rps;
-    println!(
-        "\nbar: node GET (hot key) >= 0.8x hello: {:.2}x -> {}",
-        get_ratio,
-        if get_ratio >= 0.8 { "MET" } else { "MISSED" }
-    );
+    println!("\nbar: node GET (hot key) >= 0.8x hello: {:.2}x -> {}", get_ratio, if get_ratio >= 0.8 { "MET" } else { "MISSED" });
 
     // --- memory per item ---
     println!("\n| store | RSS before | RSS after {ITEMS} items | bytes/item |");
@@ -102,15 +74,9 @@ fn main() {
     match memcached_per_item {
         Some(m) => {
             let ratio = node_per_item / m;
-            println!(
-                "\nbar: node bytes/item <= 1.5x memcached: {:.2}x -> {}",
-                ratio,
-                if ratio <= 1.5 { "MET" } else { "MISSED" }
-            );
+            println!("\nbar: node bytes/item <= 1.5x memcached: {:.2}x -> {}", ratio, if ratio <= 1.5 { "MET" } else { "MISSED" });
         }
-        None => println!(
-            "\nmemcached row skipped: memcached is not installed (apt-get install memcached)"
-        ),
+        None => println!("\nmemcached row skipped: memcached is not installed (apt-get install memcached)"),
     }
 }
 
@@ -118,15 +84,9 @@ fn main() {
 
 /// Child mode: serve on 127.0.0.1:0, print the port, stop on stdin EOF.
 fn serve_child(node: bool) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         println!("PORT {}", listener.local_addr().expect("addr").port());
         let stop = async {
             // Parent closes our stdin to stop us.
@@ -137,14 +97,8 @@ fn serve_child(node: bool) {
             .await;
         };
         if node {
-            let config = NodeConfig {
-                memory_limit: ByteSize::gib(2),
-                max_connections: 4096,
-                ..NodeConfig::default()
-            };
-            shardgate_node::run(listener, config, stop)
-                .await
-                .expect("node");
+            let config = NodeConfig { memory_limit: ByteSize::gib(2), max_connections: 4096, ..NodeConfig::default() };
+            shardgate_node::run(listener, config, stop).await.expect("node");
         } else {
             hello_server(listener, stop).await;
         }
@@ -152,10 +106,7 @@ fn serve_child(node: bool) {
 }
 
 /// The reference: the smallest hyper 1 HTTP/1.1 server, 100-byte body.
-async fn hello_server(
-    listener: tokio::net::TcpListener,
-    stop: impl std::future::Future<Output = ()>,
-) {
+async fn hello_server(listener: tokio::net::TcpListener, stop: impl std::future::Future<Output = ()>) {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     let body = Bytes::from(vec![b'v'; VALUE]);
@@ -170,15 +121,9 @@ async fn hello_server(
         tokio::spawn(async move {
             let service = service_fn(move |_req| {
                 let body = body.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(body),
-                    ))
-                }
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(body))) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -198,18 +143,9 @@ impl ServerChild {
             .spawn()
             .expect("spawn server child");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("child port");
-        let port: u16 = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .expect("PORT line");
-        ServerChild {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("child port");
+        let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT line");
+        ServerChild { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
     }
 
     fn pid(&self) -> u32 {
@@ -241,11 +177,7 @@ struct WrkResult {
 }
 
 fn lua_script(method: &str, with_body: bool) -> String {
-    let body = if with_body {
-        format!("wrk.body = string.rep(\"v\", {VALUE})\n")
-    } else {
-        String::new()
-    };
+    let body = if with_body { format!("wrk.body = string.rep(\"v\", {VALUE})\n") } else { String::new() };
     // Each wrk thread gets its own seed (setup runs once per thread).
     format!(
         "wrk.method = \"{method}\"\n{body}\
@@ -258,8 +190,7 @@ fn lua_script(method: &str, with_body: bool) -> String {
 
 fn drive(server: &ServerChild, path: &str, script: Option<&str>, ticks: f64) -> WrkResult {
     let url = format!("http://{}{}", server.addr, path);
-    let script_path =
-        std::env::temp_dir().join(format!("shardgate-node-bench-{}.lua", std::process::id()));
+    let script_path = std::env::temp_dir().join(format!("shardgate-node-bench-{}.lua", std::process::id()));
     let mut cmd = Command::new("wrk");
     cmd.args(WRK_ARGS);
     if let Some(script) = script {
@@ -276,33 +207,13 @@ fn drive(server: &ServerChild, path: &str, script: Option<&str>, ticks: f64) -> 
     let text = String::from_utf8_lossy(&output.stdout);
     let requests: f64 = text
         .lines()
-        .find_map(|l| {
-            l.trim()
-                .split_once(" requests in ")
-                .and_then(|(n, _)| n.trim().parse().ok())
-        })
+        .find_map(|l| l.trim().split_once(" requests in ").and_then(|(n, _)| n.trim().parse().ok()))
         .unwrap_or_else(|| panic!("cannot parse wrk output:\n{text}"));
-    let rps: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Requests/sec:")
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0);
-    let errors: u64 = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Non-2xx or 3xx responses:")
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let rps: f64 = text.lines().find_map(|l| l.strip_prefix("Requests/sec:").and_then(|v| v.trim().parse().ok())).unwrap_or(0.0);
+    let errors: u64 =
+        text.lines().find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:").and_then(|v| v.trim().parse().ok())).unwrap_or(0);
     let cpu_ticks = (server_after - server_before) + (children_after - children_before);
-    WrkResult {
-        rps,
-        cpu_us_per_request: cpu_ticks / ticks * 1e6 / requests.max(1.0),
-        errors,
-    }
+    WrkResult { rps, cpu_us_per_request: cpu_ticks / ticks * 1e6 / requests.max(1.0), errors }
 }
 
 fn clock_ticks() -> f64 {
@@ -318,9 +229,7 @@ fn clock_ticks() -> f64 {
 fn stat_fields(path: &str) -> Vec<f64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect()
+    rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect()
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -348,20 +257,13 @@ fn rss_bytes(pid: u32) -> u64 {
 
 /// One HTTP/1.1 request on a keep-alive connection; returns (status, body).
 fn http(stream: &mut StdStream, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = format!("{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).expect("write head");
     stream.write_all(body).expect("write body");
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut status_line = String::new();
     reader.read_line(&mut status_line).expect("status line");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
+    let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
     let mut length = 0usize;
     loop {
         let mut line = String::new();
@@ -402,12 +304,7 @@ fn prefill(addr: SocketAddr, prefix: &str, count: usize) {
                 value: value.clone(),
             })
             .collect();
-        let (status, _) = http(
-            &mut s,
-            "POST",
-            "/v1/batch/put",
-            &batch::encode_put_request(&items).expect("encode"),
-        );
+        let (status, _) = http(&mut s, "POST", "/v1/batch/put", &batch::encode_put_request(&items).expect("encode"));
         assert_eq!(status, 200, "prefill");
     }
 }
@@ -454,38 +351,17 @@ fn node_memory() -> f64 {
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 fn memcached_memory() -> Option<f64> {
-    let port = StdListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
+    let port = StdListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
     let mut cmd = Command::new("memcached");
-    cmd.args([
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "0",
-        "-m",
-        "2048",
-        "-t",
-        "2",
-    ]);
+    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "2048", "-t", "2"]);
     if is_root() {
         cmd.args(["-u", "root"]);
     }
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut stream = loop {
@@ -539,11 +415,7 @@ fn memcached_memory() -> Option<f64> {
     let _ = child.wait();
     assert!(hit, "memcached lost the last item");
     let per_item = (after.saturating_sub(before)) as f64 / ITEMS as f64;
-    println!(
-        "| memcached ({items:.0} items held) | {} | {} | {per_item:.0} |",
-        ByteSize::b(before),
-        ByteSize::b(after)
-    );
+    println!("| memcached ({items:.0} items held) | {} | {} | {per_item:.0} |", ByteSize::b(before), ByteSize::b(after));
     Some(per_item)
 }
 

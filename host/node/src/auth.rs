@@ -6,7 +6,6 @@
 //! `/metrics` and `/openapi.json` stay open. The token is what proxies
 //! present, so a node only serves its configured proxies.
 
-
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -88,26 +87,11 @@ mod tests {
     fn check_tells_missing_from_wrong() {
         let token = DataToken::new("s3cret");
         assert!(token.check(&headers("Bearer s3cret")).is_ok());
-        assert!(matches!(
-            token.check(&HeaderMap::new()),
-            Err(ApiError::Unauthorized { role: "node" })
-        ));
-        assert!(matches!(
-            token.check(&headers("Basic s3cret")),
-            Err(ApiError::Unauthorized { role: "node" })
-        ));
-        assert!(matches!(
-            token.check(&headers("Bearer s3cre")),
-            Err(ApiError::Forbidden { role: "node" })
-        ));
-        assert!(matches!(
-            token.check(&headers("Bearer s3cret2")),
-            Err(ApiError::Forbidden { role: "node" })
-        ));
-        assert!(matches!(
-            token.check(&headers("Bearer S3CRET")),
-            Err(ApiError::Forbidden { role: "node" })
-        ));
+        assert!(matches!(token.check(&HeaderMap::new()), Err(ApiError::Unauthorized { role: "node" })));
+        assert!(matches!(token.check(&headers("Basic s3cret")), Err(ApiError::Unauthorized { role: "node" })));
+        assert!(matches!(token.check(&headers("Bearer s3cre")), Err(ApiError::Forbidden { role: "node" })));
+        assert!(matches!(token.check(&headers("Bearer s3cret2")), Err(ApiError::Forbidden { role: "node" })));
+        assert!(matches!(token.check(&headers("Bearer S3CRET")), Err(ApiError::Forbidden { role: "node" })));
     }
 
     #[test]

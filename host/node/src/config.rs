@@ -140,24 +140,15 @@ impl NodeConfig {
             ));
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::new(
-                "node.max_connections",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("node.max_connections", "must be at least 1"));
         }
-        for (key, d) in [
-            ("node.header_read_timeout", self.header_read_timeout),
-            ("node.body_read_timeout", self.body_read_timeout),
-        ] {
+        for (key, d) in [("node.header_read_timeout", self.header_read_timeout), ("node.body_read_timeout", self.body_read_timeout)] {
             if d.is_zero() {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
             }
         }
         if self.data_token.is_some() && self.data_token_file.is_some() {
-            return Err(ConfigError::new(
-                "node.data_token",
-                "set node.data_token or node.data_token_file, not both",
-            ));
+            return Err(ConfigError::new("node.data_token", "set node.data_token or node.data_token_file, not both"));
         }
         if let Some(token) = &self.data_token {
             check_token("node.data_token", token)?;
@@ -175,10 +166,8 @@ impl NodeConfig {
         let Some(path) = &self.data_token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| crate::NodeError::TokenFile {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| crate::NodeError::TokenFile { path: path.display().to_string(), source })?;
         let token = text.trim().to_string();
         check_token("node.data_token_file", &token)?;
         Ok(Some(token))
@@ -188,10 +177,7 @@ impl NodeConfig {
     /// `node.max_key_size` + `node.max_value_size` + the longest content
     /// type + the per-entry overhead.
     pub fn largest_entry(&self) -> u64 {
-        self.max_key_size.as_u64()
-            + self.max_value_size.as_u64()
-            + MAX_CONTENT_TYPE_LEN as u64
-            + ENTRY_OVERHEAD_BYTES
+        self.max_key_size.as_u64() + self.max_value_size.as_u64() + MAX_CONTENT_TYPE_LEN as u64 + ENTRY_OVERHEAD_BYTES
     }
 
     /// The request limits this config implies (what HTTP handlers and the
@@ -220,9 +206,7 @@ mod tests {
 
     #[test]
     fn sizes_parse_from_strings_and_integers() {
-        let c: NodeConfig =
-            toml::from_str("memory_limit = \"64MiB\"\nmax_value_size = 4096\ndefault_ttl = \"5m\"")
-                .unwrap();
+        let c: NodeConfig = toml::from_str("memory_limit = \"64MiB\"\nmax_value_size = 4096\ndefault_ttl = \"5m\"").unwrap();
         assert_eq!(c.memory_limit.as_u64(), 64 * 1024 * 1024);
         assert_eq!(c.max_value_size.as_u64(), 4096);
         assert_eq!(c.default_ttl, Duration::from_secs(300));
@@ -231,61 +215,33 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_with_its_line() {
-        let err = toml::from_str::<NodeConfig>("listen = \"127.0.0.1:1\"\nmax_valeu_size = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<NodeConfig>("listen = \"127.0.0.1:1\"\nmax_valeu_size = 3\n").unwrap_err().to_string();
         assert!(err.contains("max_valeu_size"), "{err}");
         assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn validate_names_the_key_path() {
-        let c = NodeConfig {
-            default_ttl: Duration::from_secs(100),
-            max_ttl: Duration::from_secs(10),
-            ..Default::default()
-        };
+        let c = NodeConfig { default_ttl: Duration::from_secs(100), max_ttl: Duration::from_secs(10), ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "node.default_ttl");
-        let c = NodeConfig {
-            memory_limit: ByteSize::kib(64),
-            ..Default::default()
-        };
+        let c = NodeConfig { memory_limit: ByteSize::kib(64), ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "node.memory_limit");
-        let c = NodeConfig {
-            max_key_size: ByteSize::b(0),
-            ..Default::default()
-        };
+        let c = NodeConfig { max_key_size: ByteSize::b(0), ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "node.max_key_size");
-        let c = NodeConfig {
-            max_batch_size: ByteSize::kib(4),
-            ..Default::default()
-        };
+        let c = NodeConfig { max_batch_size: ByteSize::kib(4), ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "node.max_batch_size");
-        let c = NodeConfig {
-            max_connections: 0,
-            ..Default::default()
-        };
-        assert_eq!(
-            c.validate().unwrap_err().to_string(),
-            "node.max_connections: must be at least 1"
-        );
+        let c = NodeConfig { max_connections: 0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().to_string(), "node.max_connections: must be at least 1");
     }
 
     #[test]
     fn data_token_is_checked() {
-        let with = |token: &str| NodeConfig {
-            data_token: Some(token.into()),
-            ..Default::default()
-        };
+        let with = |token: &str| NodeConfig { data_token: Some(token.into()), ..Default::default() };
         with("abc-123_XYZ").validate().unwrap();
         assert_eq!(with("").validate().unwrap_err().key, "node.data_token");
         assert_eq!(with("has space").validate().unwrap_err().key, "node.data_token");
         assert_eq!(with("naïve").validate().unwrap_err().key, "node.data_token");
-        let both = NodeConfig {
-            data_token: Some("a".into()),
-            data_token_file: Some("/nonexistent".into()),
-            ..Default::default()
-        };
+        let both = NodeConfig { data_token: Some("a".into()), data_token_file: Some("/nonexistent".into()), ..Default::default() };
         assert!(both.validate().unwrap_err().to_string().contains("not both"));
     }
 
@@ -295,10 +251,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("token");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let config = NodeConfig {
-            data_token_file: Some(path.clone()),
-            ..Default::default()
-        };
+        let config = NodeConfig { data_token_file: Some(path.clone()), ..Default::default() };
         config.validate().unwrap();
         assert_eq!(config.resolve_data_token().unwrap().as_deref(), Some("s3cret"));
         std::fs::write(&path, "\n").unwrap();

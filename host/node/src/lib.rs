@@ -21,5 +21,5 @@ use shardgate_api::{batch, etag, key, limits, ttl};
 
 pub use config::{ConfigError, EvictionPolicy, NodeConfig};
 pub use error::NodeError;
-pub use shardgate_api::{ApiError, Limits};
 pub use server::run;
+pub use shardgate_api::{ApiError, Limits};

@@ -48,14 +48,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 6] = [
-        Endpoint::Get,
-        Endpoint::Head,
-        Endpoint::Put,
-        Endpoint::Delete,
-        Endpoint::BatchGet,
-        Endpoint::BatchPut,
-    ];
+    const ALL: [Endpoint; 6] = [Endpoint::Get, Endpoint::Head, Endpoint::Put, Endpoint::Delete, Endpoint::BatchGet, Endpoint::BatchPut];
 
     fn label(self) -> &'static str {
         match self {
@@ -106,77 +99,32 @@ impl NodeMetrics {
             registry.register(name, help, c.clone());
             c
         };
-        let hits = m(
-            &mut registry,
-            "hits",
-            "Reads that found a live value (per key in batches)",
-        );
-        let misses = m(
-            &mut registry,
-            "misses",
-            "Reads that found no live value (per key in batches)",
-        );
+        let hits = m(&mut registry, "hits", "Reads that found a live value (per key in batches)");
+        let misses = m(&mut registry, "misses", "Reads that found no live value (per key in batches)");
         let sets = m(&mut registry, "sets", "Values stored");
         let deletes = m(&mut registry, "deletes", "Values deleted by request");
-        let evictions = m(
-            &mut registry,
-            "evictions",
-            "Entries evicted to stay within node.memory_limit",
-        );
-        let expirations = m(
-            &mut registry,
-            "expirations",
-            "Entries removed because their TTL passed",
-        );
-        let condition_failures = m(
-            &mut registry,
-            "condition_failures",
-            "Conditional writes refused (answered 412)",
-        );
-        let connections_rejected = m(
-            &mut registry,
-            "connections_rejected",
-            "Connections refused because node.max_connections were open",
-        );
-        let unauthorized = m(
-            &mut registry,
-            "unauthorized",
-            "Data requests refused without a bearer token (401, node.data_token set)",
-        );
-        let forbidden = m(
-            &mut registry,
-            "forbidden",
-            "Data requests refused with a token other than node.data_token (403)",
-        );
+        let evictions = m(&mut registry, "evictions", "Entries evicted to stay within node.memory_limit");
+        let expirations = m(&mut registry, "expirations", "Entries removed because their TTL passed");
+        let condition_failures = m(&mut registry, "condition_failures", "Conditional writes refused (answered 412)");
+        let connections_rejected = m(&mut registry, "connections_rejected", "Connections refused because node.max_connections were open");
+        let unauthorized = m(&mut registry, "unauthorized", "Data requests refused without a bearer token (401, node.data_token set)");
+        let forbidden = m(&mut registry, "forbidden", "Data requests refused with a token other than node.data_token (403)");
         let g = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
             g
         };
         let connections_open = g(&mut registry, "connections_open", "Client connections open");
-        let requests_in_flight = g(
-            &mut registry,
-            "requests_in_flight",
-            "Key and batch requests being handled",
-        );
-        let bytes_used = g(
-            &mut registry,
-            "bytes_used",
-            "Weighed bytes held (keys, values, per-entry overhead)",
-        );
+        let requests_in_flight = g(&mut registry, "requests_in_flight", "Key and batch requests being handled");
+        let bytes_used = g(&mut registry, "bytes_used", "Weighed bytes held (keys, values, per-entry overhead)");
         let items = g(&mut registry, "items", "Entries held");
         let memory_limit = g(&mut registry, "memory_limit_bytes", "node.memory_limit");
         let family = Family::<Labels, Histogram, _>::new_with_constructor(|| {
             // 10 us .. ~1.3 s
             Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
         });
-        registry.register(
-            "request_duration_seconds",
-            "Time from request head to response head, by endpoint",
-            family.clone(),
-        );
-        let latency =
-            Endpoint::ALL.map(|e| family.get_or_create_owned(&vec![("endpoint", e.label())]));
+        registry.register("request_duration_seconds", "Time from request head to response head, by endpoint", family.clone());
+        let latency = Endpoint::ALL.map(|e| family.get_or_create_owned(&vec![("endpoint", e.label())]));
         NodeMetrics {
             registry,
             hits,
@@ -202,11 +150,7 @@ impl NodeMetrics {
     /// and leaves the in-flight gauge when dropped.
     pub fn start(&self, endpoint: Endpoint) -> RequestTimer<'_> {
         self.requests_in_flight.inc();
-        RequestTimer {
-            metrics: self,
-            endpoint,
-            start: Instant::now(),
-        }
+        RequestTimer { metrics: self, endpoint, start: Instant::now() }
     }
 
     /// Prometheus text exposition, with the store gauges brought up to date

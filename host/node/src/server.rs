@@ -25,14 +25,14 @@ use crate::auth::{DataAuth, DataToken, require_token};
 use crate::batch::{self, GetResponseEncoder, PutResult};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
-use shardgate_api::ApiError;
-use shardgate_api::body::{content_length, read_body};
 use crate::etag::{ReadCondition, WriteCondition, format_etag};
 use crate::key::{KEY_PATH_PREFIX, decode_key_segment};
 use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN};
 use crate::metrics::{Endpoint, NodeMetrics};
 use crate::store::{Clock, DeleteResult, Store};
 use crate::ttl::{check_ttl_seconds, ttl_from_query};
+use shardgate_api::ApiError;
+use shardgate_api::body::{content_length, read_body};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
@@ -53,11 +53,7 @@ struct NodeState {
 /// accepting, lets in-flight requests finish (up to
 /// `node.shutdown_timeout`) and returns. `config.listen` is not used: the
 /// caller binds, so tests can bind `127.0.0.1:0`.
-pub async fn run(
-    listener: TcpListener,
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), NodeError> {
+pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     run_with_clock(listener, config, Clock::system(), shutdown).await
 }
 
@@ -91,16 +87,14 @@ pub async fn run_with_clock(
         body_read_timeout: config.body_read_timeout,
         ready: AtomicBool::new(true),
     });
-    let service = TowerToHyperService::new(router(state.clone()).layer(
-        axum::middleware::from_fn_with_state(
-            DataAuth {
-                token: data_token.clone(),
-                unauthorized: state.metrics.unauthorized.clone(),
-                forbidden: state.metrics.forbidden.clone(),
-            },
-            require_token,
-        ),
-    ));
+    let service = TowerToHyperService::new(router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        DataAuth {
+            token: data_token.clone(),
+            unauthorized: state.metrics.unauthorized.clone(),
+            forbidden: state.metrics.forbidden.clone(),
+        },
+        require_token,
+    )));
     let mut http = hyper::server::conn::http1::Builder::new();
     // Answers to pipelined requests (a proxy's pipes, `proxy.pipelines_per_node`)
     // leave in one write instead of one per answer.
@@ -146,10 +140,7 @@ impl ConnectionMetrics for NodeState {
 fn router(state: Arc<NodeState>) -> Router {
     Router::new()
         .route(KEY_PATH_PREFIX, any(|| async { ApiError::EmptyKey }))
-        .route(
-            "/v1/keys/{*key}",
-            get(key_get).put(key_put).delete(key_delete),
-        )
+        .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete))
         .route("/v1/batch/get", post(batch_get))
         .route("/v1/batch/put", post(batch_put))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -169,17 +160,8 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn key_get(
-    State(node): State<Arc<NodeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let _timer = node.metrics.start(if method == Method::HEAD {
-        Endpoint::Head
-    } else {
-        Endpoint::Get
-    });
+async fn key_get(State(node): State<Arc<NodeState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let _timer = node.metrics.start(if method == Method::HEAD { Endpoint::Head } else { Endpoint::Get });
     respond(get_one(&node, &uri, &headers))
 }
 
@@ -203,29 +185,16 @@ fn get_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response,
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::ETAG, etag);
-    h.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(item.value().len()),
-    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(item.value().len()));
     Ok(response)
 }
 
-async fn key_put(
-    State(node): State<Arc<NodeState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn key_put(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let _timer = node.metrics.start(Endpoint::Put);
     respond(put_one(&node, &uri, &headers, body).await)
 }
 
-async fn put_one(
-    node: &NodeState,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let key = decode_key_segment(key_segment(uri), &node.limits)?;
     let ttl = ttl_from_query(uri.query(), &node.limits)?;
     let condition = WriteCondition::from_headers(headers)?;
@@ -234,10 +203,7 @@ async fn put_one(
         Some(ct) if ct.len() > MAX_CONTENT_TYPE_LEN => {
             return Err(ApiError::InvalidHeader {
                 name: "Content-Type",
-                reason: format!(
-                    "is {} bytes; the limit is {MAX_CONTENT_TYPE_LEN} bytes",
-                    ct.len()
-                ),
+                reason: format!("is {} bytes; the limit is {MAX_CONTENT_TYPE_LEN} bytes", ct.len()),
             });
         }
         Some(ct) => ct.as_bytes(),
@@ -257,11 +223,7 @@ async fn put_one(
         }
         PutResult::Replaced { version } => {
             node.metrics.sets.inc();
-            (
-                StatusCode::NO_CONTENT,
-                [(header::ETAG, format_etag(version))],
-            )
-                .into_response()
+            (StatusCode::NO_CONTENT, [(header::ETAG, format_etag(version))]).into_response()
         }
         PutResult::ConditionFailed => {
             node.metrics.condition_failures.inc();
@@ -335,10 +297,7 @@ async fn put_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<R
     // Check everything before writing anything: a bad batch changes nothing.
     for (index, item) in items.iter().enumerate() {
         if !item.content_type.is_empty() && HeaderValue::from_bytes(&item.content_type).is_err() {
-            return Err(ApiError::InvalidHeader {
-                name: "Content-Type",
-                reason: format!("batch entry {index}: not a valid header value"),
-            });
+            return Err(ApiError::InvalidHeader { name: "Content-Type", reason: format!("batch entry {index}: not a valid header value") });
         }
         if let Some(secs) = item.ttl_seconds {
             check_ttl_seconds(secs.into(), &node.limits)?;
@@ -346,16 +305,8 @@ async fn put_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<R
     }
     let mut results = Vec::with_capacity(items.len());
     for item in &items {
-        let ttl = item
-            .ttl_seconds
-            .map_or(node.limits.default_ttl, |s| Duration::from_secs(s.into()));
-        let result = node.store.put(
-            &item.key,
-            &item.content_type,
-            &item.value,
-            ttl,
-            &item.condition,
-        );
+        let ttl = item.ttl_seconds.map_or(node.limits.default_ttl, |s| Duration::from_secs(s.into()));
+        let result = node.store.put(&item.key, &item.content_type, &item.value, ttl, &item.condition);
         match result {
             PutResult::ConditionFailed => node.metrics.condition_failures.inc(),
             _ => node.metrics.sets.inc(),
@@ -367,18 +318,11 @@ async fn put_many(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<R
 
 fn batch_response(body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(batch::CONTENT_TYPE),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(batch::CONTENT_TYPE));
     response
 }
 
-async fn read_batch_body(
-    node: &NodeState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Bytes, ApiError> {
+async fn read_batch_body(node: &NodeState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = node.limits.max_batch_size;
     if let Some(size) = content_length(headers)?
         && size > limit as u64
@@ -403,17 +347,8 @@ async fn readyz(State(node): State<Arc<NodeState>>) -> Response {
 
 async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
     let node2 = node.clone();
-    let text = tokio::task::spawn_blocking(move || node2.metrics.render(&node2.store))
-        .await
-        .unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let text = tokio::task::spawn_blocking(move || node2.metrics.render(&node2.store)).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 async fn openapi() -> Response {

@@ -88,14 +88,7 @@ const ITEM_HEADER: usize = 25;
 pub struct Item(Arc<[u8]>);
 
 impl Item {
-    fn new(
-        version: u64,
-        ttl_seconds: u32,
-        expires_at_ms: u64,
-        key: &[u8],
-        content_type: &[u8],
-        value: &[u8],
-    ) -> Item {
+    fn new(version: u64, ttl_seconds: u32, expires_at_ms: u64, key: &[u8], content_type: &[u8], value: &[u8]) -> Item {
         let ct = &content_type[..content_type.len().min(u8::MAX as usize)];
         let len = ITEM_HEADER + key.len() + ct.len() + value.len();
         // Keys are at most 64 KiB by config; a larger one cannot have
@@ -261,9 +254,7 @@ impl Clock {
     /// `deadline_ms`, or until it is unparked (callers re-check both).
     fn park_until(&self, deadline_ms: u64) {
         match &self.0 {
-            ClockKind::System(_) => std::thread::park_timeout(Duration::from_millis(
-                deadline_ms.saturating_sub(self.now_ms()),
-            )),
+            ClockKind::System(_) => std::thread::park_timeout(Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()))),
             // Woken by `ManualClock::advance` (or by the store's drop).
             ClockKind::Manual(_) => std::thread::park(),
         }
@@ -291,9 +282,7 @@ impl ManualClock {
     /// Moves the clock forward by `by` (whole milliseconds) and wakes the
     /// sweepers.
     pub fn advance(&self, by: Duration) {
-        self.0
-            .now_ms
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.0.now_ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
         for sweeper in self.sweepers().iter() {
             sweeper.unpark();
         }
@@ -304,10 +293,7 @@ impl ManualClock {
     }
 
     fn sweepers(&self) -> MutexGuard<'_, Vec<std::thread::Thread>> {
-        self.0
-            .sweepers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.sweepers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -349,8 +335,7 @@ impl Lifecycle<ItemKey, Item> for RemovalCounter {
     }
 }
 
-type ItemCache =
-    quick_cache::sync::Cache<ItemKey, Item, ItemWeight, DefaultHashBuilder, RemovalCounter>;
+type ItemCache = quick_cache::sync::Cache<ItemKey, Item, ItemWeight, DefaultHashBuilder, RemovalCounter>;
 
 /// Result of a delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,12 +368,7 @@ fn hot_allocation(policy: EvictionPolicy) -> f64 {
     }
 }
 
-fn layout(
-    memory_limit: u64,
-    largest_entry: u64,
-    policy: EvictionPolicy,
-    max_shards: usize,
-) -> Layout {
+fn layout(memory_limit: u64, largest_entry: u64, policy: EvictionPolicy, max_shards: usize) -> Layout {
     let policy_hot = hot_allocation(policy);
     let largest = largest_entry.clamp(1, memory_limit.max(1));
     let admits = |capacity: u64, hot: f64| (capacity as f64 * hot) as u64 >= largest;
@@ -399,16 +379,8 @@ fn layout(
     let shard_capacity = memory_limit / shards as u64;
     // One shard that is too small for the policy's hot section: make all
     // of it hot, or the largest entry would be refused.
-    let hot_allocation = if admits(shard_capacity, policy_hot) {
-        policy_hot
-    } else {
-        1.0
-    };
-    Layout {
-        shards,
-        shard_capacity,
-        hot_allocation,
-    }
+    let hot_allocation = if admits(shard_capacity, policy_hot) { policy_hot } else { 1.0 };
+    Layout { shards, shard_capacity, hot_allocation }
 }
 
 /// What the store and its sweeper thread share.
@@ -428,9 +400,7 @@ impl StoreShared {
     fn lock_key(&self, key: &[u8]) -> MutexGuard<'_, ()> {
         let stripe = self.stripe_hasher.hash_one(key) as usize & (WRITE_STRIPES - 1);
         // A poisoned stripe guards no data: keep using it.
-        self.stripes[stripe]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.stripes[stripe].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The live item under `key` (no hit recorded); an expired one is
@@ -448,13 +418,7 @@ impl StoreShared {
     /// expiration (only the caller that actually removes it counts).
     fn remove_expired(&self, item: &Item) {
         let version = item.version();
-        if self
-            .cache
-            .remove_if(&KeyQuery(item.key()), |current| {
-                current.version() == version
-            })
-            .is_some()
-        {
+        if self.cache.remove_if(&KeyQuery(item.key()), |current| current.version() == version).is_some() {
             self.expirations.inc();
         }
     }
@@ -484,8 +448,7 @@ impl StoreShared {
                 continue;
             }
             next_tick = now.saturating_add(tick);
-            let budget = (self.cache.len() / SWEEP_TICKS_PER_PASS)
-                .clamp(SWEEP_MIN_PER_TICK, SWEEP_MAX_PER_TICK);
+            let budget = (self.cache.len() / SWEEP_TICKS_PER_PASS).clamp(SWEEP_MIN_PER_TICK, SWEEP_MAX_PER_TICK);
             for _ in 0..budget {
                 match pass.next() {
                     Some((_, item)) if item.expired(now) => self.remove_expired(&item),
@@ -516,12 +479,7 @@ impl Store {
     /// up to `memory_limit` fits (one shard: use
     /// [`Store::with_largest_entry`] to allow concurrent shards). Size
     /// evictions and TTL expirations are counted into the given counters.
-    pub fn new(
-        memory_limit: u64,
-        policy: EvictionPolicy,
-        evictions: Counter,
-        expirations: Counter,
-    ) -> Store {
+    pub fn new(memory_limit: u64, policy: EvictionPolicy, evictions: Counter, expirations: Counter) -> Store {
         Store::with_largest_entry(memory_limit, memory_limit, policy, evictions, expirations)
     }
 
@@ -551,27 +509,10 @@ impl Store {
         clock: Clock,
     ) -> Store {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Store::build(
-            layout(
-                memory_limit,
-                largest_entry,
-                policy,
-                (cores * 4).min(MAX_SHARDS),
-            ),
-            memory_limit,
-            evictions,
-            expirations,
-            clock,
-        )
+        Store::build(layout(memory_limit, largest_entry, policy, (cores * 4).min(MAX_SHARDS)), memory_limit, evictions, expirations, clock)
     }
 
-    fn build(
-        layout: Layout,
-        memory_limit: u64,
-        evictions: Counter,
-        expirations: Counter,
-        clock: Clock,
-    ) -> Store {
+    fn build(layout: Layout, memory_limit: u64, evictions: Counter, expirations: Counter, clock: Clock) -> Store {
         let estimated_items = (memory_limit / TYPICAL_ENTRY_WEIGHT).max(32) as usize;
         let options = OptionsBuilder::new()
             .shards(layout.shards)
@@ -584,17 +525,11 @@ impl Store {
             options,
             ItemWeight,
             DefaultHashBuilder::default(),
-            RemovalCounter {
-                evictions,
-                expirations: expirations.clone(),
-                clock: clock.clone(),
-            },
+            RemovalCounter { evictions, expirations: expirations.clone(), clock: clock.clone() },
         );
         // Versions only need to be unique per key across restarts of this
         // node: start from the clock.
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let shared = Arc::new(StoreShared {
             cache,
             clock,
@@ -628,14 +563,7 @@ impl Store {
     }
 
     /// Stores `value` under `key` if `condition` allows, with a new version.
-    pub fn put(
-        &self,
-        key: &[u8],
-        content_type: &[u8],
-        value: &[u8],
-        ttl: Duration,
-        condition: &WriteCondition,
-    ) -> PutResult {
+    pub fn put(&self, key: &[u8], content_type: &[u8], value: &[u8], ttl: Duration, condition: &WriteCondition) -> PutResult {
         let shared = &*self.shared;
         let version = shared.next_version.fetch_add(1, Ordering::Relaxed);
         let ttl_seconds = ttl.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
@@ -647,13 +575,8 @@ impl Store {
         if !condition.allows(current) {
             return PutResult::ConditionFailed;
         }
-        let mut removals = Removals {
-            replaced_version: current,
-            ..Removals::default()
-        };
-        shared
-            .cache
-            .insert_with_lifecycle(ItemKey(item.clone()), item, &mut removals);
+        let mut removals = Removals { replaced_version: current, ..Removals::default() };
+        shared.cache.insert_with_lifecycle(ItemKey(item.clone()), item, &mut removals);
         drop(serial);
         drop(removals);
         match current {
@@ -673,10 +596,7 @@ impl Store {
         if !condition.allows(Some(version)) {
             return DeleteResult::ConditionFailed;
         }
-        match shared
-            .cache
-            .remove_if(&KeyQuery(key), |item| item.version() == version)
-        {
+        match shared.cache.remove_if(&KeyQuery(key), |item| item.version() == version) {
             Some(_) => DeleteResult::Deleted,
             // Evicted between the check and the removal.
             None => DeleteResult::NotFound,
@@ -730,23 +650,13 @@ mod tests {
 
     fn store(limit: u64) -> (Store, Counter, Counter) {
         let (ev, ex) = (Counter::default(), Counter::default());
-        (
-            Store::new(limit, EvictionPolicy::Lru, ev.clone(), ex.clone()),
-            ev,
-            ex,
-        )
+        (Store::new(limit, EvictionPolicy::Lru, ev.clone(), ex.clone()), ev, ex)
     }
 
     /// A single-shard store (deterministic eviction order).
     fn one_shard(limit: u64, largest: u64, policy: EvictionPolicy) -> (Store, Counter, Counter) {
         let (ev, ex) = (Counter::default(), Counter::default());
-        let store = Store::build(
-            layout(limit, largest, policy, 1),
-            limit,
-            ev.clone(),
-            ex.clone(),
-            Clock::system(),
-        );
+        let store = Store::build(layout(limit, largest, policy, 1), limit, ev.clone(), ex.clone(), Clock::system());
         (store, ev, ex)
     }
 
@@ -798,42 +708,16 @@ mod tests {
     fn conditional_writes() {
         let (s, _, _) = store(1 << 20);
         let ttl = Duration::from_secs(60);
-        assert_eq!(
-            s.put(b"k", b"", b"x", ttl, &WriteCondition::IfPresent),
-            PutResult::ConditionFailed
-        );
-        let PutResult::Created { version: v1 } =
-            s.put(b"k", b"", b"1", ttl, &WriteCondition::IfAbsent)
-        else {
-            panic!()
-        };
-        assert_eq!(
-            s.put(b"k", b"", b"2", ttl, &WriteCondition::IfAbsent),
-            PutResult::ConditionFailed
-        );
-        let PutResult::Replaced { version: v2 } =
-            s.put(b"k", b"", b"2", ttl, &WriteCondition::IfVersionIn(vec![v1]))
-        else {
-            panic!()
-        };
+        assert_eq!(s.put(b"k", b"", b"x", ttl, &WriteCondition::IfPresent), PutResult::ConditionFailed);
+        let PutResult::Created { version: v1 } = s.put(b"k", b"", b"1", ttl, &WriteCondition::IfAbsent) else { panic!() };
+        assert_eq!(s.put(b"k", b"", b"2", ttl, &WriteCondition::IfAbsent), PutResult::ConditionFailed);
+        let PutResult::Replaced { version: v2 } = s.put(b"k", b"", b"2", ttl, &WriteCondition::IfVersionIn(vec![v1])) else { panic!() };
         assert_ne!(v1, v2);
-        assert_eq!(
-            s.put(b"k", b"", b"3", ttl, &WriteCondition::IfVersionIn(vec![v1])),
-            PutResult::ConditionFailed
-        );
+        assert_eq!(s.put(b"k", b"", b"3", ttl, &WriteCondition::IfVersionIn(vec![v1])), PutResult::ConditionFailed);
         assert_eq!(s.get(b"k").unwrap().value(), b"2");
-        assert_eq!(
-            s.delete(b"k", &WriteCondition::IfVersionIn(vec![v1])),
-            DeleteResult::ConditionFailed
-        );
-        assert_eq!(
-            s.delete(b"k", &WriteCondition::IfVersionIn(vec![v2])),
-            DeleteResult::Deleted
-        );
-        assert_eq!(
-            s.delete(b"k", &WriteCondition::Always),
-            DeleteResult::NotFound
-        );
+        assert_eq!(s.delete(b"k", &WriteCondition::IfVersionIn(vec![v1])), DeleteResult::ConditionFailed);
+        assert_eq!(s.delete(b"k", &WriteCondition::IfVersionIn(vec![v2])), DeleteResult::Deleted);
+        assert_eq!(s.delete(b"k", &WriteCondition::Always), DeleteResult::NotFound);
     }
 
     /// The bound holds after every single write (quick_cache evicts before
@@ -859,13 +743,7 @@ mod tests {
     fn overwrites_are_not_counted_as_evictions() {
         let (s, evictions, expirations) = store(1 << 20);
         for i in 0..100u32 {
-            s.put(
-                b"same",
-                b"",
-                &i.to_le_bytes(),
-                HOUR,
-                &WriteCondition::Always,
-            );
+            s.put(b"same", b"", &i.to_le_bytes(), HOUR, &WriteCondition::Always);
         }
         assert_eq!((evictions.get(), expirations.get()), (0, 0));
         assert_eq!(s.entry_count(), 1);
@@ -880,10 +758,7 @@ mod tests {
         let largest = (256 << 10) + 1024 + 255 + ENTRY_OVERHEAD_BYTES;
         let l = layout(limit, largest, EvictionPolicy::Lru, 64);
         assert!(l.shards > 1, "{l:?}");
-        assert!(
-            (l.shard_capacity as f64 * l.hot_allocation) as u64 >= largest,
-            "{l:?}"
-        );
+        assert!((l.shard_capacity as f64 * l.hot_allocation) as u64 >= largest, "{l:?}");
         assert!(l.shard_capacity * l.shards as u64 <= limit);
         // Only one shard fits: it gets all of it.
         let l = layout(largest, largest, EvictionPolicy::Lru, 64);
@@ -940,28 +815,13 @@ mod tests {
         assert_eq!(expirations.get(), 1);
 
         expired(b"added", 2);
-        assert!(matches!(
-            s.put(b"added", b"", b"new", HOUR, &WriteCondition::IfAbsent),
-            PutResult::Created { .. }
-        ));
+        assert!(matches!(s.put(b"added", b"", b"new", HOUR, &WriteCondition::IfAbsent), PutResult::Created { .. }));
         assert_eq!(expirations.get(), 2);
         assert_eq!(s.get(b"added").unwrap().value(), b"new");
 
         expired(b"cas", 3);
-        assert_eq!(
-            s.put(
-                b"cas",
-                b"",
-                b"x",
-                HOUR,
-                &WriteCondition::IfVersionIn(vec![3])
-            ),
-            PutResult::ConditionFailed
-        );
-        assert_eq!(
-            s.delete(b"cas", &WriteCondition::Always),
-            DeleteResult::NotFound
-        );
+        assert_eq!(s.put(b"cas", b"", b"x", HOUR, &WriteCondition::IfVersionIn(vec![3])), PutResult::ConditionFailed);
+        assert_eq!(s.delete(b"cas", &WriteCondition::Always), DeleteResult::NotFound);
         assert_eq!(expirations.get(), 3);
 
         expired(b"swept", 4);
@@ -974,14 +834,7 @@ mod tests {
     /// A store on a [`ManualClock`].
     fn manual_store(limit: u64) -> (Store, ManualClock, Counter, Counter) {
         let (ev, ex, clock) = (Counter::default(), Counter::default(), ManualClock::new());
-        let s = Store::with_clock(
-            limit,
-            limit,
-            EvictionPolicy::Lru,
-            ev.clone(),
-            ex.clone(),
-            Clock::manual(&clock),
-        );
+        let s = Store::with_clock(limit, limit, EvictionPolicy::Lru, ev.clone(), ex.clone(), Clock::manual(&clock));
         (s, clock, ev, ex)
     }
 
@@ -1004,13 +857,7 @@ mod tests {
     #[test]
     fn sweeper_removes_unread_expired_entries() {
         let (s, clock, evictions, expirations) = manual_store(1 << 20);
-        s.put(
-            b"short",
-            b"",
-            b"v",
-            Duration::from_secs(1),
-            &WriteCondition::Always,
-        );
+        s.put(b"short", b"", b"v", Duration::from_secs(1), &WriteCondition::Always);
         s.put(b"long", b"", b"v", HOUR, &WriteCondition::Always);
         clock.advance(Duration::from_secs(1));
         poll_until("the sweeper to expire `short`", || {
@@ -1057,16 +904,12 @@ mod tests {
                         scope.spawn(move || {
                             barrier.wait();
                             let condition = WriteCondition::IfVersionIn(vec![version]);
-                            let won = s.put(b"k", b"", &racer.to_le_bytes(), HOUR, &condition)
-                                != PutResult::ConditionFailed;
+                            let won = s.put(b"k", b"", &racer.to_le_bytes(), HOUR, &condition) != PutResult::ConditionFailed;
                             won.then_some(racer)
                         })
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .filter_map(|h| h.join().ok().flatten())
-                    .collect()
+                handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
             });
             assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
             assert_eq!(s.get(b"k").unwrap().value(), winners[0].to_le_bytes());

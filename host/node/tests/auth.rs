@@ -30,10 +30,7 @@ impl Authed for TestNode {
 }
 
 fn protected() -> NodeConfig {
-    NodeConfig {
-        data_token: Some(TOKEN.into()),
-        ..NodeConfig::default()
-    }
+    NodeConfig { data_token: Some(TOKEN.into()), ..NodeConfig::default() }
 }
 
 #[tokio::test]
@@ -61,91 +58,42 @@ async fn data_api_requires_the_token_and_refusals_change_nothing() {
     ] {
         for auth in [None, Some("Basic cHJveHk6dG9rZW4="), Some("Bearer ")] {
             let reply = node.authed(method.clone(), path, auth, body.clone()).await;
-            assert_eq!(
-                reply.status,
-                StatusCode::UNAUTHORIZED,
-                "{method} {path} {auth:?}"
-            );
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path} {auth:?}");
             let challenge = reply.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
             assert!(challenge.starts_with("Bearer"), "{challenge}");
-            assert!(
-                reply.json_error().contains("node.data_token"),
-                "{}",
-                reply.json_error()
-            );
+            assert!(reply.json_error().contains("node.data_token"), "{}", reply.json_error());
         }
-        for wrong in [
-            "Bearer proxy-token-2",
-            "Bearer proxy-token-",
-            "Bearer PROXY-TOKEN-1",
-        ] {
-            let reply = node
-                .authed(method.clone(), path, Some(wrong), body.clone())
-                .await;
-            assert_eq!(
-                reply.status,
-                StatusCode::FORBIDDEN,
-                "{method} {path} {wrong}"
-            );
+        for wrong in ["Bearer proxy-token-2", "Bearer proxy-token-", "Bearer PROXY-TOKEN-1"] {
+            let reply = node.authed(method.clone(), path, Some(wrong), body.clone()).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path} {wrong}");
             assert!(!reply.headers.contains_key(header::WWW_AUTHENTICATE));
-            assert_eq!(
-                reply.json_error(),
-                "bearer token does not match node.data_token"
-            );
+            assert_eq!(reply.json_error(), "bearer token does not match node.data_token");
         }
     }
 
     // Nothing the refused writes sent was stored.
-    let reply = node
-        .authed(
-            Method::POST,
-            "/v1/batch/get",
-            Some(&good),
-            batch_get.clone(),
-        )
-        .await;
+    let reply = node.authed(Method::POST, "/v1/batch/get", Some(&good), batch_get.clone()).await;
     assert_eq!(reply.status, StatusCode::OK);
     let limits = shardgate_api::Limits::default();
     let entries = batch::decode_get_response(reply.body, &limits).unwrap();
-    assert!(
-        entries.iter().all(|e| matches!(e, batch::GetResult::Miss)),
-        "{entries:?}"
-    );
+    assert!(entries.iter().all(|e| matches!(e, batch::GetResult::Miss)), "{entries:?}");
 
     // The right token is served (scheme name case-insensitive).
-    let reply = node
-        .authed(Method::PUT, "/v1/keys/k", Some(&good), "v")
-        .await;
+    let reply = node.authed(Method::PUT, "/v1/keys/k", Some(&good), "v").await;
     assert_eq!(reply.status, StatusCode::CREATED);
-    let reply = node
-        .authed(
-            Method::GET,
-            "/v1/keys/k",
-            Some(&format!("bearer {TOKEN}")),
-            Bytes::new(),
-        )
-        .await;
+    let reply = node.authed(Method::GET, "/v1/keys/k", Some(&format!("bearer {TOKEN}")), Bytes::new()).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(&reply.body[..], b"v");
     // A refused delete leaves the key in place.
-    let reply = node
-        .authed(Method::DELETE, "/v1/keys/k", None, Bytes::new())
-        .await;
+    let reply = node.authed(Method::DELETE, "/v1/keys/k", None, Bytes::new()).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    let reply = node
-        .authed(Method::GET, "/v1/keys/k", Some(&good), Bytes::new())
-        .await;
+    let reply = node.authed(Method::GET, "/v1/keys/k", Some(&good), Bytes::new()).await;
     assert_eq!(reply.status, StatusCode::OK);
 
     // Refusals are counted: 6 routes x 3 missing + 1 refused delete, 6 x 3 wrong.
-    let metrics = node
-        .authed(Method::GET, "/metrics", None, Bytes::new())
-        .await;
+    let metrics = node.authed(Method::GET, "/metrics", None, Bytes::new()).await;
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(
-        text.contains("shardgate_node_unauthorized_total 19"),
-        "{text}"
-    );
+    assert!(text.contains("shardgate_node_unauthorized_total 19"), "{text}");
     assert!(text.contains("shardgate_node_forbidden_total 18"), "{text}");
 
     // Operational endpoints stay open.
@@ -161,55 +109,30 @@ async fn without_a_token_the_data_api_is_open() {
     let node = TestNode::start(NodeConfig::default()).await;
     let reply = node.authed(Method::PUT, "/v1/keys/k", None, "v").await;
     assert_eq!(reply.status, StatusCode::CREATED);
-    let reply = node
-        .authed(
-            Method::GET,
-            "/v1/keys/k",
-            Some("Bearer anything"),
-            Bytes::new(),
-        )
-        .await;
+    let reply = node.authed(Method::GET, "/v1/keys/k", Some("Bearer anything"), Bytes::new()).await;
     assert_eq!(reply.status, StatusCode::OK);
     node.stop().await;
 }
 
 #[tokio::test]
 async fn token_file_is_used_and_a_missing_one_stops_the_start() {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("node-auth-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("node-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("token");
     std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    let node = TestNode::start(NodeConfig {
-        data_token_file: Some(path.clone()),
-        ..NodeConfig::default()
-    })
-    .await;
+    let node = TestNode::start(NodeConfig { data_token_file: Some(path.clone()), ..NodeConfig::default() }).await;
     let reply = node.authed(Method::PUT, "/v1/keys/k", None, "v").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    let reply = node
-        .authed(
-            Method::PUT,
-            "/v1/keys/k",
-            Some(&format!("Bearer {TOKEN}")),
-            "v",
-        )
-        .await;
+    let reply = node.authed(Method::PUT, "/v1/keys/k", Some(&format!("Bearer {TOKEN}")), "v").await;
     assert_eq!(reply.status, StatusCode::CREATED);
     node.stop().await;
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = NodeConfig {
-        data_token_file: Some(dir.join("absent")),
-        ..NodeConfig::default()
-    };
-    let err = tokio::time::timeout(
-        DEADLINE,
-        shardgate_node::run(listener, config, std::future::pending()),
-    )
-    .await
-    .expect("run returns at once")
-    .unwrap_err();
+    let config = NodeConfig { data_token_file: Some(dir.join("absent")), ..NodeConfig::default() };
+    let err = tokio::time::timeout(DEADLINE, shardgate_node::run(listener, config, std::future::pending()))
+        .await
+        .expect("run returns at once")
+        .unwrap_err();
     assert!(matches!(err, NodeError::TokenFile { .. }), "{err}");
     assert!(err.to_string().contains("node.data_token_file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

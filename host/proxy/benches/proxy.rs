@@ -53,12 +53,8 @@ fn wrk(url: &str) -> Option<WrkRun> {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let requests: f64 = text.lines().find(|l| l.contains("requests in"))?.split_whitespace().next()?.parse().ok()?;
     let rps: f64 = text.lines().find(|l| l.starts_with("Requests/sec:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    let non_2xx = text
-        .lines()
-        .find(|l| l.contains("Non-2xx"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let non_2xx =
+        text.lines().find(|l| l.contains("Non-2xx")).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0);
     let cpu = (self1 - self0) + (child1 - child0);
     Some(WrkRun { cores: cpu / WRK_SECONDS as f64, requests, rps, cpu_us_per_req: cpu / requests * 1e6, non_2xx })
 }
@@ -137,7 +133,10 @@ async fn bench() {
     cluster.register_nodes().await.unwrap();
     // A third proxy with hyper-util's pooled client: the reference hop.
     let hyper_proxy = cluster
-        .start_proxy_with(shardgate_proxy::ProxyConfig { upstream_client: shardgate_proxy::UpstreamClient::HyperUtil, ..Default::default() })
+        .start_proxy_with(shardgate_proxy::ProxyConfig {
+            upstream_client: shardgate_proxy::UpstreamClient::HyperUtil,
+            ..Default::default()
+        })
         .await
         .unwrap();
     // Upload both components once; warm up: both compiled in both proxies.
@@ -201,7 +200,12 @@ async fn bench() {
                 into.push(run);
             }
         }
-        let sum = |v: &[WrkRun]| (v.iter().map(|r| r.rps).sum::<f64>() / v.len() as f64, v.iter().map(|r| r.cpu_us_per_req * r.requests).sum::<f64>() / v.iter().map(|r| r.requests).sum::<f64>());
+        let sum = |v: &[WrkRun]| {
+            (
+                v.iter().map(|r| r.rps).sum::<f64>() / v.len() as f64,
+                v.iter().map(|r| r.cpu_us_per_req * r.requests).sum::<f64>() / v.iter().map(|r| r.requests).sum::<f64>(),
+            )
+        };
         let (d_rps, d_cpu) = sum(&direct);
         let (p_rps, p_cpu) = sum(&proxied);
         let (h_rps, h_cpu) = sum(&hyper);
@@ -209,7 +213,13 @@ async fn bench() {
         println!("| summary | value | bar |");
         println!("|---|---|---|");
         println!("| proxy / direct throughput | {:.2} | >= 0.50 {} |", p_rps / d_rps, if p_rps / d_rps >= 0.5 { "pass" } else { "FAIL" });
-        println!("| CPU added per request | +{:.1} us ({:.1} -> {:.1}) | <= +25 us {} |", p_cpu - d_cpu, d_cpu, p_cpu, if p_cpu - d_cpu <= 25.0 { "pass" } else { "FAIL" });
+        println!(
+            "| CPU added per request | +{:.1} us ({:.1} -> {:.1}) | <= +25 us {} |",
+            p_cpu - d_cpu,
+            d_cpu,
+            p_cpu,
+            if p_cpu - d_cpu <= 25.0 { "pass" } else { "FAIL" }
+        );
         println!("| reference: hyper-util client hop, throughput / CPU added | {:.2} / +{:.1} us | |", h_rps / d_rps, h_cpu - d_cpu);
         println!();
     }
@@ -262,12 +272,19 @@ async fn bench() {
     println!("| phase | swaps | requests | p50 | p99 | p99 / steady |");
     println!("|---|---|---|---|---|---|");
     let s99 = percentile(&by_kind[0], 0.99);
-    let names = ["steady", "swaps rendezvous<->ketama, recent configs (router reused)", "swaps rendezvous<->ketama, new configs (full configure)"];
+    let names =
+        ["steady", "swaps rendezvous<->ketama, recent configs (router reused)", "swaps rendezvous<->ketama, new configs (full configure)"];
     for kind in 0..3 {
         let v = &by_kind[kind];
         let p99 = percentile(v, 0.99);
         let ratio = p99.as_secs_f64() / s99.as_secs_f64();
-        let verdict = if kind == 0 { "" } else if ratio <= 1.5 { " pass" } else { " FAIL (bar 1.5)" };
+        let verdict = if kind == 0 {
+            ""
+        } else if ratio <= 1.5 {
+            " pass"
+        } else {
+            " FAIL (bar 1.5)"
+        };
         println!("| {} | {} | {} | {:?} | {p99:?} | {ratio:.2}{verdict} |", names[kind], swaps[kind], v.len(), percentile(v, 0.5));
     }
     println!("\nfailed requests during all phases: {}", failures.len());
@@ -293,8 +310,18 @@ async fn bench() {
     println!("### Activation to the last of 2 proxies serving the new epoch, 20 swaps to new configs\n");
     println!("| measured from | p50 | p99 | max |");
     println!("|---|---|---|---|");
-    println!("| sending the activation (admission, Raft commit) | {:?} | {:?} | {:?} |", percentile(&from_send, 0.5), percentile(&from_send, 0.99), from_send[from_send.len() - 1]);
-    println!("| meta's commit acknowledgement | {:?} | {:?} | {:?} |", percentile(&from_commit, 0.5), percentile(&from_commit, 0.99), from_commit[from_commit.len() - 1]);
+    println!(
+        "| sending the activation (admission, Raft commit) | {:?} | {:?} | {:?} |",
+        percentile(&from_send, 0.5),
+        percentile(&from_send, 0.99),
+        from_send[from_send.len() - 1]
+    );
+    println!(
+        "| meta's commit acknowledgement | {:?} | {:?} | {:?} |",
+        percentile(&from_commit, 0.5),
+        percentile(&from_commit, 0.99),
+        from_commit[from_commit.len() - 1]
+    );
     let p99 = percentile(&from_send, 0.99);
     println!("\nbar p99 < 100 ms (from sending): {}", if p99 < Duration::from_millis(100) { "pass" } else { "FAIL" });
     cluster.shutdown().await;

@@ -53,7 +53,6 @@ async fn read_batch_body(shared: &Shared, req: Request<Incoming>) -> Result<Byte
     Ok(read_body(body, limit, &shared.limits, "max_batch_size", shared.config.body_read_timeout).await?)
 }
 
-
 /// `POST /v1/batch/get`: one batch per owner node in parallel; a node that
 /// fails has its keys retried on their next owner.
 pub(crate) async fn batch_get(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
@@ -119,7 +118,6 @@ pub(crate) async fn batch_get(shared: &Shared, epoch: &RoutingEpoch, req: Reques
     Ok(batch_response(encoder.finish()))
 }
 
-
 /// The (entry, owner index) pairs sent to one node.
 type NodeSends = (Arc<NodeHandle>, Vec<(usize, usize)>);
 
@@ -135,7 +133,9 @@ pub(crate) async fn batch_put(shared: &Shared, epoch: &RoutingEpoch, req: Reques
     let items = batch::decode_put_request(body, &shared.limits).map_err(ApiError::from)?;
     for (index, item) in items.iter().enumerate() {
         if !item.content_type.is_empty() && HeaderValue::from_bytes(&item.content_type).is_err() {
-            return Err(ApiError::InvalidHeader { name: "Content-Type", reason: format!("batch entry {index}: not a valid header value") }.into());
+            return Err(
+                ApiError::InvalidHeader { name: "Content-Type", reason: format!("batch entry {index}: not a valid header value") }.into()
+            );
         }
         if let Some(secs) = item.ttl_seconds {
             check_ttl_seconds(secs.into(), &shared.limits)?;
@@ -244,4 +244,3 @@ pub(crate) async fn batch_put(shared: &Shared, epoch: &RoutingEpoch, req: Reques
     }
     Ok(batch_response(batch::encode_put_response(&out)))
 }
-

@@ -12,7 +12,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use shardgate_api::Limits;
-use shardgate_api::limits::{DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL};
+use shardgate_api::limits::{
+    DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL,
+};
 
 /// How many owners must acknowledge a write before the client gets a success.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -260,10 +262,11 @@ impl ProxyConfig {
             return Err(err("meta", "list at least one meta member address (http://host:port)"));
         }
         for (i, m) in self.meta.iter().enumerate() {
-            let ok = m
-                .parse::<http::Uri>()
-                .ok()
-                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.port_u16().is_some() && u.path_and_query().is_none_or(|p| p.as_str() == "/"));
+            let ok = m.parse::<http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.port_u16().is_some()
+                    && u.path_and_query().is_none_or(|p| p.as_str() == "/")
+            });
             if !ok {
                 return Err(err(&format!("meta[{i}]"), format!("{m:?} is not http://host:port or https://host:port")));
             }
@@ -317,10 +320,9 @@ impl ProxyConfig {
                 }
             }
         }
-        for (key, token, file) in [
-            ("node_token", &self.node_token, &self.node_token_file),
-            ("data_token", &self.data_token, &self.data_token_file),
-        ] {
+        for (key, token, file) in
+            [("node_token", &self.node_token, &self.node_token_file), ("data_token", &self.data_token, &self.data_token_file)]
+        {
             if token.is_some() && file.is_some() {
                 return Err(err(key, format!("set proxy.{key} or proxy.{key}_file, not both")));
             }

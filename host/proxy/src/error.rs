@@ -26,7 +26,9 @@ pub enum RequestError {
     NoHealthyNode { owners: String },
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
-    #[error("write acknowledged by {acked} of {owners} owners; proxy.write_ack = \"{policy}\" needs {needed} (the write may be stored on the owners that acknowledged it){detail}")]
+    #[error(
+        "write acknowledged by {acked} of {owners} owners; proxy.write_ack = \"{policy}\" needs {needed} (the write may be stored on the owners that acknowledged it){detail}"
+    )]
     WriteNotAcknowledged { acked: usize, owners: usize, needed: usize, policy: crate::config::WriteAck, detail: String },
     #[error("node {node} sent an unreadable batch answer: {reason}")]
     BadUpstreamBatch { node: String, reason: String },

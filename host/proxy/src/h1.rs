@@ -329,7 +329,10 @@ mod tests {
         assert_eq!(a.headers.get("x-empty").map(|v| v.as_bytes()), Some(&b""[..]));
         assert!(a.headers.get("date").is_none() && a.headers.get("connection").is_none(), "{:?}", a.headers);
         assert_eq!(a.headers["content-length"], "5");
-        let a = pool.request(&Method::POST, "/v1/batch/get", &[(http::header::CONTENT_TYPE, HeaderValue::from_static("a/b"))], b"body").await.unwrap();
+        let a = pool
+            .request(&Method::POST, "/v1/batch/get", &[(http::header::CONTENT_TYPE, HeaderValue::from_static("a/b"))], b"body")
+            .await
+            .unwrap();
         assert_eq!(&a.body[..], b"abcde");
         let a = pool.request(&Method::DELETE, "/v1/keys/k", &[], b"").await.unwrap();
         assert_eq!(a.status, StatusCode::NO_CONTENT);

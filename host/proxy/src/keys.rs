@@ -139,7 +139,11 @@ pub(crate) async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Reque
     let uri = req.uri();
     let key = key_of(uri, &shared.limits)?;
     if uri.query().is_some_and(|q| !q.is_empty()) {
-        return Err(ApiError::UnknownQueryParameter { name: uri.query().unwrap_or_default().chars().take(64).collect(), accepted: "nothing" }.into());
+        return Err(ApiError::UnknownQueryParameter {
+            name: uri.query().unwrap_or_default().chars().take(64).collect(),
+            accepted: "nothing",
+        }
+        .into());
     }
     let condition = WriteCondition::from_headers(req.headers())?;
     let mut positions = Vec::with_capacity(4);

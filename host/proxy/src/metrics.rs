@@ -72,9 +72,8 @@ impl ProxyMetrics {
         let mut registry = Registry::with_prefix("shardgate_proxy");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Client requests by route and status", requests.clone());
-        let upstream_seconds = Family::<NodeLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-        });
+        let upstream_seconds =
+            Family::<NodeLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 16)));
         registry.register("upstream_seconds", "Latency of upstream requests to a node", upstream_seconds.clone());
         let upstream_errors = Family::<NodeLabels, Counter>::default();
         registry.register("upstream_errors", "Upstream requests that failed (connection, timeout, 5xx)", upstream_errors.clone());
@@ -87,13 +86,25 @@ impl ProxyMetrics {
         let swaps = Counter::default();
         registry.register("swaps", "Routing states installed", swaps.clone());
         let swap_failures = Counter::default();
-        registry.register("swap_failures", "Routing states that could not be installed (fetch, compile or configure failed)", swap_failures.clone());
+        registry.register(
+            "swap_failures",
+            "Routing states that could not be installed (fetch, compile or configure failed)",
+            swap_failures.clone(),
+        );
         let migration_lookups = Counter::default();
-        registry.register("migration_lookups", "Reads that missed on a new owner and were tried on the previous owner", migration_lookups.clone());
+        registry.register(
+            "migration_lookups",
+            "Reads that missed on a new owner and were tried on the previous owner",
+            migration_lookups.clone(),
+        );
         let migration_hits = Counter::default();
         registry.register("migration_hits", "Migration lookups that found the value on the previous owner", migration_hits.clone());
         let strategy_faults = Counter::default();
-        registry.register("strategy_faults", "Strategy calls that trapped, ran out of budget or answered out of range", strategy_faults.clone());
+        registry.register(
+            "strategy_faults",
+            "Strategy calls that trapped, ran out of budget or answered out of range",
+            strategy_faults.clone(),
+        );
         let fallbacks = Counter::default();
         registry.register("fallbacks", "Times the proxy fell back to the last routing state that worked", fallbacks.clone());
         let fallback_active = Gauge::default();
@@ -111,7 +122,11 @@ impl ProxyMetrics {
         let connections_open = Gauge::default();
         registry.register("connections_open", "Client connections being served", connections_open.clone());
         let pipelined_requests = Family::<NodeLabels, Counter>::default();
-        registry.register("pipelined_requests", "GET and HEAD requests sent to a node on a pipelined connection", pipelined_requests.clone());
+        registry.register(
+            "pipelined_requests",
+            "GET and HEAD requests sent to a node on a pipelined connection",
+            pipelined_requests.clone(),
+        );
         let pipelined_writes = Family::<NodeLabels, Counter>::default();
         registry.register("pipelined_writes", "Writes that carried them (requests / writes = the mean batch)", pipelined_writes.clone());
         ProxyMetrics {

@@ -40,11 +40,7 @@ fn previous_owners(shared: &Shared, previous: &RoutingEpoch, key: &[u8], asked: 
     if asked.contains(&first.id) {
         return Vec::new();
     }
-    pos.iter()
-        .filter_map(|&p| previous.nodes.get(p as usize))
-        .filter(|n| !asked.contains(&n.id) && n.is_routable())
-        .cloned()
-        .collect()
+    pos.iter().filter_map(|&p| previous.nodes.get(p as usize)).filter(|n| !asked.contains(&n.id) && n.is_routable()).cloned().collect()
 }
 
 /// The migration window for one key that missed on its new owners: look
@@ -128,7 +124,6 @@ pub(crate) async fn delete_previous(shared: &Shared, chain: &[&RoutingEpoch], ke
     futures::future::join_all(deletes).await.iter().any(|r| r.as_ref().is_ok_and(|r| r.status.is_success()))
 }
 
-
 /// The migration window for the misses of a batch: one batch get per
 /// previous owner, and the hits copied to their new owners in one batch put
 /// per node.
@@ -144,8 +139,10 @@ pub(crate) async fn migrate_batch(
     results: &mut [GetResult],
 ) {
     let width = epoch.width();
-    let mut asked: HashMap<usize, Vec<String>> =
-        missed.iter().map(|&i| (i, owner_ids(epoch, &positions[i * width..(i + 1) * width]).into_iter().map(String::from).collect())).collect();
+    let mut asked: HashMap<usize, Vec<String>> = missed
+        .iter()
+        .map(|&i| (i, owner_ids(epoch, &positions[i * width..(i + 1) * width]).into_iter().map(String::from).collect()))
+        .collect();
     let mut hits: Vec<usize> = Vec::new();
     for previous in chain {
         let mut old: HashMap<usize, Arc<NodeHandle>> = HashMap::new();
@@ -245,4 +242,3 @@ pub(crate) async fn migrate_batch(
         }
     }
 }
-

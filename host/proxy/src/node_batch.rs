@@ -52,7 +52,10 @@ pub(crate) async fn get_batch_from(shared: &Shared, node: &NodeHandle, keys: &[&
     let results = batch::decode_get_response(r.body, &shared.limits)
         .map_err(|e| RequestError::BadUpstreamBatch { node: node.id.clone(), reason: e.to_string() })?;
     if results.len() != keys.len() {
-        return Err(RequestError::BadUpstreamBatch { node: node.id.clone(), reason: format!("{} results for {} keys", results.len(), keys.len()) });
+        return Err(RequestError::BadUpstreamBatch {
+            node: node.id.clone(),
+            reason: format!("{} results for {} keys", results.len(), keys.len()),
+        });
     }
     Ok(results)
 }
@@ -70,8 +73,10 @@ pub(crate) async fn put_batch_to(shared: &Shared, node: &NodeHandle, items: &[Pu
     let results = batch::decode_put_response(r.body, &shared.limits)
         .map_err(|e| RequestError::BadUpstreamBatch { node: node.id.clone(), reason: e.to_string() })?;
     if results.len() != items.len() {
-        return Err(RequestError::BadUpstreamBatch { node: node.id.clone(), reason: format!("{} results for {} items", results.len(), items.len()) });
+        return Err(RequestError::BadUpstreamBatch {
+            node: node.id.clone(),
+            reason: format!("{} results for {} items", results.len(), items.len()),
+        });
     }
     Ok(results)
 }
-

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,14 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings { max_idle: 64, idle_timeout: Duration::from_secs(90), connect_timeout: Duration::from_secs(1), max_body: 64 << 20, pipes: 0, stall_timeout: Duration::from_secs(5) }
+        PoolSettings {
+            max_idle: 64,
+            idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(1),
+            max_body: 64 << 20,
+            pipes: 0,
+            stall_timeout: Duration::from_secs(5),
+        }
     }
 }
 

@@ -25,11 +25,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue, Method};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
-use prometheus_client::metrics::counter::Counter;
 use tokio::task::AbortHandle;
 
 use crate::wire::{Answer, MAX_HEAD, Request, parse_head, take_front};
@@ -95,7 +95,14 @@ struct Waiter {
 
 impl NodePipes {
     /// `count` pipes (0: pipelining off) to `authority` (`host:port`).
-    pub fn new(authority: &str, count: usize, connect_timeout: Duration, stall_timeout: Duration, max_body: usize, counts: PipeCounts) -> Self {
+    pub fn new(
+        authority: &str,
+        count: usize,
+        connect_timeout: Duration,
+        stall_timeout: Duration,
+        max_body: usize,
+        counts: PipeCounts,
+    ) -> Self {
         NodePipes {
             authority: authority.to_string(),
             slots: (0..count).map(|_| Mutex::new(None)).collect(),
@@ -115,7 +122,13 @@ impl NodePipes {
     /// Sends a GET or HEAD (no body) and waits for its answer. The caller
     /// bounds the wait; dropping the future leaves the answer to be read
     /// and discarded.
-    pub async fn read(&self, method: &Method, path: &str, headers: &[(HeaderName, HeaderValue)], extra: &[(HeaderName, HeaderValue)]) -> Result<Answer, PipeError> {
+    pub async fn read(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<Answer, PipeError> {
         if self.slots.is_empty() {
             return Err(PipeError::Busy);
         }

@@ -38,7 +38,11 @@ impl ClientRateLimit {
     pub fn new(config: RateLimit) -> Self {
         let rate = NonZeroU32::new(config.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
-        ClientRateLimit { limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)), clock: DefaultClock::default(), config }
+        ClientRateLimit {
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            clock: DefaultClock::default(),
+            config,
+        }
     }
 
     /// Takes one request from `client`'s bucket, or says how long until

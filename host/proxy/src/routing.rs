@@ -29,8 +29,8 @@ use shardgate_meta_client::{MetaClient, RoutingState};
 use shardgate_strategy::{NodeSpec, Router, RoutingInput, Sandbox, Strategy, StrategyCache, StrategyError};
 use tracing::{debug, error, info, warn};
 
-use crate::nodes::{NodeBoard, NodeHandle};
 use crate::metrics::ProxyMetrics;
+use crate::nodes::{NodeBoard, NodeHandle};
 
 /// Why a fallback epoch is serving.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -318,7 +318,12 @@ impl Routing {
         self.metrics.epoch.set(good.epoch as i64);
         self.notes.lock().unwrap_or_else(|e| e.into_inner()).last_error =
             Some(format!("epoch {} fell back to epoch {} after {count} strategy faults: {error}", epoch.epoch, good.epoch));
-        error!(faulty_epoch = epoch.epoch, fallback_epoch = good.epoch, faults = count, "falling back to the last routing state that worked");
+        error!(
+            faulty_epoch = epoch.epoch,
+            fallback_epoch = good.epoch,
+            faults = count,
+            "falling back to the last routing state that worked"
+        );
         self.installed.notify_one();
     }
 
@@ -387,7 +392,13 @@ impl Routing {
             notes.last_error = None;
             notes.swaps += 1;
         }
-        info!(epoch = epoch_no, strategy = state.strategy.as_ref().map(|s| s.name.as_str()).unwrap_or("none"), nodes = state.active_nodes().count(), replicas = state.replicas, "routing epoch installed");
+        info!(
+            epoch = epoch_no,
+            strategy = state.strategy.as_ref().map(|s| s.name.as_str()).unwrap_or("none"),
+            nodes = state.active_nodes().count(),
+            replicas = state.replicas,
+            "routing epoch installed"
+        );
         self.installed.notify_one();
         Ok(())
     }
@@ -402,12 +413,10 @@ impl Routing {
         let cache = self.cache.clone();
         let started = Instant::now();
         let owned_hash = hash.to_string();
-        let strategy = off_request_path(move || cache.load(&owned_hash, &bytes))
-            .await?
-            .map_err(|e| match e {
-                StrategyError::HashMismatch { actual, .. } => format!("component fetched for {hash} has sha256 {actual}: refusing it"),
-                e => format!("loading component {hash}: {e}"),
-            })?;
+        let strategy = off_request_path(move || cache.load(&owned_hash, &bytes)).await?.map_err(|e| match e {
+            StrategyError::HashMismatch { actual, .. } => format!("component fetched for {hash} has sha256 {actual}: refusing it"),
+            e => format!("loading component {hash}: {e}"),
+        })?;
         debug!(hash, ms = started.elapsed().as_millis() as u64, "strategy compiled");
         Ok(strategy)
     }
@@ -444,15 +453,17 @@ impl Routing {
                 let current_positions = epoch.detour.load().as_ref().map(|d| d.positions.clone());
                 if current_positions.as_deref() != Some(&healthy[..]) {
                     let router = epoch.router.clone().expect("checked above");
-                    let specs: Vec<NodeSpec> = healthy
-                        .iter()
-                        .map(|&p| router.nodes()[p as usize].clone())
-                        .collect();
+                    let specs: Vec<NodeSpec> = healthy.iter().map(|&p| router.nodes()[p as usize].clone()).collect();
                     let r2 = router.clone();
                     let built = off_request_path(move || r2.strategy().configure(r2.config(), &specs, r2.replicas())).await;
                     match built {
                         Ok(Ok(detour)) => {
-                            info!(epoch = epoch.epoch, healthy = healthy.len(), nodes = epoch.nodes.len(), "detour routing built for keys of ejected nodes");
+                            info!(
+                                epoch = epoch.epoch,
+                                healthy = healthy.len(),
+                                nodes = epoch.nodes.len(),
+                                "detour routing built for keys of ejected nodes"
+                            );
                             epoch.detour.store(Some(Arc::new(Detour { router: detour, positions: healthy })));
                         }
                         Ok(Err(e)) => warn!(epoch = epoch.epoch, error = %e, "cannot build detour routing"),

@@ -31,8 +31,8 @@ use hyper::body::Incoming;
 use shardgate_api::ApiError;
 use shardgate_api::key::KEY_PATH_PREFIX;
 use shardgate_meta_client::MetaClient;
-use shardgate_strategy::Sandbox;
 use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
+use shardgate_strategy::Sandbox;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
@@ -47,7 +47,6 @@ use crate::rate_limit::ClientRateLimit;
 use crate::routing::Routing;
 use crate::upstream::Upstream;
 use crate::{batches, keys, status};
-
 
 /// The methods a route takes (a bit set, checked without allocating) and
 /// the `Allow` header of its 405.
@@ -96,7 +95,10 @@ pub enum PathPattern {
     /// `prefix` followed by anything (the rest is the path parameter
     /// `param`, e.g. the key; it may be empty, and the handler answers
     /// that as the node does).
-    Prefix { prefix: &'static str, param: &'static str },
+    Prefix {
+        prefix: &'static str,
+        param: &'static str,
+    },
 }
 
 impl PathPattern {

@@ -77,11 +77,7 @@ pub(crate) fn status(shared: &Shared) -> Response {
 }
 
 pub(crate) fn metrics(shared: &Shared) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        shared.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render()).into_response()
 }
 
 pub(crate) fn healthz() -> Response {

@@ -45,9 +45,7 @@ pub enum UpstreamError {
     Timeout { node: String, timeout: String },
     #[error("node {node}: bad upstream address {addr}")]
     BadAddress { node: String, addr: String },
-    #[error(
-        "node {node} refused the proxy with HTTP {status} ({message}); proxy.node_token must equal the node's node.data_token"
-    )]
+    #[error("node {node} refused the proxy with HTTP {status} ({message}); proxy.node_token must equal the node's node.data_token")]
     Refused { node: String, status: u16, message: String },
 }
 
@@ -170,9 +168,8 @@ impl Upstream {
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        let request = builder
-            .body(Full::new(body))
-            .map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
+        let request =
+            builder.body(Full::new(body)).map_err(|_| UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() })?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| describe(&e))?;
             let (mut parts, body) = response.into_parts();

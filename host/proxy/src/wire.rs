@@ -28,7 +28,10 @@ pub struct Answer {
 
 /// Headers of a node's answer that describe the connection, not the value.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == http::header::CONNECTION || name == http::header::TRANSFER_ENCODING || name == http::header::DATE || name.as_str() == "keep-alive"
+    name == http::header::CONNECTION
+        || name == http::header::TRANSFER_ENCODING
+        || name == http::header::DATE
+        || name.as_str() == "keep-alive"
 }
 
 /// Answers up to this size (head and body) are copied out of the
@@ -118,7 +121,11 @@ impl Request<'_> {
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         head.extend_from_slice(self.authority.as_bytes());
         for (name, value) in self.headers.iter().chain(self.extra) {
-            if *name == http::header::CONTENT_LENGTH || *name == http::header::HOST || *name == http::header::TRANSFER_ENCODING || *name == http::header::CONNECTION {
+            if *name == http::header::CONTENT_LENGTH
+                || *name == http::header::HOST
+                || *name == http::header::TRANSFER_ENCODING
+                || *name == http::header::CONNECTION
+            {
                 continue;
             }
             head.extend_from_slice(b"\r\n");
@@ -145,7 +152,8 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Framing>, Failure> {
     };
     let status = StatusCode::from_u16(parsed.code.unwrap_or(0)).map_err(|_| bad("invalid status code"))?;
     let base = buf.as_ptr() as usize;
-    let mut framing = Framing { status, head_len, headers: Vec::with_capacity(parsed.headers.len()), close: false, chunked: false, length: None };
+    let mut framing =
+        Framing { status, head_len, headers: Vec::with_capacity(parsed.headers.len()), close: false, chunked: false, length: None };
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         if name == http::header::CONNECTION {
@@ -172,4 +180,3 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Framing>, Failure> {
 pub(crate) fn bad(reason: &str) -> Failure {
     Failure { before_answer: false, reason: reason.to_string() }
 }
-

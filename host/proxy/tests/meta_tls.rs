@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use cluster::{Http, init_tracing, poll};
 use http::{Method, StatusCode};
-use shardgate_meta_client::model::{Activation, NewNode};
 use shardgate_meta::{InitialMember, MetaConfig};
-use shardgate_testkit::TestCa;
 use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::model::{Activation, NewNode};
 use shardgate_proxy::ProxyConfig;
+use shardgate_testkit::TestCa;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

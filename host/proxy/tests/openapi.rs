@@ -31,10 +31,7 @@ fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
 
 /// (path template, METHOD) of every route in the proxy's table.
 fn table_operations() -> BTreeSet<(String, String)> {
-    route_templates()
-        .into_iter()
-        .flat_map(|(path, methods)| methods.into_iter().map(move |m| (path.clone(), m.to_string())))
-        .collect()
+    route_templates().into_iter().flat_map(|(path, methods)| methods.into_iter().map(move |m| (path.clone(), m.to_string()))).collect()
 }
 
 #[test]
@@ -57,7 +54,9 @@ fn the_route_table_is_exactly_the_documented_operations() {
         assert!(table.contains(op), "{} {} is in openapi.json but not in the route table", op.1, op.0);
     }
     // The comparison cannot pass by comparing nothing.
-    for op in [("/v1/keys/{key}", "DELETE"), ("/v1/keys/", "PUT"), ("/v1/batch/put", "POST"), ("/v1/owners/{key}", "GET"), ("/status", "HEAD")] {
+    for op in
+        [("/v1/keys/{key}", "DELETE"), ("/v1/keys/", "PUT"), ("/v1/batch/put", "POST"), ("/v1/owners/{key}", "GET"), ("/status", "HEAD")]
+    {
         assert!(table.contains(&(op.0.to_string(), op.1.to_string())), "{op:?} missing from the table");
     }
     assert!(documented.len() >= 16, "only {} documented operations", documented.len());

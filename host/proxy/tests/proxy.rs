@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use cluster::*;
 use http::{Method, StatusCode};
-use shardgate_meta_client::RoutingState;
 use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
 use shardgate_api::etag::WriteCondition;
+use shardgate_meta_client::RoutingState;
 use shardgate_strategy::{Limits, NodeSpec, Router, Sandbox};
 
 /// The strategy meta has active, configured locally: the reference the
@@ -276,9 +276,23 @@ async fn migration_window_keeps_keys_written_before_a_swap() {
     let batched: Vec<Bytes> = (0..150).map(|i| Bytes::from(format!("b{i}"))).collect();
     let items: Vec<PutItem> = batched
         .iter()
-        .map(|k| PutItem { key: k.clone(), condition: WriteCondition::Always, ttl_seconds: None, content_type: Bytes::from_static(b"text/plain"), value: k.clone() })
+        .map(|k| PutItem {
+            key: k.clone(),
+            condition: WriteCondition::Always,
+            ttl_seconds: None,
+            content_type: Bytes::from_static(b"text/plain"),
+            value: k.clone(),
+        })
         .collect();
-    let a = http.send(Method::POST, &format!("{p1}/v1/batch/put"), &[("content-type", batch::CONTENT_TYPE)], batch::encode_put_request(&items).unwrap()).await.unwrap();
+    let a = http
+        .send(
+            Method::POST,
+            &format!("{p1}/v1/batch/put"),
+            &[("content-type", batch::CONTENT_TYPE)],
+            batch::encode_put_request(&items).unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!((a.status, a.epoch()), (StatusCode::OK, Some(e1)), "{}", a.text());
     let put = batch::decode_put_response(a.body, &shardgate_api::Limits::default()).unwrap();
     assert!(put.iter().all(|r| matches!(r, PutResult::Created { .. })));
@@ -295,7 +309,8 @@ async fn migration_window_keeps_keys_written_before_a_swap() {
         let http = http.clone();
         let body = batch::encode_get_request(&batched).unwrap();
         async move {
-            let a = http.send(Method::POST, &format!("{proxy}/v1/batch/get"), &[("content-type", batch::CONTENT_TYPE)], body).await.unwrap();
+            let a =
+                http.send(Method::POST, &format!("{proxy}/v1/batch/get"), &[("content-type", batch::CONTENT_TYPE)], body).await.unwrap();
             assert_eq!(a.status, StatusCode::OK, "{}", a.text());
             (a.epoch(), batch::decode_get_response(a.body, &shardgate_api::Limits::default()).unwrap())
         }

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::*;
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpSocket;
-use http::{Method, StatusCode};
 use shardgate_api::batch::{self, GetResult};
 use shardgate_proxy::{ProxyConfig, RateLimit, UpstreamClient};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpSocket;
 
 const NODE_TOKEN: &str = "node-s3cret";
 
@@ -51,7 +51,8 @@ async fn proxies_present_the_node_token_and_a_proxy_without_it_gets_a_clear_502(
     };
     let h = cluster.start_proxy_with(hyper_util).await.unwrap();
     // A proxy without the token.
-    let tokenless = cluster.start_proxy_with(ProxyConfig { health_interval: Duration::from_millis(100), ..ProxyConfig::default() }).await.unwrap();
+    let tokenless =
+        cluster.start_proxy_with(ProxyConfig { health_interval: Duration::from_millis(100), ..ProxyConfig::default() }).await.unwrap();
     cluster.wait_for_epoch(epoch, Duration::from_secs(30)).await.unwrap();
 
     for base in [&cluster.proxies[0].addr, &cluster.proxies[h].addr] {

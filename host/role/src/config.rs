@@ -17,10 +17,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// The error for `key` (a full key path).
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError { key: key.into(), message: message.into() }
     }
 }
 

@@ -120,8 +120,7 @@ where
 {
     let role = config.role;
     let local = listener.local_addr().ok();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections as usize));
     // Flips to true at shutdown: handshakes still in progress are abandoned.
@@ -146,12 +145,7 @@ where
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             metrics.rejected();
             debug!(role, %peer, limit = config.max_connections, key = config.max_connections_key, "rejecting connection");
-            tokio::spawn(reject_connection(
-                stream,
-                config.max_connections_key,
-                config.max_connections,
-                config.retry_after_secs,
-            ));
+            tokio::spawn(reject_connection(stream, config.max_connections_key, config.max_connections, config.retry_after_secs));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -172,8 +166,7 @@ where
                 let (acceptor, mut stopping) = (acceptor.clone(), stopping.clone());
                 let handshake_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
                     let tls = tokio::select! {
                         done = handshake => match done {
                             Ok(Ok(tls)) => Some(tls),
@@ -218,13 +211,8 @@ where
 
 /// Serves HTTP/1.1 on one accepted (and, with TLS, handshaken) connection
 /// until it ends; `watcher` lets shutdown end it gracefully.
-async fn serve_connection<I, S, B>(
-    http: &http1::Builder,
-    watcher: Watcher,
-    io: TokioIo<I>,
-    service: S,
-    peer: SocketAddr,
-) where
+async fn serve_connection<I, S, B>(http: &http1::Builder, watcher: Watcher, io: TokioIo<I>, service: S, peer: SocketAddr)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -241,12 +229,7 @@ async fn serve_connection<I, S, B>(
 /// Answers a connection over a connection limit (`key`, e.g.
 /// `node.max_connections`) with a 503 naming the limit, optionally with
 /// `Retry-After`, and closes it. Written raw: no HTTP request is read.
-pub async fn reject_connection(
-    mut stream: TcpStream,
-    key: &str,
-    limit: u32,
-    retry_after_secs: Option<u32>,
-) {
+pub async fn reject_connection(mut stream: TcpStream, key: &str, limit: u32, retry_after_secs: Option<u32>) {
     let response = rejection(key, limit, retry_after_secs);
     let write = async {
         stream.write_all(response.as_bytes()).await?;
@@ -261,9 +244,7 @@ pub fn rejection(key: &str, limit: u32, retry_after_secs: Option<u32>) -> String
         "error": format!("too many connections; the limit {key} is {limit}")
     })
     .to_string();
-    let retry_after = retry_after_secs
-        .map(|s| format!("retry-after: {s}\r\n"))
-        .unwrap_or_default();
+    let retry_after = retry_after_secs.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n{retry_after}\
          content-length: {}\r\n\r\n{body}",

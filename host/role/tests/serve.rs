@@ -15,9 +15,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use shardgate_role::serve::{
-    ConnectionMetrics, Drained, ServeConfig, TlsAcceptor, rejection, serve,
-};
+use shardgate_role::serve::{ConnectionMetrics, Drained, ServeConfig, TlsAcceptor, rejection, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
@@ -83,10 +81,7 @@ impl Server {
                         started.notify_one();
                         tokio::time::sleep(slow).await;
                     }
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                        "hello {}",
-                        peer.ip()
-                    )))))
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("hello {}", peer.ip())))))
                 }
             })
         };
@@ -95,21 +90,8 @@ impl Server {
             let _ = stopped.await;
         };
         let http = hyper::server::conn::http1::Builder::new();
-        let task = tokio::spawn(serve(
-            listener,
-            config,
-            http,
-            service_for,
-            metrics,
-            shutdown,
-        ));
-        Server {
-            addr,
-            counts,
-            slow_started,
-            stop: Some(stop),
-            task,
-        }
+        let task = tokio::spawn(serve(listener, config, http, service_for, metrics, shutdown));
+        Server { addr, counts, slow_started, stop: Some(stop), task }
     }
 
     fn stop(&mut self) {
@@ -142,32 +124,16 @@ async fn read_until_closed(stream: &mut TcpStream) -> String {
 /// One `GET path` on a new connection with `Connection: close`; the whole answer.
 async fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
     read_until_closed(&mut stream).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_cap_a_connection_gets_the_503_naming_the_limit_and_is_closed() {
-    let mut server = Server::start(
-        ServeConfig {
-            max_connections: 1,
-            retry_after_secs: Some(1),
-            ..config()
-        },
-        Duration::ZERO,
-    )
-    .await;
+    let mut server = Server::start(ServeConfig { max_connections: 1, retry_after_secs: Some(1), ..config() }, Duration::ZERO).await;
     let held = TcpStream::connect(server.addr).await.unwrap();
     let counts = server.counts.clone();
-    eventually("the first connection to be accepted", || {
-        counts.opened.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    eventually("the first connection to be accepted", || counts.opened.load(Ordering::SeqCst) == 1).await;
 
     let mut refused = TcpStream::connect(server.addr).await.unwrap();
     let answer = read_until_closed(&mut refused).await;
@@ -184,15 +150,9 @@ async fn over_the_cap_a_connection_gets_the_503_naming_the_limit_and_is_closed()
 
     // Closing the held connection frees its place.
     drop(held);
-    eventually("the held connection to close", || {
-        counts.closed.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    eventually("the held connection to close", || counts.closed.load(Ordering::SeqCst) == 1).await;
     let answer = get(server.addr, "/").await;
-    assert!(
-        answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("hello 127.0.0.1"),
-        "{answer}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("hello 127.0.0.1"), "{answer}");
     assert_eq!(counts.rejected.load(Ordering::SeqCst), 1);
 
     server.stop();
@@ -202,14 +162,7 @@ async fn over_the_cap_a_connection_gets_the_503_naming_the_limit_and_is_closed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_closed_after_the_header_read_timeout_and_blocks_nobody() {
     let timeout = Duration::from_millis(300);
-    let mut server = Server::start(
-        ServeConfig {
-            header_read_timeout: timeout,
-            ..config()
-        },
-        Duration::ZERO,
-    )
-    .await;
+    let mut server = Server::start(ServeConfig { header_read_timeout: timeout, ..config() }, Duration::ZERO).await;
     let start = Instant::now();
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
     let mut half = TcpStream::connect(server.addr).await.unwrap();
@@ -222,16 +175,9 @@ async fn a_silent_client_is_closed_after_the_header_read_timeout_and_blocks_nobo
     assert!(!answer.contains("200 OK"), "{answer}");
     let answer = read_until_closed(&mut half).await;
     assert!(!answer.contains("200 OK"), "{answer}");
-    assert!(
-        start.elapsed() >= timeout,
-        "closed after {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() >= timeout, "closed after {:?}", start.elapsed());
     let counts = server.counts.clone();
-    eventually("three closed connections", || {
-        counts.closed.load(Ordering::SeqCst) == 3
-    })
-    .await;
+    eventually("three closed connections", || counts.closed.load(Ordering::SeqCst) == 3).await;
     assert_eq!(counts.opened.load(Ordering::SeqCst), 3);
 
     server.stop();
@@ -244,9 +190,7 @@ async fn drain_waits_for_an_in_flight_request_and_refuses_new_connections() {
     let addr = server.addr;
     let started = server.slow_started.clone();
     let request = tokio::spawn(async move { get(addr, "/slow").await });
-    tokio::time::timeout(Duration::from_secs(10), started.notified())
-        .await
-        .expect("the slow request started");
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the slow request started");
     server.stop();
     // The listener closes at once ...
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -256,46 +200,24 @@ async fn drain_waits_for_an_in_flight_request_and_refuses_new_connections() {
     }
     // ... while the request in flight gets its answer.
     let answer = request.await.unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("hello 127.0.0.1"),
-        "{answer}"
-    );
-    let drained = tokio::time::timeout(Duration::from_secs(10), server.task)
-        .await
-        .expect("serve returns")
-        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("hello 127.0.0.1"), "{answer}");
+    let drained = tokio::time::timeout(Duration::from_secs(10), server.task).await.expect("serve returns").unwrap();
     assert_eq!(drained, Drained::Finished);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_gives_up_at_its_deadline() {
     let drain = Duration::from_millis(300);
-    let mut server = Server::start(
-        ServeConfig {
-            drain_timeout: drain,
-            ..config()
-        },
-        Duration::from_secs(3600),
-    )
-    .await;
+    let mut server = Server::start(ServeConfig { drain_timeout: drain, ..config() }, Duration::from_secs(3600)).await;
     let addr = server.addr;
     let started = server.slow_started.clone();
     let _request = tokio::spawn(async move { get(addr, "/slow").await });
-    tokio::time::timeout(Duration::from_secs(10), started.notified())
-        .await
-        .expect("the slow request started");
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the slow request started");
     let stopping = Instant::now();
     server.stop();
-    let drained = tokio::time::timeout(Duration::from_secs(10), server.task)
-        .await
-        .expect("serve returns")
-        .unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(10), server.task).await.expect("serve returns").unwrap();
     assert_eq!(drained, Drained::TimedOut);
-    assert!(
-        stopping.elapsed() >= drain,
-        "returned after {:?}",
-        stopping.elapsed()
-    );
+    assert!(stopping.elapsed() >= drain, "returned after {:?}", stopping.elapsed());
 }
 
 /// A CA and a leaf it signed for `127.0.0.1` and `localhost`, as PEM files.
@@ -309,20 +231,12 @@ fn test_ca(dir: &Path, name: &str) -> TestCa {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
     let ca = rcgen::CertifiedIssuer::self_signed(params, ca_key).unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
     let out = TestCa {
         ca: dir.join(format!("{name}-ca.pem")),
         cert: dir.join(format!("{name}-cert.pem")),
@@ -355,35 +269,20 @@ async fn a_silent_tls_client_blocks_nobody_and_shutdown_abandons_its_handshake()
     let ca = test_ca(dir.path(), "a");
     // A handshake deadline far beyond the client's: a loop that ran the
     // silent client's handshake inline would make the requests time out.
-    let config = ServeConfig {
-        tls: Some(acceptor(&ca)),
-        header_read_timeout: Duration::from_secs(60),
-        ..config()
-    };
+    let config = ServeConfig { tls: Some(acceptor(&ca)), header_read_timeout: Duration::from_secs(60), ..config() };
     let mut server = Server::start(config, Duration::ZERO).await;
     let addr = server.addr;
     // Connects and never sends a ClientHello.
     let mut silent = TcpStream::connect(addr).await.unwrap();
-    let client = shardgate_tls::http_client(Some(&ca.ca))
-        .unwrap()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    for url in [
-        format!("https://{addr}/"),
-        format!("https://localhost:{}/", addr.port()),
-    ] {
+    let client = shardgate_tls::http_client(Some(&ca.ca)).unwrap().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+    for url in [format!("https://{addr}/"), format!("https://localhost:{}/", addr.port())] {
         let body = client.get(&url).send().await.unwrap().text().await.unwrap();
         assert_eq!(body, "hello 127.0.0.1", "{url}");
     }
     drop(client);
 
     server.stop();
-    let drained = tokio::time::timeout(Duration::from_secs(10), server.task)
-        .await
-        .expect("serve returns")
-        .unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(10), server.task).await.expect("serve returns").unwrap();
     assert_eq!(drained, Drained::Finished);
     // The pending handshake was abandoned (long before its 60 s deadline)
     // and the port is closed.
@@ -391,17 +290,12 @@ async fn a_silent_tls_client_blocks_nobody_and_shutdown_abandons_its_handshake()
     assert_eq!(answer, "");
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).await.is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the listening socket is still open after the server stopped"
-        );
+        assert!(Instant::now() < deadline, "the listening socket is still open after the server stopped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let counts = server.counts.clone();
-    eventually("every connection to be counted closed", || {
-        counts.closed.load(Ordering::SeqCst) == counts.opened.load(Ordering::SeqCst)
-    })
-    .await;
+    eventually("every connection to be counted closed", || counts.closed.load(Ordering::SeqCst) == counts.opened.load(Ordering::SeqCst))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,11 +304,7 @@ async fn the_tls_handshake_deadline_closes_silent_clients_and_bad_clients_fail_c
     let ca = test_ca(dir.path(), "b");
     let other = test_ca(dir.path(), "other");
     let deadline = Duration::from_millis(500);
-    let config = ServeConfig {
-        tls: Some(acceptor(&ca)),
-        header_read_timeout: deadline,
-        ..config()
-    };
+    let config = ServeConfig { tls: Some(acceptor(&ca)), header_read_timeout: deadline, ..config() };
     let mut server = Server::start(config, Duration::ZERO).await;
     let addr = server.addr;
     let timeout = Duration::from_secs(10);
@@ -422,70 +312,26 @@ async fn the_tls_handshake_deadline_closes_silent_clients_and_bad_clients_fail_c
     let start = Instant::now();
     let mut silent = TcpStream::connect(addr).await.unwrap();
     assert_eq!(read_until_closed(&mut silent).await, "");
-    assert!(
-        start.elapsed() >= deadline,
-        "closed after {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() >= deadline, "closed after {:?}", start.elapsed());
 
-    let plain = shardgate_tls::http_client_system_roots()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .unwrap();
-    let e = plain
-        .get(format!("http://{addr}/"))
-        .send()
-        .await
-        .expect_err("plain HTTP to a TLS port");
+    let plain = shardgate_tls::http_client_system_roots().no_proxy().timeout(timeout).build().unwrap();
+    let e = plain.get(format!("http://{addr}/")).send().await.expect_err("plain HTTP to a TLS port");
     assert!(!e.is_timeout(), "{}", chain(&e));
 
     for (what, client) in [
-        (
-            "another CA",
-            shardgate_tls::http_client(Some(&other.ca)).unwrap(),
-        ),
-        (
-            "the system roots",
-            shardgate_tls::http_client_system_roots(),
-        ),
+        ("another CA", shardgate_tls::http_client(Some(&other.ca)).unwrap()),
+        ("the system roots", shardgate_tls::http_client_system_roots()),
     ] {
-        let e = client
-            .no_proxy()
-            .timeout(timeout)
-            .build()
-            .unwrap()
-            .get(format!("https://{addr}/"))
-            .send()
-            .await
-            .expect_err(what);
+        let e = client.no_proxy().timeout(timeout).build().unwrap().get(format!("https://{addr}/")).send().await.expect_err(what);
         let text = chain(&e);
-        assert!(
-            text.contains("certificate") && text.contains("UnknownIssuer"),
-            "{what}: {text}"
-        );
+        assert!(text.contains("certificate") && text.contains("UnknownIssuer"), "{what}: {text}");
     }
 
-    let trusting = shardgate_tls::http_client(Some(&ca.ca))
-        .unwrap()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .unwrap();
-    let body = trusting
-        .get(format!("https://{addr}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let trusting = shardgate_tls::http_client(Some(&ca.ca)).unwrap().no_proxy().timeout(timeout).build().unwrap();
+    let body = trusting.get(format!("https://{addr}/")).send().await.unwrap().text().await.unwrap();
     assert_eq!(body, "hello 127.0.0.1");
     drop(trusting);
     server.stop();
-    let drained = tokio::time::timeout(Duration::from_secs(10), server.task)
-        .await
-        .expect("serve returns")
-        .unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(10), server.task).await.expect("serve returns").unwrap();
     assert_eq!(drained, Drained::Finished);
 }

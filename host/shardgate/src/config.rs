@@ -58,18 +58,14 @@ pub enum ConfigFileError {
 
 /// Reads, overrides from the environment and validates a config file.
 pub fn load(path: &Path) -> Result<DeploymentConfig, ConfigFileError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigFileError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigFileError::Read { path: path.display().to_string(), reason: e.to_string() })?;
     parse(&text, &path.display().to_string(), std::env::vars())
 }
 
 /// Parses `text` (named `origin` in errors), applies `SHARDGATE_*__*`
 /// overrides from `env`, and validates every role's table.
-pub fn parse(
-    text: &str,
-    origin: &str,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<DeploymentConfig, ConfigFileError> {
+pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<DeploymentConfig, ConfigFileError> {
     // One line, whatever the file contained: quoted values may hold line breaks.
     let invalid = |line: Option<usize>, message: String| ConfigFileError::Invalid {
         origin: origin.to_string(),
@@ -92,13 +88,19 @@ pub fn parse(
                     toml::de::DeValue::Table(t) => t.iter().find(|(k, _)| k.get_ref().as_ref() == "members").map(|(_, v)| v),
                     other => {
                         let found = kind_of(other);
-                        return Err(invalid(Some(line_of_offset(k.span().start)), format!("{role}: expected a table ([{role}]), found {found}")));
+                        return Err(invalid(
+                            Some(line_of_offset(k.span().start)),
+                            format!("{role}: expected a table ([{role}]), found {found}"),
+                        ));
                     }
                 };
                 if let Some(toml::de::DeValue::Array(items)) = members.map(|m| m.get_ref()) {
                     for (i, item) in items.iter().enumerate() {
                         if !matches!(item.get_ref(), toml::de::DeValue::Table(_)) {
-                            let message = format!("{role}.members[{i}]: expected a table ({{ id = ..., addr = ... }}), found {}", kind_of(item.get_ref()));
+                            let message = format!(
+                                "{role}.members[{i}]: expected a table ({{ id = ..., addr = ... }}), found {}",
+                                kind_of(item.get_ref())
+                            );
                             return Err(invalid(Some(line_of_offset(item.span().start)), message));
                         }
                     }
@@ -127,7 +129,10 @@ pub fn parse(
         invalid(line, format!("{key}: {message}"))
     };
     if config.version != CONFIG_VERSION {
-        return Err(key_error("version", format!("unsupported config version {}; this shardgate reads version {CONFIG_VERSION}", config.version)));
+        return Err(key_error(
+            "version",
+            format!("unsupported config version {}; this shardgate reads version {CONFIG_VERSION}", config.version),
+        ));
     }
     if let Some(meta) = &config.meta {
         meta.validate().map_err(|e| key_error(&in_table("meta", &e.key), e.message.clone()))?;

@@ -55,8 +55,7 @@ enum Command {
 /// `RUST_LOG` when set (and valid) replaces the filter entirely; otherwise
 /// `--log`, whose default is [`DEFAULT_LOG`].
 fn log_filter(cli_log: &str) -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli_log))
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli_log))
 }
 
 fn main() -> std::process::ExitCode {

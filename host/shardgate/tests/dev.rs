@@ -77,8 +77,7 @@ fn cargo(dir: &Path, target: &Path) -> Command {
 fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
     // 1. Start it and wait for its banner.
     // The default log filter (no RUST_LOG): checked in step 6.
-    let mut child =
-        shardgate().arg("dev").env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = shardgate().arg("dev").env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<String>>());

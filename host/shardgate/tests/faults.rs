@@ -170,13 +170,15 @@ fn s1_meta_leader_killed_under_writes_loses_no_acknowledged_write() {
     let http = http_client(Duration::from_secs(2));
 
     let (m, h) = (metas.clone(), http.clone());
-    lab.lan().run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a first leader") });
+    lab.lan()
+        .run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a first leader") });
     let m = metas.clone();
     let writers = lab.lan().run(async move { MetaWriters::start(m, 2, 600, Duration::from_secs(60), "w") });
     let acked_count = writers.acked.clone();
     lab.lan().run(wait_count(acked_count.clone(), 40, Duration::from_secs(30), "acknowledged writes before the kill"));
     let (m, h) = (metas.clone(), http.clone());
-    let (old_url, old) = lab.lan().run(async move { poll(Duration::from_secs(10), Duration::from_millis(10), || leader(&h, &m)).await.expect("a leader") });
+    let (old_url, old) =
+        lab.lan().run(async move { poll(Duration::from_secs(10), Duration::from_millis(10), || leader(&h, &m)).await.expect("a leader") });
     let acked_at_kill = acked_count.load(Ordering::Relaxed);
     let victim = format!("meta-{}", member_no(&metas, &old_url));
     let killed_at = Instant::now();
@@ -254,7 +256,8 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
     let metas = meta_urls(&lab);
     let http = http_client(Duration::from_secs(3));
     let (m, h) = (metas.clone(), http.clone());
-    let (old_url, old) = lab.lan().run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a leader") });
+    let (old_url, old) =
+        lab.lan().run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a leader") });
     let k = member_no(&metas, &old_url);
     let majority: Vec<String> = metas.iter().filter(|m| **m != old_url).cloned().collect();
     let m = metas.clone();
@@ -268,8 +271,10 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
     let acked_count = writers.acked.clone();
     let (maj, h, old_term) = (majority.clone(), http.clone(), old.term);
     let elected = lab.lan().run(async move {
-        poll(Duration::from_secs(10), Duration::from_millis(10), || async { leader(&h, &maj).await.filter(|(_, s)| s.term > old_term).map(|_| Instant::now()) })
-            .await
+        poll(Duration::from_secs(10), Duration::from_millis(10), || async {
+            leader(&h, &maj).await.filter(|(_, s)| s.term > old_term).map(|_| Instant::now())
+        })
+        .await
     });
     let detection = elected.expect("the majority elected no leader within 10 s") - cut_at;
 
@@ -277,7 +282,13 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
     let inside = lab::NetnsRuntime::start(&lab.ns(&format!("m{k}")));
     let refused = inside.run(async move {
         let http = http_client(Duration::from_secs(10));
-        let body = serde_json::to_vec(&NewNode { id: "minority-1".into(), addr: "http://minority.lab:7200".into(), weight: 1.0, zone: String::new() }).unwrap();
+        let body = serde_json::to_vec(&NewNode {
+            id: "minority-1".into(),
+            addr: "http://minority.lab:7200".into(),
+            weight: 1.0,
+            zone: String::new(),
+        })
+        .unwrap();
         let started = Instant::now();
         let a = send(&http, Method::POST, &format!("http://127.0.0.1:{META_PORT}/v1/nodes"), Some(body)).await;
         (a, started.elapsed())
@@ -297,7 +308,8 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
 
     // Heal; the member catches up with everything the majority committed.
     let maj = majority.clone();
-    let want: BTreeSet<String> = lab.lan().run(async move { MetaClient::new(maj).nodes().await.expect("majority state").into_iter().map(|n| n.id).collect() });
+    let want: BTreeSet<String> =
+        lab.lan().run(async move { MetaClient::new(maj).nodes().await.expect("majority state").into_iter().map(|n| n.id).collect() });
     lab.link_up(&format!("m{k}"), Net::Ctl);
     let healed_at = Instant::now();
     let (h, w, url) = (http.clone(), want.clone(), old_url.clone());
@@ -373,9 +385,14 @@ fn s3_meta_cluster_restarted_from_data_dirs_keeps_state_and_epoch() {
         let c = MetaClient::new(m).with_retry_for(Duration::from_secs(5));
         let mut sent = 0u64;
         for i in 1..=3 {
-            c.add_node(&NewNode { id: format!("node-{i}"), addr: format!("http://10.231.2.{}:{NODE_PORT}", 20 + i), weight: 1.0, zone: format!("z{i}") })
-                .await
-                .expect("add node");
+            c.add_node(&NewNode {
+                id: format!("node-{i}"),
+                addr: format!("http://10.231.2.{}:{NODE_PORT}", 20 + i),
+                weight: 1.0,
+                zone: format!("z{i}"),
+            })
+            .await
+            .expect("add node");
             sent += 1;
         }
         let rendezvous = c.upload_strategy(shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec()).await.expect("upload");
@@ -385,15 +402,26 @@ fn s3_meta_cluster_restarted_from_data_dirs_keeps_state_and_epoch() {
         c.activate(&rendezvous.hash, &act).await.expect("activate");
         sent += 1;
         for i in 0..30 {
-            c.add_node(&NewNode { id: format!("extra-{i}"), addr: format!("http://extra-{i}.lab:7200"), weight: 1.0 + i as f64, zone: String::new() })
-                .await
-                .expect("add");
-            c.update_node(&format!("extra-{i}"), &shardgate_meta_client::model::NodeUpdate { weight: None, state: Some(shardgate_meta_client::model::NodeState::Draining) })
-                .await
-                .expect("drain");
+            c.add_node(&NewNode {
+                id: format!("extra-{i}"),
+                addr: format!("http://extra-{i}.lab:7200"),
+                weight: 1.0 + i as f64,
+                zone: String::new(),
+            })
+            .await
+            .expect("add");
+            c.update_node(
+                &format!("extra-{i}"),
+                &shardgate_meta_client::model::NodeUpdate { weight: None, state: Some(shardgate_meta_client::model::NodeState::Draining) },
+            )
+            .await
+            .expect("drain");
             sent += 2;
         }
-        let r = c.activate(&ketama.hash, &shardgate_meta_client::model::Activation { config: String::new(), replicas: 1 }).await.expect("activate");
+        let r = c
+            .activate(&ketama.hash, &shardgate_meta_client::model::Activation { config: String::new(), replicas: 1 })
+            .await
+            .expect("activate");
         sent += 1;
         (sent, r.epoch)
     });
@@ -432,7 +460,9 @@ fn s3_meta_cluster_restarted_from_data_dirs_keeps_state_and_epoch() {
     }
     let started_at = Instant::now();
     let (m, h) = (metas.clone(), http.clone());
-    let elected = lab.lan().run(async move { poll(Duration::from_secs(30), Duration::from_millis(10), || leader(&h, &m)).await.map(|_| Instant::now()) });
+    let elected = lab
+        .lan()
+        .run(async move { poll(Duration::from_secs(30), Duration::from_millis(10), || leader(&h, &m)).await.map(|_| Instant::now()) });
     let elected = elected.expect("no leader within 30 s of the restart") - started_at;
     let (m, h, want) = (metas.clone(), http.clone(), before.clone());
     let after = lab.lan().run(async move {
@@ -569,7 +599,8 @@ impl KvLoad {
 async fn kv_op(http: &reqwest::Client, proxies: &[String], proxy: usize, key: &str, put: bool) -> KvOp {
     let url = format!("{}/v1/keys/{key}", proxies[proxy]);
     let started = Instant::now();
-    let answer = if put { send(http, Method::PUT, &url, Some(key.as_bytes().to_vec())).await } else { send(http, Method::GET, &url, None).await };
+    let answer =
+        if put { send(http, Method::PUT, &url, Some(key.as_bytes().to_vec())).await } else { send(http, Method::GET, &url, None).await };
     let (status, epoch, ok, error) = match answer {
         Ok(a) => {
             let ok = if put { (200..300).contains(&a.status) } else { a.status == 200 && a.body == key };
@@ -604,7 +635,9 @@ fn bootstrap(lab: &Lab, strategy: &'static str, replicas: u32) -> u64 {
         poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&http, &metas)).await.expect("a meta leader");
         let c = MetaClient::new(metas).with_retry_for(Duration::from_secs(10));
         for (i, addr) in nodes.iter().enumerate() {
-            c.add_node(&NewNode { id: format!("node-{}", i + 1), addr: addr.clone(), weight: 1.0, zone: String::new() }).await.expect("add node");
+            c.add_node(&NewNode { id: format!("node-{}", i + 1), addr: addr.clone(), weight: 1.0, zone: String::new() })
+                .await
+                .expect("add node");
         }
         let epoch = activate(&c, strategy, replicas).await;
         wait_proxies_at(&http, &proxies, epoch, Duration::from_secs(30)).await;
@@ -689,7 +722,10 @@ fn kill_node_under_load(lab: &mut Lab, tag: &str, victim: usize) -> NodeKill {
             let mut at = Vec::new();
             for proxy in &p {
                 let seen = poll(Duration::from_secs(20), Duration::from_millis(5), || async {
-                    proxy_status(&http, proxy).await.filter(|s| s.nodes.iter().any(|n| n.id == id && n.routable == routable)).map(|_| Instant::now())
+                    proxy_status(&http, proxy)
+                        .await
+                        .filter(|s| s.nodes.iter().any(|n| n.id == id && n.routable == routable))
+                        .map(|_| Instant::now())
                 })
                 .await;
                 at.push(seen.unwrap_or_else(|| panic!("{proxy}: {id} routable={routable} not seen within 20 s")));
@@ -742,7 +778,8 @@ fn s4_killed_cache_node_affects_only_its_keys_and_is_ejected_and_readmitted() {
     // Nothing may fail: not while the node is down, and not after it comes
     // back empty (reads of keys written during the outage are answered from
     // the replica and repaired onto the returning node; see `s4b_...`).
-    let (failed_outage, failed_back): (Vec<&KvOp>, Vec<&KvOp>) = two.ops.iter().filter(|o| !o.ok).partition(|o| o.started < two.restarted_at);
+    let (failed_outage, failed_back): (Vec<&KvOp>, Vec<&KvOp>) =
+        two.ops.iter().filter(|o| !o.ok).partition(|o| o.started < two.restarted_at);
     for d in &two.ejected {
         assert!(*d <= bar, "ejected after {d:?} with 2 replicas; configured detection time {bar:?}");
     }
@@ -777,8 +814,18 @@ fn s4_killed_cache_node_affects_only_its_keys_and_is_ejected_and_readmitted() {
         ),
     }
     .print();
-    assert!(failed_outage.is_empty(), "{} failures with 2 replicas while node-{victim} was down, first: {:?}", failed_outage.len(), failed_outage.first());
-    assert!(failed_back.is_empty(), "{} failures with 2 replicas after node-{victim} came back, first: {:?}", failed_back.len(), failed_back.first());
+    assert!(
+        failed_outage.is_empty(),
+        "{} failures with 2 replicas while node-{victim} was down, first: {:?}",
+        failed_outage.len(),
+        failed_outage.first()
+    );
+    assert!(
+        failed_back.is_empty(),
+        "{} failures with 2 replicas after node-{victim} came back, first: {:?}",
+        failed_back.len(),
+        failed_back.first()
+    );
 }
 
 /// Scenario 4b: with two replicas, a key written while one of its owners is
@@ -936,7 +983,8 @@ fn s5_swap_with_a_proxy_cut_off_from_meta_serves_last_epoch_then_converges() {
     // Placement: every unread key is on exactly the owner its epoch names.
     let unread: Vec<(String, u64)> =
         ops.iter().filter(|o| o.put && !ops.iter().any(|r| !r.put && r.key == o.key)).map(|o| (o.key.clone(), o.epoch.unwrap())).collect();
-    let expected: Vec<String> = unread.iter().map(|(k, e)| if *e == e1 { owners_of(&r1, &ids1, k) } else { owners_of(&r2, &ids2, k) }[0].clone()).collect();
+    let expected: Vec<String> =
+        unread.iter().map(|(k, e)| if *e == e1 { owners_of(&r1, &ids1, k) } else { owners_of(&r2, &ids2, k) }[0].clone()).collect();
     let nodes: Vec<String> = (1..=3).map(|i| node_url(&lab, i)).collect();
     let (u, want) = (unread.clone(), expected.clone());
     let misplaced = lab.lan().run(async move {
@@ -950,7 +998,13 @@ fn s5_swap_with_a_proxy_cut_off_from_meta_serves_last_epoch_then_converges() {
         }
         bad
     });
-    assert!(misplaced.is_empty(), "{} of {} keys not where their epoch routes them: {:?}", misplaced.len(), unread.len(), &misplaced[..misplaced.len().min(5)]);
+    assert!(
+        misplaced.is_empty(),
+        "{} of {} keys not where their epoch routes them: {:?}",
+        misplaced.len(),
+        unread.len(),
+        &misplaced[..misplaced.len().min(5)]
+    );
     let both = unread.iter().filter(|(_, e)| *e == e1).count();
     assert!(both > 0 && both < unread.len(), "keys written under both epochs");
     Row {

@@ -45,11 +45,7 @@ fn run_on(contents: &[u8], env: &[(String, String)]) -> Outcome {
     let path = dir.path().join("deploy.toml");
     std::fs::write(&path, contents).unwrap();
     let out = check(&path, env);
-    Outcome {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        file: path.display().to_string(),
-    }
+    Outcome { code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned(), file: path.display().to_string() }
 }
 
 /// Exit 0, or exit 2 with one `error:` line naming the file; never a
@@ -82,19 +78,57 @@ fn assert_clean_outcome(o: &Outcome, input: &str) -> Option<usize> {
 
 /// Keys of the role tables (real ones, near misses and nonsense).
 const NODE_KEYS: &[&str] = &[
-    "listen", "memory_limit", "max_key_size", "max_value_size", "default_ttl", "max_ttl", "max_batch_keys",
-    "max_batch_size", "max_connections", "header_read_timeout", "body_read_timeout", "shutdown_timeout",
-    "eviction_policy", "memory_limt", "Listen", "",
+    "listen",
+    "memory_limit",
+    "max_key_size",
+    "max_value_size",
+    "default_ttl",
+    "max_ttl",
+    "max_batch_keys",
+    "max_batch_size",
+    "max_connections",
+    "header_read_timeout",
+    "body_read_timeout",
+    "shutdown_timeout",
+    "eviction_policy",
+    "memory_limt",
+    "Listen",
+    "",
 ];
 const META_KEYS: &[&str] = &[
-    "id", "listen", "advertise", "data_dir", "members", "join", "heartbeat_interval", "election_timeout",
-    "snapshot_every", "keep_logs", "max_component_size", "write_timeout", "watch_heartbeat", "admission_sample_keys",
-    "member", "id.x",
+    "id",
+    "listen",
+    "advertise",
+    "data_dir",
+    "members",
+    "join",
+    "heartbeat_interval",
+    "election_timeout",
+    "snapshot_every",
+    "keep_logs",
+    "max_component_size",
+    "write_timeout",
+    "watch_heartbeat",
+    "admission_sample_keys",
+    "member",
+    "id.x",
 ];
 const PROXY_KEYS: &[&str] = &[
-    "listen", "meta", "request_timeout", "connect_timeout", "upstream_client", "pool_max_idle_per_node",
-    "read_retries", "write_ack", "owner_down", "migration_window", "fault_threshold", "max_key_size", "max_ttl",
-    "max_batch_size", "nodes",
+    "listen",
+    "meta",
+    "request_timeout",
+    "connect_timeout",
+    "upstream_client",
+    "pool_max_idle_per_node",
+    "read_retries",
+    "write_ack",
+    "owner_down",
+    "migration_window",
+    "fault_threshold",
+    "max_key_size",
+    "max_ttl",
+    "max_batch_size",
+    "nodes",
 ];
 
 /// TOML values of every shape, including the edge cases of the types the

@@ -10,8 +10,8 @@
 //! max(1.5 x native, native + 10 ns). The last column says whether it holds.
 
 use shardgate_builtins::builtin;
-use shardgate_strategy::{key_hash, Limits, NodeSpec, Router, Sandbox};
-use shardgate_strategy_sdk::{hrw::Hrw, Strategy as _};
+use shardgate_strategy::{Limits, NodeSpec, Router, Sandbox, key_hash};
+use shardgate_strategy_sdk::{Strategy as _, hrw::Hrw};
 use std::hint::black_box;
 use std::time::Instant;
 

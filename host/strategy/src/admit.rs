@@ -51,9 +51,7 @@ pub fn admit(
     let a = strategy.configure(config, nodes, replicas)?;
     let b = strategy.configure(config, nodes, replicas)?;
     if a.table() != b.table() {
-        return Err(StrategyError::NonDeterministic(
-            "two instances configured identically returned different routing tables".into(),
-        ));
+        return Err(StrategyError::NonDeterministic("two instances configured identically returned different routing tables".into()));
     }
     let keys = sample_keys(samples);
     let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();

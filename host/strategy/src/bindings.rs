@@ -28,9 +28,9 @@ impl From<wit::RoutingTable> for sdk::Table {
         match t {
             wit::RoutingTable::PerKey => sdk::Table::PerKey,
             wit::RoutingTable::Slots(s) => sdk::Table::Slots { width: s.width, entries: s.entries },
-            wit::RoutingTable::Ring(points) => sdk::Table::Ring(
-                points.into_iter().map(|p| sdk::RingPoint { hash: p.hash, position: p.position }).collect(),
-            ),
+            wit::RoutingTable::Ring(points) => {
+                sdk::Table::Ring(points.into_iter().map(|p| sdk::RingPoint { hash: p.hash, position: p.position }).collect())
+            }
         }
     }
 }

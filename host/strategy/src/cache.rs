@@ -73,11 +73,7 @@ impl StrategyCache {
     /// A cache over `sandbox` keeping at most `strategies` compiled
     /// components and `routers` configured routers (each at least 1).
     pub fn new(sandbox: Sandbox, strategies: usize, routers: usize) -> Self {
-        StrategyCache {
-            sandbox,
-            strategies: Mutex::new(Recent::new(strategies)),
-            routers: Mutex::new(Recent::new(routers)),
-        }
+        StrategyCache { sandbox, strategies: Mutex::new(Recent::new(strategies)), routers: Mutex::new(Recent::new(routers)) }
     }
 
     /// A cache keeping [`DEFAULT_STRATEGIES`] and [`DEFAULT_ROUTERS`].

@@ -275,9 +275,24 @@ fn expected_max_normal(n: usize) -> f64 {
 // The coefficients as published, digit for digit.
 #[allow(clippy::excessive_precision)]
 fn inverse_normal_cdf(p: f64) -> f64 {
-    const A: [f64; 6] = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00];
-    const B: [f64; 5] = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01];
-    const C: [f64; 6] = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00];
+    const A: [f64; 6] = [
+        -3.969683028665376e+01,
+        2.209460984245205e+02,
+        -2.759285104469687e+02,
+        1.383577518672690e+02,
+        -3.066479806614716e+01,
+        2.506628277459239e+00,
+    ];
+    const B: [f64; 5] =
+        [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01];
+    const C: [f64; 6] = [
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e+00,
+        -2.549732539343734e+00,
+        4.374664141464968e+00,
+        2.938163982698783e+00,
+    ];
     const D: [f64; 4] = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00];
     // The quantile of the lower tail q = min(p, 1 - p) (negative), mirrored
     // for the upper half.
@@ -288,7 +303,8 @@ fn inverse_normal_cdf(p: f64) -> f64 {
     } else {
         let r = q - 0.5;
         let s = r * r;
-        (((((A[0] * s + A[1]) * s + A[2]) * s + A[3]) * s + A[4]) * s + A[5]) * r / (((((B[0] * s + B[1]) * s + B[2]) * s + B[3]) * s + B[4]) * s + 1.0)
+        (((((A[0] * s + A[1]) * s + A[2]) * s + A[3]) * s + A[4]) * s + A[5]) * r
+            / (((((B[0] * s + B[1]) * s + B[2]) * s + B[3]) * s + B[4]) * s + 1.0)
     };
     if p < 0.5 { lower } else { -lower }
 }
@@ -325,14 +341,28 @@ impl std::fmt::Display for CheckReport {
         writeln!(f, "  stddev/mean        {:>8.4}   {:>8.4}", b.stddev_over_mean, b.noise_stddev_over_mean)?;
         writeln!(f, "\nmovement             moved     ideal   moved/ideal   between unaffected")?;
         let row = |f: &mut std::fmt::Formatter<'_>, m: &Movement| {
-            writeln!(f, "  {:<18} {:>6.2}%   {:>6.2}%   {:>9.3}     {:>6.3}%", m.change, m.moved * 100.0, m.ideal * 100.0, m.moved / m.ideal, m.between_unaffected * 100.0)
+            writeln!(
+                f,
+                "  {:<18} {:>6.2}%   {:>6.2}%   {:>9.3}     {:>6.3}%",
+                m.change,
+                m.moved * 100.0,
+                m.ideal * 100.0,
+                m.moved / m.ideal,
+                m.between_unaffected * 100.0
+            )
         };
         row(f, &self.add)?;
         if !self.removals.is_empty() {
             let worst = self.removals.iter().max_by(|a, b| (a.moved / a.ideal).total_cmp(&(b.moved / b.ideal))).unwrap();
             let mean_ratio = self.removals.iter().map(|m| m.moved / m.ideal).sum::<f64>() / self.removals.len() as f64;
             let mean_between = self.removals.iter().map(|m| m.between_unaffected).sum::<f64>() / self.removals.len() as f64;
-            writeln!(f, "  remove, {} tried:   mean moved/ideal {:.3}, mean between unaffected {:.3}%", self.removals.len(), mean_ratio, mean_between * 100.0)?;
+            writeln!(
+                f,
+                "  remove, {} tried:   mean moved/ideal {:.3}, mean between unaffected {:.3}%",
+                self.removals.len(),
+                mean_ratio,
+                mean_between * 100.0
+            )?;
             row(f, worst)?;
         }
         writeln!(f, "\ndeterminism          {}", if self.deterministic { "two fresh instances agree on every key" } else { "FAILED" })?;

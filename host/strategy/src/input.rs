@@ -33,10 +33,7 @@ impl RoutingInput {
             hash: strategy.hash.clone(),
             config: state.config.clone(),
             replicas: state.replicas,
-            nodes: state
-                .active_nodes()
-                .map(|n| NodeSpec::new(n.id.clone(), n.weight, n.zone.clone()))
-                .collect(),
+            nodes: state.active_nodes().map(|n| NodeSpec::new(n.id.clone(), n.weight, n.zone.clone())).collect(),
         })
     }
 }
@@ -54,11 +51,7 @@ mod tests {
     fn active_nodes_in_state_order_with_the_routing_config() {
         let state = RoutingState {
             epoch: 9,
-            nodes: vec![
-                node("c", 1.0, NodeState::Active),
-                node("a", 2.0, NodeState::Draining),
-                node("b", 0.5, NodeState::Active),
-            ],
+            nodes: vec![node("c", 1.0, NodeState::Active), node("a", 2.0, NodeState::Draining), node("b", 0.5, NodeState::Active)],
             strategy: Some(StrategyRef { hash: "ab".into(), name: "x".into(), version: "1".into() }),
             config: "k = 1\n".into(),
             replicas: 2,

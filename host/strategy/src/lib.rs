@@ -27,10 +27,10 @@ mod input;
 mod router;
 mod sandbox;
 
-pub use admit::{admit, sample_keys, Admission};
+pub use admit::{Admission, admit, sample_keys};
 pub use cache::StrategyCache;
 pub use error::StrategyError;
 pub use input::RoutingInput;
 pub use router::{Router, TableKind};
 pub use sandbox::{Limits, Sandbox, Strategy};
-pub use shardgate_strategy_sdk::{key_hash, Metadata, Node as NodeSpec, Table};
+pub use shardgate_strategy_sdk::{Metadata, Node as NodeSpec, Table, key_hash};

@@ -10,7 +10,7 @@
 
 use crate::error::StrategyError;
 use crate::sandbox::{Instance, Strategy};
-use shardgate_strategy_sdk::{answer_width, key_hash, Node as NodeSpec, Table};
+use shardgate_strategy_sdk::{Node as NodeSpec, Table, answer_width, key_hash};
 use std::sync::{Arc, Mutex};
 
 /// The routing form a router uses, for reports and metrics.

@@ -114,15 +114,10 @@ impl Sandbox {
             return Err(StrategyError::NotAComponent);
         }
         let engine = &self.inner.engine;
-        let component =
-            Component::from_binary(engine, bytes).map_err(|e| StrategyError::Invalid(one_line(&e)))?;
+        let component = Component::from_binary(engine, bytes).map_err(|e| StrategyError::Invalid(one_line(&e)))?;
 
-        let forbidden: Vec<String> = component
-            .component_type()
-            .imports(engine)
-            .map(|(name, _)| name.to_string())
-            .filter(|name| !is_allowed_import(name))
-            .collect();
+        let forbidden: Vec<String> =
+            component.component_type().imports(engine).map(|(name, _)| name.to_string()).filter(|name| !is_allowed_import(name)).collect();
         if !forbidden.is_empty() {
             return Err(StrategyError::ForbiddenImports(forbidden));
         }
@@ -134,13 +129,7 @@ impl Sandbox {
 
         let hash = hex::encode(Sha256::digest(bytes));
         let mut strategy = Strategy {
-            inner: Arc::new(StrategyInner {
-                sandbox: self.clone(),
-                pre,
-                hash,
-                size: bytes.len(),
-                metadata: Metadata::new("", "", ""),
-            }),
+            inner: Arc::new(StrategyInner { sandbox: self.clone(), pre, hash, size: bytes.len(), metadata: Metadata::new("", "", "") }),
         };
         let mut instance = strategy.instance()?;
         let metadata = instance.metadata()?;
@@ -301,22 +290,15 @@ impl ResourceLimiter for MemoryLimit {
     }
 }
 
-fn classify(
-    e: wasmtime::Error,
-    store: &Store<StoreState>,
-    call: &'static str,
-    fuel: u64,
-    limit: &'static str,
-) -> StrategyError {
+fn classify(e: wasmtime::Error, store: &Store<StoreState>, call: &'static str, fuel: u64, limit: &'static str) -> StrategyError {
     if store.data().memory.exceeded {
         return StrategyError::MemoryLimit { call, limit: store.data().memory.limit };
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => StrategyError::OutOfFuel { call, fuel, limit },
-        Some(Trap::UnreachableCodeReached) => StrategyError::Trap {
-            call,
-            message: "wasm `unreachable` executed (a panic or abort in the strategy)".into(),
-        },
+        Some(Trap::UnreachableCodeReached) => {
+            StrategyError::Trap { call, message: "wasm `unreachable` executed (a panic or abort in the strategy)".into() }
+        }
         Some(trap) => StrategyError::Trap { call, message: trap.to_string() },
         None => StrategyError::Trap { call, message: one_line(&e) },
     }
@@ -381,9 +363,7 @@ impl Instance {
     pub(crate) fn route_batch(&mut self, keys: &[u8], ends: &[u32]) -> Result<Vec<u32>, StrategyError> {
         let fuel = self.limits.route_fuel.saturating_mul(ends.len().max(1) as u64);
         self.budget(fuel)?;
-        self.bindings
-            .call_route_batch(&mut self.store, keys, ends)
-            .map_err(|e| classify(e, &self.store, "route-batch", fuel, "route_fuel"))
+        self.bindings.call_route_batch(&mut self.store, keys, ends).map_err(|e| classify(e, &self.store, "route-batch", fuel, "route_fuel"))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The quality kit over the built-in strategies and a broken one.
 
-use shardgate_builtins::{builtin, BUILTINS, MISBEHAVE};
-use shardgate_strategy::check::{check, CheckOptions};
+use shardgate_builtins::{BUILTINS, MISBEHAVE, builtin};
+use shardgate_strategy::check::{CheckOptions, check};
 use shardgate_strategy::{Limits, Sandbox};
 
 fn opts(nodes: usize, keys: usize) -> CheckOptions {

@@ -18,8 +18,8 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
-use shardgate_builtins::{builtin, BUILTINS, MISBEHAVE};
-use shardgate_strategy::{admit, Limits, NodeSpec, Router, Sandbox, Strategy as Loaded, StrategyError};
+use shardgate_builtins::{BUILTINS, MISBEHAVE, builtin};
+use shardgate_strategy::{Limits, NodeSpec, Router, Sandbox, Strategy as Loaded, StrategyError, admit};
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
@@ -293,8 +293,7 @@ const IMPORTS: &[&str] = &[
 ];
 
 /// Export names of the world plus near misses.
-const EXPORT_NAMES: &[&str] =
-    &["metadata", "validate-config", "configure", "route", "route-batch", "route-batches", "meta-data", "config"];
+const EXPORT_NAMES: &[&str] = &["metadata", "validate-config", "configure", "route", "route-batch", "route-batches", "meta-data", "config"];
 
 /// Function types a component can lift without memory: none of them is a
 /// type the world uses.
@@ -319,12 +318,7 @@ fn wrong_world_component(imports: &[usize], exports: &[(usize, usize)]) -> Strin
     let mut seen = std::collections::BTreeSet::new();
     for (n, &(name, t)) in exports.iter().enumerate() {
         if seen.insert(name) {
-            writeln!(
-                wat,
-                "  (func (export \"{}\") {} (canon lift (core func $i \"f{n}\")))",
-                EXPORT_NAMES[name], FUNC_TYPES[t].0
-            )
-            .unwrap();
+            writeln!(wat, "  (func (export \"{}\") {} (canon lift (core func $i \"f{n}\")))", EXPORT_NAMES[name], FUNC_TYPES[t].0).unwrap();
         }
     }
     wat.push(')');

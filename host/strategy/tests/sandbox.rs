@@ -2,8 +2,8 @@
 //! `misbehave` test component and hand-written components in WAT for the
 //! shapes Rust cannot produce (forbidden imports, the wrong world).
 
-use shardgate_builtins::{builtin, BUILTINS, MISBEHAVE};
-use shardgate_strategy::{admit, Limits, NodeSpec, RoutingInput, Sandbox, Strategy, StrategyCache, StrategyError, TableKind};
+use shardgate_builtins::{BUILTINS, MISBEHAVE, builtin};
+use shardgate_strategy::{Limits, NodeSpec, RoutingInput, Sandbox, Strategy, StrategyCache, StrategyError, TableKind, admit};
 use std::sync::{Arc, OnceLock};
 
 fn sandbox() -> &'static Sandbox {
@@ -15,8 +15,7 @@ fn sandbox() -> &'static Sandbox {
 fn tight() -> &'static Sandbox {
     static S: OnceLock<Sandbox> = OnceLock::new();
     S.get_or_init(|| {
-        Sandbox::new(Limits { memory_bytes: 32 << 20, configure_fuel: 50_000_000, route_fuel: 1_000_000, ..Limits::default() })
-            .unwrap()
+        Sandbox::new(Limits { memory_bytes: 32 << 20, configure_fuel: 50_000_000, route_fuel: 1_000_000, ..Limits::default() }).unwrap()
     })
 }
 
@@ -49,7 +48,8 @@ fn every_builtin_loads_and_is_admitted() {
 
 #[test]
 fn table_strategies_route_natively() {
-    let kinds: Vec<(&str, TableKind)> = BUILTINS.iter().map(|b| (b.name, load(b.name).configure("", &nodes(4), 1).unwrap().table_kind())).collect();
+    let kinds: Vec<(&str, TableKind)> =
+        BUILTINS.iter().map(|b| (b.name, load(b.name).configure("", &nodes(4), 1).unwrap().table_kind())).collect();
     assert_eq!(
         kinds,
         [

@@ -28,7 +28,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -244,7 +243,11 @@ impl LocalCluster {
     /// `/status` of one proxy.
     pub async fn proxy_status(&self, index: usize) -> Result<Status, ClusterError> {
         let uri = format!("{}/status", self.proxies[index].addr);
-        let response = self.http.get(uri.parse().map_err(|e| ClusterError::Http(format!("{e}")))?).await.map_err(|e| ClusterError::Http(e.to_string()))?;
+        let response = self
+            .http
+            .get(uri.parse().map_err(|e| ClusterError::Http(format!("{e}")))?)
+            .await
+            .map_err(|e| ClusterError::Http(e.to_string()))?;
         let body = response.into_body().collect().await.map_err(|e| ClusterError::Http(e.to_string()))?.to_bytes();
         serde_json::from_slice(&body).map_err(|e| ClusterError::Http(format!("bad /status answer: {e}")))
     }

@@ -64,8 +64,7 @@ impl Answer {
     /// The `error` string of a JSON error body; panics when the body is
     /// not one.
     pub fn json_error(&self) -> String {
-        let value: serde_json::Value =
-            serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body));
+        let value: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body));
         value["error"].as_str().expect("error field").to_string()
     }
 }
@@ -206,10 +205,7 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<RawResponse>
     let mut lines = text[..head_end].split("\r\n");
     let status_line = lines.next().unwrap();
     // An HTTP/1.0 request gets an HTTP/1.0 answer.
-    assert!(
-        status_line.starts_with("HTTP/1.1 ") || status_line.starts_with("HTTP/1.0 "),
-        "not an HTTP/1 status line: {status_line:?}"
-    );
+    assert!(status_line.starts_with("HTTP/1.1 ") || status_line.starts_with("HTTP/1.0 "), "not an HTTP/1 status line: {status_line:?}");
     let status: u16 = status_line[9..12].parse().unwrap_or_else(|_| panic!("bad status line {status_line:?}"));
     let mut content_type = String::new();
     let mut length = None;

@@ -23,17 +23,9 @@ fn skip_string(chars: &[char], mut i: usize) -> usize {
 /// METHODS are the method-router calls (`get(..)`, `.put(..)`,
 /// `axum::routing::delete(..)`, `any(..)`) at the top level of the second
 /// argument.
-pub fn routes_in_source(
-    source: &str,
-    function: &str,
-    constants: &[(&str, &str)],
-) -> BTreeSet<(String, String)> {
-    let start = source
-        .find(&format!("fn {function}("))
-        .unwrap_or_else(|| panic!("no fn {function} in the source"));
-    let end = source[start..]
-        .find("\n}\n")
-        .map_or(source.len(), |e| start + e);
+pub fn routes_in_source(source: &str, function: &str, constants: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    let start = source.find(&format!("fn {function}(")).unwrap_or_else(|| panic!("no fn {function} in the source"));
+    let end = source[start..].find("\n}\n").map_or(source.len(), |e| start + e);
     let chars: Vec<char> = source[start..end].chars().collect();
     let mut routes = BTreeSet::new();
     let mut i = 0;
@@ -89,11 +81,7 @@ pub fn routes_in_source(
                 '(' | '{' | '[' => {
                     if depth == 0 {
                         let method = ident.rsplit("::").next().unwrap_or("").to_uppercase();
-                        if [
-                            "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "ANY",
-                        ]
-                        .contains(&method.as_str())
-                        {
+                        if ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "ANY"].contains(&method.as_str()) {
                             methods.push(method);
                         }
                     }
@@ -114,10 +102,7 @@ pub fn routes_in_source(
             }
             i += 1;
         }
-        assert!(
-            !methods.is_empty(),
-            "route {path} has no method in the source"
-        );
+        assert!(!methods.is_empty(), "route {path} has no method in the source");
         for method in methods {
             routes.insert((path.clone(), method));
         }

@@ -39,7 +39,8 @@ fn config() -> NodeConfig {
 
 /// The panic message of `check`; fails the test if the check passed.
 fn failure(suite: &Suite, name: &str, check: fn(&Suite)) -> String {
-    let panic = catch_unwind(AssertUnwindSafe(|| check(suite))).err().unwrap_or_else(|| panic!("check {name} passed against a wrong server"));
+    let panic =
+        catch_unwind(AssertUnwindSafe(|| check(suite))).err().unwrap_or_else(|| panic!("check {name} passed against a wrong server"));
     panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
 }
 
@@ -90,7 +91,8 @@ async fn condition_dropping_front(upstream: String) -> String {
                 async move {
                     let (parts, body) = req.into_parts();
                     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let dropped = [header::IF_MATCH, header::IF_NONE_MATCH, header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING];
+                    let dropped =
+                        [header::IF_MATCH, header::IF_NONE_MATCH, header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING];
                     let headers: Vec<(String, String)> = parts
                         .headers
                         .iter()

@@ -33,9 +33,8 @@ fn ring() -> Arc<CryptoProvider> {
 /// that PEM file are trusted (the CA that signed the members'
 /// certificates); without, the platform's trust store.
 pub fn client_config(ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(ring())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Client(e.to_string()))?;
+    let builder =
+        ClientConfig::builder_with_provider(ring()).with_safe_default_protocol_versions().map_err(|e| TlsError::Client(e.to_string()))?;
     let mut config = match ca {
         Some(path) => builder.with_root_certificates(ca_roots(path)?).with_no_client_auth(),
         None => builder.dangerous().with_custom_certificate_verifier(system_roots()).with_no_client_auth(),
@@ -84,9 +83,8 @@ fn system_roots_config() -> ClientConfig {
 /// Every certificate in the PEM file at `path`, as trust anchors.
 fn ca_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     let ca_error = |reason: String| TlsError::Ca { path: path.display().to_string(), reason };
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ca_error(e.to_string()))?;
+    let certs =
+        CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>()).map_err(|e| ca_error(e.to_string()))?;
     if certs.is_empty() {
         return Err(ca_error("no PEM CERTIFICATE block found".into()));
     }

@@ -21,9 +21,9 @@
 mod client;
 mod server;
 
-pub use client::{client_config, http_client, http_client_system_roots};
 #[cfg(feature = "blocking")]
 pub use client::{blocking_http_client, blocking_http_client_system_roots};
+pub use client::{client_config, http_client, http_client_system_roots};
 pub use server::acceptor;
 
 /// Re-exported so the roles name the same types as this crate.

@@ -19,14 +19,19 @@ use crate::TlsError;
 pub fn acceptor(cert: &Path, key: &Path, key_path: &str) -> Result<TlsAcceptor, TlsError> {
     let cert_file = cert.display().to_string();
     let key_file = key.display().to_string();
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert { key_path: key_path.into(), path: cert_file.clone(), reason: e.to_string() })?;
+    let certs = CertificateDer::pem_file_iter(cert).and_then(|certs| certs.collect::<Result<Vec<_>, _>>()).map_err(|e| TlsError::Cert {
+        key_path: key_path.into(),
+        path: cert_file.clone(),
+        reason: e.to_string(),
+    })?;
     if certs.is_empty() {
         return Err(TlsError::Cert { key_path: key_path.into(), path: cert_file, reason: "no PEM CERTIFICATE block found".into() });
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key { key_path: key_path.into(), path: key_file, reason: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        key_path: key_path.into(),
+        path: key_file,
+        reason: e.to_string(),
+    })?;
     let server_error = |e: rustls::Error| TlsError::Server { key_path: key_path.into(), reason: e.to_string() };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)

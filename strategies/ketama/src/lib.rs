@@ -11,10 +11,7 @@
 //! ```
 
 use serde::Deserialize;
-use shardgate_strategy_sdk::{
-    export_strategy, key_hash, mix64, parse_config, ring_walk, Metadata, Node, RingPoint, Strategy,
-    Table,
-};
+use shardgate_strategy_sdk::{Metadata, Node, RingPoint, Strategy, Table, export_strategy, key_hash, mix64, parse_config, ring_walk};
 
 pub const DEFAULT_VNODES: u32 = 160;
 pub const MAX_VNODES: u32 = 4096;
@@ -52,10 +49,7 @@ pub fn build_ring(nodes: &[Node], vnodes: u32) -> Vec<RingPoint> {
         let count = ((vnodes as f64 * node.weight / mean).round() as u64).max(1);
         let seed = key_hash(node.id.as_bytes());
         for v in 0..count {
-            ring.push(RingPoint {
-                hash: mix64(seed.wrapping_add(v.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
-                position: pos as u32,
-            });
+            ring.push(RingPoint { hash: mix64(seed.wrapping_add(v.wrapping_mul(0x9e37_79b9_7f4a_7c15))), position: pos as u32 });
         }
     }
     ring.sort_unstable();

@@ -18,9 +18,7 @@
 //! ```
 
 use serde::Deserialize;
-use shardgate_strategy_sdk::{
-    export_strategy, fastrange, key_hash, mix64, parse_config, Metadata, Node, Strategy, Table,
-};
+use shardgate_strategy_sdk::{Metadata, Node, Strategy, Table, export_strategy, fastrange, key_hash, mix64, parse_config};
 
 pub const MAX_TABLE: u64 = 1 << 24;
 

@@ -16,7 +16,7 @@
 //! ```
 
 use serde::Deserialize;
-use shardgate_strategy_sdk::{export_strategy, hrw::Hrw, key_hash, parse_config, Metadata, Node, Strategy};
+use shardgate_strategy_sdk::{Metadata, Node, Strategy, export_strategy, hrw::Hrw, key_hash, parse_config};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,8 +13,7 @@
 
 use serde::Deserialize;
 use shardgate_strategy_sdk::{
-    DEFAULT_SLOTS, export_strategy, hrw::Hrw, key_hash, parse_config, tabulate, Metadata, Node,
-    Strategy, Table, MAX_SLOTS,
+    DEFAULT_SLOTS, MAX_SLOTS, Metadata, Node, Strategy, Table, export_strategy, hrw::Hrw, key_hash, parse_config, tabulate,
 };
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@
 //! `w_i / sum(w)`: weights are exact, and adding or removing a node moves only
 //! the keys it wins or owned.
 
-use crate::{key_hash, mix64, unit_interval, Node};
+use crate::{Node, key_hash, mix64, unit_interval};
 
 /// The per-node inputs of HRW, precomputed at configure time.
 #[derive(Debug, Clone)]

@@ -251,13 +251,8 @@ pub mod glue {
         wit::Metadata { name: m.name, version: m.version, description: m.description }
     }
 
-    pub fn configure<S: Strategy>(
-        config: String,
-        nodes: Vec<wit::Node>,
-        replicas: u32,
-    ) -> Result<wit::RoutingTable, String> {
-        let nodes: Vec<Node> =
-            nodes.into_iter().map(|n| Node { id: n.id, weight: n.weight, zone: n.zone }).collect();
+    pub fn configure<S: Strategy>(config: String, nodes: Vec<wit::Node>, replicas: u32) -> Result<wit::RoutingTable, String> {
+        let nodes: Vec<Node> = nodes.into_iter().map(|n| Node { id: n.id, weight: n.weight, zone: n.zone }).collect();
         if nodes.is_empty() {
             return Err("the node list is empty".into());
         }
@@ -267,15 +262,10 @@ pub mod glue {
         let strategy = S::configure(&config, &nodes, replicas)?;
         let table = match strategy.table() {
             None | Some(Table::PerKey) => wit::RoutingTable::PerKey,
-            Some(Table::Slots { width, entries }) => {
-                wit::RoutingTable::Slots(wit::SlotTable { width, entries })
+            Some(Table::Slots { width, entries }) => wit::RoutingTable::Slots(wit::SlotTable { width, entries }),
+            Some(Table::Ring(points)) => {
+                wit::RoutingTable::Ring(points.into_iter().map(|p| wit::RingPoint { hash: p.hash, position: p.position }).collect())
             }
-            Some(Table::Ring(points)) => wit::RoutingTable::Ring(
-                points
-                    .into_iter()
-                    .map(|p| wit::RingPoint { hash: p.hash, position: p.position })
-                    .collect(),
-            ),
         };
         let width = answer_width(replicas, nodes.len());
         STATE.with(|s| *s.borrow_mut() = Some((Box::new(strategy), width)));
@@ -329,11 +319,7 @@ macro_rules! export_strategy {
                 fn validate_config(config: String) -> Result<(), String> {
                     <$strategy as $crate::Strategy>::validate_config(&config)
                 }
-                fn configure(
-                    config: String,
-                    nodes: Vec<__wit::Node>,
-                    replicas: u32,
-                ) -> Result<__wit::RoutingTable, String> {
+                fn configure(config: String, nodes: Vec<__wit::Node>, replicas: u32) -> Result<__wit::RoutingTable, String> {
                     $crate::glue::configure::<$strategy>(config, nodes, replicas)
                 }
                 fn route(key: Vec<u8>) -> Vec<u32> {
@@ -343,7 +329,7 @@ macro_rules! export_strategy {
                     $crate::glue::route_batch::<$strategy>(keys, ends)
                 }
             }
-            $crate::bindings::export!(__ShardgateStrategy with_types_in $crate::bindings);
+    $crate::bindings::export!(__ShardgateStrategy with_types_in $crate::bindings);
         };
     };
 }
@@ -384,11 +370,7 @@ mod tests {
 
     #[test]
     fn ring_walk_wraps_and_skips_duplicates() {
-        let ring = vec![
-            RingPoint { hash: 10, position: 0 },
-            RingPoint { hash: 20, position: 0 },
-            RingPoint { hash: 30, position: 1 },
-        ];
+        let ring = vec![RingPoint { hash: 10, position: 0 }, RingPoint { hash: 20, position: 0 }, RingPoint { hash: 30, position: 1 }];
         let mut out = vec![];
         assert!(ring_walk(&ring, 11, 2, &mut out));
         assert_eq!(out, [0, 1]);

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shardgate_meta_client::model::{NewNode, RaftStatus};
 use shardgate_meta::{InitialMember, MetaConfig, MetaError};
+use shardgate_meta_client::model::{NewNode, RaftStatus};
 use shardgate_meta_client::{ClientError, MetaClient};
 pub use shardgate_testkit::{TestCa, poll};
 use tokio::net::TcpListener;
@@ -103,10 +103,8 @@ impl TestCluster {
             config.tls = tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));
             tweak(&mut config);
             let (stop, task) = spawn_member(listener, config.clone());
-            members.insert(
-                id,
-                RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) },
-            );
+            members
+                .insert(id, RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) });
         }
         let cluster = TestCluster { members, dir, tls };
         cluster.wait_for_leader().await;
@@ -131,10 +129,8 @@ impl TestCluster {
         tweak(&mut config);
         let (stop, task) = spawn_member(listener, config.clone());
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        self.members.insert(
-            id,
-            RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) },
-        );
+        self.members
+            .insert(id, RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) });
     }
 
     pub fn addrs(&self) -> Vec<String> {
@@ -203,10 +199,8 @@ impl TestCluster {
         let m = self.members.get_mut(&id).unwrap();
         assert!(!m.is_running());
         let socket = m.socket;
-        let listener = poll("the old port can be bound again", Duration::from_secs(10), || async move {
-            TcpListener::bind(socket).await.ok()
-        })
-        .await;
+        let listener =
+            poll("the old port can be bound again", Duration::from_secs(10), || async move { TcpListener::bind(socket).await.ok() }).await;
         let (stop, task) = spawn_member(listener, m.config.clone());
         m.stop = Some(stop);
         m.task = Some(task);

@@ -8,12 +8,12 @@
 //! `https://` meta members are checked against `--ca-cert` when given, the
 //! platform's trust store otherwise.
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use comfy_table::{presets, Table};
+use comfy_table::{Table, presets};
 use serde::Serialize;
-use shardgate_meta_client::model::{Activation, HistoryEntry, NewNode, NodeState, NodeUpdate, PreviewRequest, StrategyInfo, WriteReceipt};
 use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::model::{Activation, HistoryEntry, NewNode, NodeState, NodeUpdate, PreviewRequest, StrategyInfo, WriteReceipt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -92,7 +92,9 @@ enum StateArg {
 enum StrategyCtl {
     List,
     /// Upload a component file (or a built-in strategy by name).
-    Upload { file: String },
+    Upload {
+        file: String,
+    },
     /// Make a strategy active (by name: the newest upload of that name; or by hash).
     Activate {
         strategy: String,
@@ -129,8 +131,13 @@ enum StrategyCtl {
 enum MembersCommand {
     List,
     /// Add a member (as a learner, then promoted to voter once caught up).
-    Add { id: u64, addr: String },
-    Remove { id: u64 },
+    Add {
+        id: u64,
+        addr: String,
+    },
+    Remove {
+        id: u64,
+    },
 }
 
 fn table(headers: &[&str]) -> Table {
@@ -206,7 +213,13 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
                 emit(json, &status.members, || {
                     let mut t = table(&["id", "addr", "role"]);
                     for m in &status.members {
-                        let role = if Some(m.id) == status.leader { "leader" } else if m.voter { "voter" } else { "learner" };
+                        let role = if Some(m.id) == status.leader {
+                            "leader"
+                        } else if m.voter {
+                            "voter"
+                        } else {
+                            "learner"
+                        };
                         t.add_row(vec![m.id.to_string(), m.addr.clone(), role.to_string()]);
                     }
                     t.to_string()
@@ -234,10 +247,9 @@ async fn resolve(client: &MetaClient, strategy: &str) -> anyhow::Result<Strategy
     if let Some(s) = all.iter().find(|s| s.hash == strategy) {
         return Ok(s.clone());
     }
-    all.into_iter()
-        .filter(|s| s.name == strategy)
-        .max_by_key(|s| s.uploaded_at)
-        .with_context(|| format!("no strategy named or hashed {strategy:?} in the registry; upload it first (shardgate ctl strategy upload)"))
+    all.into_iter().filter(|s| s.name == strategy).max_by_key(|s| s.uploaded_at).with_context(|| {
+        format!("no strategy named or hashed {strategy:?} in the registry; upload it first (shardgate ctl strategy upload)")
+    })
 }
 
 fn read_config(path: &Option<PathBuf>) -> anyhow::Result<String> {
@@ -256,7 +268,14 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
                 let mut t = table(&["name", "version", "hash", "bytes", "active", "description"]);
                 for s in &list {
                     let on = if active.as_deref() == Some(s.hash.as_str()) { "*" } else { "" };
-                    t.add_row(vec![s.name.clone(), s.version.clone(), s.hash[..12].to_string(), s.size.to_string(), on.into(), s.description.clone()]);
+                    t.add_row(vec![
+                        s.name.clone(),
+                        s.version.clone(),
+                        s.hash[..12].to_string(),
+                        s.size.to_string(),
+                        on.into(),
+                        s.description.clone(),
+                    ]);
                 }
                 t.to_string()
             })
@@ -287,7 +306,13 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
         }
         StrategyCtl::Preview { strategy, config, replicas, sample } => {
             let s = resolve(client, &strategy).await?;
-            let req = PreviewRequest { hash: Some(s.hash.clone()), config: Some(read_config(&config)?), replicas, nodes: None, sample: Some(sample) };
+            let req = PreviewRequest {
+                hash: Some(s.hash.clone()),
+                config: Some(read_config(&config)?),
+                replicas,
+                nodes: None,
+                sample: Some(sample),
+            };
             let report = client.preview(&req).await?;
             emit(json, &report, || {
                 let mut t = table(&["node", "keys before", "keys after"]);
@@ -308,7 +333,12 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
             emit(json, &history, || {
                 let mut t = table(&["epoch", "hash", "replicas", "config"]);
                 for h in &history {
-                    t.add_row(vec![h.epoch.to_string(), h.hash[..12.min(h.hash.len())].to_string(), h.replicas.to_string(), h.config.replace('\n', "; ")]);
+                    t.add_row(vec![
+                        h.epoch.to_string(),
+                        h.hash[..12.min(h.hash.len())].to_string(),
+                        h.replicas.to_string(),
+                        h.config.replace('\n', "; "),
+                    ]);
                 }
                 t.to_string()
             })
@@ -387,7 +417,8 @@ async fn status(client: &MetaClient, proxies: &[String], json: bool, _timeout: D
     let out = StatusReport { raft, routing, proxies: report };
     emit(json, &out, || {
         let r = &out.raft;
-        let strategy = out.routing.strategy.as_ref().map(|s| format!("{} {} ({})", s.name, s.version, &s.hash[..12])).unwrap_or_else(|| "none".into());
+        let strategy =
+            out.routing.strategy.as_ref().map(|s| format!("{} {} ({})", s.name, s.version, &s.hash[..12])).unwrap_or_else(|| "none".into());
         let mut text = format!(
             "leader     {} ({})\nterm       {}\nlog        last {} committed {} applied {}\nmembers    {}\nepoch      {}\nstrategy   {strategy}, {} replica(s)\nnodes      {} ({} active)\n",
             r.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
@@ -404,7 +435,9 @@ async fn status(client: &MetaClient, proxies: &[String], json: bool, _timeout: D
         );
         for p in &out.proxies {
             match (p.epoch, &p.error) {
-                (Some(e), _) => text.push_str(&format!("proxy      {} epoch {e}{}\n", p.addr, if e < out.routing.epoch { " (behind)" } else { "" })),
+                (Some(e), _) => {
+                    text.push_str(&format!("proxy      {} epoch {e}{}\n", p.addr, if e < out.routing.epoch { " (behind)" } else { "" }))
+                }
                 (None, err) => text.push_str(&format!("proxy      {} unreachable: {}\n", p.addr, err.clone().unwrap_or_default())),
             }
         }

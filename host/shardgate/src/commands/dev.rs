@@ -7,9 +7,9 @@
 
 use anyhow::Context;
 use clap::Args;
-use shardgate_meta_client::model::{Activation, NewNode};
 use shardgate_meta::{InitialMember, MetaConfig};
 use shardgate_meta_client::MetaClient;
+use shardgate_meta_client::model::{Activation, NewNode};
 use shardgate_node::NodeConfig;
 use shardgate_proxy::ProxyConfig;
 use std::net::{IpAddr, SocketAddr};
@@ -46,7 +46,9 @@ pub struct DevArgs {
 }
 
 async fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {role} (use --{}-port to pick another)", role.split('-').next().unwrap()))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {role} (use --{}-port to pick another)", role.split('-').next().unwrap()))
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {

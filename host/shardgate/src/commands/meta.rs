@@ -47,9 +47,8 @@ pub fn run(args: MetaArgs) -> anyhow::Result<ExitCode> {
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} for [meta]", config.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {} for [meta]", config.listen))?;
         shardgate_meta::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;

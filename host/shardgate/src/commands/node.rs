@@ -34,14 +34,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         node.listen = listen;
     }
     node.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(node.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} for [node]", node.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(node.listen).await.with_context(|| format!("cannot listen on {} for [node]", node.listen))?;
         shardgate_node::run(listener, node, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;

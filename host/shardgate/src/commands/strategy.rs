@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use shardgate_strategy::check::{check, CheckOptions};
+use shardgate_strategy::check::{CheckOptions, check};
 use shardgate_strategy::{Limits, Sandbox};
 use std::io::Write;
 use std::path::PathBuf;

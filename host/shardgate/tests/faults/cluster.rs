@@ -134,7 +134,13 @@ pub fn start_proxies(lab: &mut Lab, timing: &Timing) {
 
 /// An HTTP client for the lab (no proxy settings from the environment).
 pub fn http_client(timeout: Duration) -> reqwest::Client {
-    shardgate_tls::http_client_system_roots().no_proxy().timeout(timeout).connect_timeout(Duration::from_millis(500)).tcp_nodelay(true).build().expect("http client")
+    shardgate_tls::http_client_system_roots()
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .build()
+        .expect("http client")
 }
 
 /// An answer: status, the `Shardgate-Epoch` header, the body.

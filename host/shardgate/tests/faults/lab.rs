@@ -407,7 +407,8 @@ impl Lab {
         let path = self.dir().join(format!("{name}.toml"));
         let mut f = File::create(&path).expect("config file");
         f.write_all(config.as_bytes()).expect("writing config");
-        let mut p = Proc { name: name.to_string(), ns: self.ns(host), config: path, log: self.dir().join(format!("{name}.log")), child: None };
+        let mut p =
+            Proc { name: name.to_string(), ns: self.ns(host), config: path, log: self.dir().join(format!("{name}.log")), child: None };
         p.start();
         self.procs.push(p);
     }

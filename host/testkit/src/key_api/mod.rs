@@ -63,12 +63,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use bytesize::ByteSize;
 use http::{Method, StatusCode, header};
 use shardgate_api::Limits;
 use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
 use shardgate_api::etag::{WriteCondition, format_etag, parse_etag};
 use shardgate_api::key::key_path;
-use bytesize::ByteSize;
 use shardgate_node::NodeConfig;
 use shardgate_node::store::ManualClock;
 use tokio::runtime::{Handle, Runtime};
@@ -225,11 +225,8 @@ impl Suite {
     pub fn run(&self, name: &str, check: fn(&Suite)) {
         eprintln!("key API check {name} against the {} at {}", self.role(), self.target.url);
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(self))) {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
             panic!("key API check `{name}` failed against the {} at {}: {message}", self.role(), self.target.url);
         }
     }
@@ -572,8 +569,12 @@ impl Suite {
     pub fn batches(&self) {
         let l = self.target.limits.clone();
         self.block_on(async {
-            let (b1, existing, bin, missing) =
-                (Self::key("batches", b"b1"), Self::key("batches", b"existing"), Self::key("batches", b"\x00bin\xff"), Self::key("batches", b"missing"));
+            let (b1, existing, bin, missing) = (
+                Self::key("batches", b"b1"),
+                Self::key("batches", b"existing"),
+                Self::key("batches", b"\x00bin\xff"),
+                Self::key("batches", b"missing"),
+            );
             let etag = self.put(&existing, b"old").await.etag();
             let version = parse_etag(&etag).unwrap().unwrap();
             let item = |key: &[u8], condition, ttl_seconds, content_type: &'static [u8], value: Vec<u8>| PutItem {
@@ -653,8 +654,11 @@ impl Suite {
             let r = self.request(Method::POST, "/v1/batch/put", &[], body).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST);
             assert!(r.text().contains(&l.name("max_ttl")), "{} does not name {}", r.text(), l.name("max_ttl"));
-            let body =
-                batch::encode_put_request(&[item(&first, 10), PutItem { content_type: Bytes::from_static(b"bad\nct"), ..item(&second, 1) }]).unwrap();
+            let body = batch::encode_put_request(&[
+                item(&first, 10),
+                PutItem { content_type: Bytes::from_static(b"bad\nct"), ..item(&second, 1) },
+            ])
+            .unwrap();
             assert_eq!(self.request(Method::POST, "/v1/batch/put", &[], body).await.status, StatusCode::BAD_REQUEST);
             assert_eq!(self.get(&first).await.status, StatusCode::NOT_FOUND);
             assert_eq!(self.get(&second).await.status, StatusCode::NOT_FOUND);
@@ -662,7 +666,9 @@ impl Suite {
             let r = self.request(Method::POST, "/v1/batch/put", &[], vec![0u8; l.max_batch_size + 1]).await;
             assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
             assert!(r.text().contains(&l.name("max_batch_size")), "{} does not name {}", r.text(), l.name("max_batch_size"));
-            for garbage in [&b""[..], b"\x01", b"\x02\x01\x00\x00\x00\x00", b"\x01\x03\x00\x00\x00\x01", b"\x01\x01\x00\x00\x00\x01\x00\x05ab"] {
+            for garbage in
+                [&b""[..], b"\x01", b"\x02\x01\x00\x00\x00\x00", b"\x01\x03\x00\x00\x00\x01", b"\x01\x01\x00\x00\x00\x01\x00\x05ab"]
+            {
                 let r = self.request(Method::POST, "/v1/batch/get", &[], Bytes::copy_from_slice(garbage)).await;
                 assert_eq!(r.status, StatusCode::BAD_REQUEST, "{garbage:?}: {}", r.text());
             }

@@ -13,7 +13,7 @@
 //! ```
 
 use serde::Deserialize;
-use shardgate_strategy_sdk::{export_strategy, key_hash, parse_config, Metadata, Node, Strategy, Table};
+use shardgate_strategy_sdk::{Metadata, Node, Strategy, Table, export_strategy, key_hash, parse_config};
 use std::cell::Cell;
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
