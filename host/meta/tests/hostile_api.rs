@@ -293,12 +293,13 @@ fn percent_decodes_to_utf8(s: &[u8]) -> bool {
     let mut i = 0;
     while i < s.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if s[i] == b'%'
+            && i + 2 < s.len()
+            && let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(s[i]);
         i += 1;

@@ -309,26 +309,6 @@ fn inverse_normal_cdf(p: f64) -> f64 {
     if p < 0.5 { lower } else { -lower }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normal_quantiles() {
-        for (p, z) in [(0.5, 0.0), (0.975, 1.959964), (0.025, -1.959964), (0.9938, 2.500), (0.001, -3.090232), (0.84134, 0.99998)] {
-            assert!((inverse_normal_cdf(p) - z).abs() < 2e-3, "quantile({p}) = {} not {z}", inverse_normal_cdf(p));
-        }
-    }
-
-    #[test]
-    fn expected_maximum_grows_with_n() {
-        // E[max of n standard normals]: 1.54 for 10, 2.51 for 100 (tables).
-        assert!((expected_max_normal(10) - 1.54).abs() < 0.03, "{}", expected_max_normal(10));
-        assert!((expected_max_normal(100) - 2.51).abs() < 0.03, "{}", expected_max_normal(100));
-        assert_eq!(expected_max_normal(1), 0.0);
-    }
-}
-
 impl std::fmt::Display for CheckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "strategy   {} {} ({})", self.name, self.version, self.description)?;
@@ -376,5 +356,25 @@ impl std::fmt::Display for CheckReport {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_quantiles() {
+        for (p, z) in [(0.5, 0.0), (0.975, 1.959964), (0.025, -1.959964), (0.9938, 2.500), (0.001, -3.090232), (0.84134, 0.99998)] {
+            assert!((inverse_normal_cdf(p) - z).abs() < 2e-3, "quantile({p}) = {} not {z}", inverse_normal_cdf(p));
+        }
+    }
+
+    #[test]
+    fn expected_maximum_grows_with_n() {
+        // E[max of n standard normals]: 1.54 for 10, 2.51 for 100 (tables).
+        assert!((expected_max_normal(10) - 1.54).abs() < 0.03, "{}", expected_max_normal(10));
+        assert!((expected_max_normal(100) - 2.51).abs() < 0.03, "{}", expected_max_normal(100));
+        assert_eq!(expected_max_normal(1), 0.0);
     }
 }
