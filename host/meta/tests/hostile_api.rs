@@ -289,22 +289,7 @@ fn segment() -> impl Strategy<Value = Vec<u8>> {
 
 /// Whether `%xx` escapes in `s` decode to valid UTF-8 (stray `%` are literal).
 fn percent_decodes_to_utf8(s: &[u8]) -> bool {
-    let mut out = vec![];
-    let mut i = 0;
-    while i < s.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if s[i] == b'%'
-            && i + 2 < s.len()
-            && let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    std::str::from_utf8(&out).is_ok()
+    std::str::from_utf8(&shardgate_testkit::key_api::hostile::percent_decode(s)).is_ok()
 }
 
 // --- the properties -----------------------------------------------------------------

@@ -10,24 +10,10 @@ use std::collections::BTreeSet;
 use http::Method;
 use serde_json::Value;
 use shardgate_proxy::server::{Handler, PathPattern, ROUTES, route_templates};
+use shardgate_testkit::openapi::documented_operations;
 use shardgate_testkit::{ClusterSpec, LocalCluster};
 
 const DOCUMENT: &str = include_str!("../openapi.json");
-
-const METHODS: &[&str] = &["get", "head", "put", "post", "patch", "delete", "options"];
-
-/// (path, METHOD) of every operation in the document.
-fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for method in METHODS {
-            if item.get(*method).is_some() {
-                out.insert((path.clone(), method.to_uppercase()));
-            }
-        }
-    }
-    out
-}
 
 /// (path template, METHOD) of every route in the proxy's table.
 fn table_operations() -> BTreeSet<(String, String)> {

@@ -181,7 +181,7 @@ fn encode(key: &[u8], how: &Encoding) -> String {
 /// `%xx` escapes decoded, anything else (stray `%` too) taken literally,
 /// as `shardgate_api::key::decode_key_segment` does (written out here so
 /// the suite does not check the decoder against itself).
-fn percent_decode(s: &[u8]) -> Vec<u8> {
+pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = vec![];
     let mut i = 0;
     while i < s.len() {
