@@ -36,7 +36,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::StatusCode;
 
-use crate::etag::WriteCondition;
+use crate::condition::WriteCondition;
 use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN};
 
 /// The format version this module writes and reads.

@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod body;
+pub mod condition;
 pub mod error;
 pub mod etag;
 pub mod key;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -239,7 +239,6 @@ pub fn router(ctx: Arc<MemberContext>) -> Router {
         .layer(middleware::from_fn_with_state(ctx.clone(), to_leader));
     Router::new()
         .merge(leader_routes)
-        .route("/v1/watch", get(crate::watch::watch))
         .route("/v1/raft/status", get(status))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -618,16 +617,6 @@ async fn openapi() -> Response {
 }
 
 async fn metrics(State(ctx): Ctx) -> Response {
-    let body = ctx.metrics.render(&ctx.raft, ctx.sm.read(|s| s.epoch));
+    let body = ctx.metrics.render(&ctx.raft.metrics().borrow_watched().clone(), ctx.sm.read(|s| s.epoch));
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
-}
-
-#[derive(Deserialize)]
-pub struct WatchQuery {
-    pub from_epoch: Option<u64>,
-}
-
-/// Parse `?from_epoch=N` leniently into a clear 400.
-pub fn watch_query(q: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>) -> Result<WatchQuery, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| ApiError::BadRequest(format!("bad query: {e} (expected ?from_epoch=<u64>)")))
 }

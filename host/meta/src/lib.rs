@@ -26,6 +26,7 @@ pub mod raft;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod types;
 pub mod watch;
 
 pub use config::{ConfigError, InitialMember, MetaConfig, MetaTlsConfig};

@@ -9,9 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use openraft::async_runtime::WatchReceiver;
-
-use crate::raft::Raft;
+use crate::types::TypeConfig;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -90,8 +88,7 @@ impl MetaMetrics {
     }
 
     /// Refresh the Raft gauges and encode everything in the text format.
-    pub fn render(&self, raft: &Raft, epoch: u64) -> String {
-        let m = raft.metrics().borrow_watched().clone();
+    pub fn render(&self, m: &openraft::RaftMetrics<TypeConfig>, epoch: u64) -> String {
         self.term.set(m.current_term as i64);
         self.is_leader.set(i64::from(m.current_leader == Some(m.id)));
         self.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);

@@ -1,7 +1,7 @@
-//! The Raft wiring: openraft's type configuration for the metadata cluster,
-//! the HTTP transport between members (client side: [`NetworkFactory`];
+//! The Raft wiring: the HTTP transport between members (client side: [`NetworkFactory`];
 //! server side: the `/raft/...` routes in [`raft_routes`]), and the openraft
-//! `Config` built from `[meta]`.
+//! `Config` built from `[meta]`. The type configuration is in
+//! [`crate::types`].
 //!
 //! Modelled on openraft's `raft-kv-memstore` + `network-v2-http` examples at
 //! the pinned version (0.10.0-alpha.34): JSON over HTTP/1 POSTs, snapshots
@@ -25,35 +25,15 @@ use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::AdminToken;
-use crate::state::{Command, Outcome};
 use crate::store::StateMachineStore;
+pub use crate::types::*;
 
-openraft::declare_raft_types!(
-    /// openraft types of the metadata cluster: entries carry a [`Command`],
-    /// apply answers an [`Outcome`], members are `BasicNode { addr }` with
-    /// their API address.
-    pub TypeConfig:
-        D = Command,
-        R = Outcome,
-);
-
-pub type NodeId = u64;
-pub type Member = openraft::impls::BasicNode;
+/// The Raft handle of a member: openraft over our [`TypeConfig`] and store.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
-pub type SnapshotData = Cursor<Vec<u8>>;
-pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
-pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
-pub type Vote = VoteOf<TypeConfig>;
-pub type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
-pub type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
-pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
-pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
-pub type StorageError = openraft::StorageError<TypeConfig>;
 
 /// Creates one [`PeerClient`] per target member; all share one HTTP
 /// connection pool.

@@ -19,8 +19,28 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::api::{MemberContext, WatchQuery, watch_query};
+use axum::Router;
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::api::MemberContext;
+use crate::error::ApiError;
 use shardgate_meta_client::watch_event::{HEARTBEAT, encode_event};
+
+/// The watch route, merged into the member's router beside the API's.
+pub fn watch_routes(ctx: Arc<MemberContext>) -> Router {
+    Router::new().route("/v1/watch", get(watch)).with_state(ctx)
+}
+
+#[derive(Deserialize)]
+pub struct WatchQuery {
+    pub from_epoch: Option<u64>,
+}
+
+/// Parse `?from_epoch=N` leniently into a clear 400.
+pub fn watch_query(q: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>) -> Result<WatchQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::BadRequest(format!("bad query: {e} (expected ?from_epoch=<u64>)")))
+}
 
 pub async fn watch(
     State(ctx): State<Arc<MemberContext>>,

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 const DOCUMENT: &str = include_str!("../openapi.json");
 const API_SOURCE: &str = include_str!("../src/api.rs");
 const RAFT_SOURCE: &str = include_str!("../src/raft.rs");
+const WATCH_SOURCE: &str = include_str!("../src/watch.rs");
 
 /// Every route the member serves (`api::router` merged with
 /// `raft::raft_routes`), by hand: (axum path, methods). Kept in step with
@@ -61,9 +62,13 @@ fn document() -> Value {
 fn router_routes_are_exactly_the_documented_ones() {
     let mut scanned = routes_in_source(API_SOURCE, "router", &[]);
     scanned.extend(routes_in_source(RAFT_SOURCE, "raft_routes", &[]));
+    scanned.extend(routes_in_source(WATCH_SOURCE, "watch_routes", &[]));
     let kept: BTreeSet<(String, String)> =
         ROUTES.iter().flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string()))).collect();
-    assert_eq!(scanned, kept, "the routers in src/api.rs + src/raft.rs and this test's ROUTES differ: update ROUTES and openapi.json");
+    assert_eq!(
+        scanned, kept,
+        "the routers in src/api.rs + src/raft.rs + src/watch.rs and this test's ROUTES differ: update ROUTES and openapi.json"
+    );
     // The scanner finds what it should (it cannot pass by finding nothing).
     assert!(scanned.contains(&("/v1/raft/members/{id}".to_string(), "DELETE".to_string())));
     assert!(scanned.contains(&("/v1/strategies".to_string(), "POST".to_string())));

@@ -14,29 +14,7 @@ use crate::limits::{
     DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL, Limits,
     MAX_CONTENT_TYPE_LEN,
 };
-use crate::store::ENTRY_OVERHEAD_BYTES;
-
-/// Which entries the store drops first when it is full. The store is
-/// quick_cache's CLOCK-Pro variant (an S3-FIFO-like pair of queues: new
-/// entries enter a probation section, entries read again move to a
-/// protected "hot" section); neither value is literally LRU or TinyLFU any
-/// more, they choose how big the probation section is. Either way every
-/// accepted write is admitted (room is made before it is inserted), so a
-/// value you just stored can be read back.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EvictionPolicy {
-    /// Recency-leaning: half of the memory is probation, so a new entry
-    /// that is never read survives about half a cache's worth of newer
-    /// writes (LRU: a whole cache's worth) before it is evicted.
-    #[default]
-    Lru,
-    /// Frequency-leaning (quick_cache's default tuning, 97% hot): a new
-    /// entry is evicted after ~3% of a cache's worth of newer writes
-    /// unless it is read again, so scans and one-hit wonders cannot push
-    /// out the entries that are read repeatedly.
-    Tinylfu,
-}
+use crate::store::{ENTRY_OVERHEAD_BYTES, EvictionPolicy};
 
 /// `[node]`: the cache node role.
 #[derive(Deserialize, Serialize, Clone, Debug)]

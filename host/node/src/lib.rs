@@ -19,7 +19,8 @@ pub mod store;
 // The wire contract, under the paths the node's modules use.
 use shardgate_api::{batch, etag, key, limits, ttl};
 
-pub use config::{ConfigError, EvictionPolicy, NodeConfig};
+pub use config::{ConfigError, NodeConfig};
 pub use error::NodeError;
 pub use server::run;
 pub use shardgate_api::{ApiError, Limits};
+pub use store::EvictionPolicy;
