@@ -13,6 +13,8 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use sha2::{Digest, Sha256};
+
 use crate::error::StrategyError;
 use crate::input::RoutingInput;
 use crate::router::Router;
@@ -95,10 +97,13 @@ impl StrategyCache {
     /// and keeps the result. Blocking: compiling takes milliseconds to
     /// seconds.
     pub fn load(&self, hash: &str, bytes: &[u8]) -> Result<Strategy, StrategyError> {
-        let strategy = self.sandbox.load(bytes)?;
-        if strategy.hash() != hash {
-            return Err(StrategyError::HashMismatch { expected: hash.to_string(), actual: strategy.hash().to_string() });
+        // Bytes that are not the component asked for are refused before the
+        // (costly) compilation, not after it.
+        let actual = hex::encode(Sha256::digest(bytes));
+        if actual != hash {
+            return Err(StrategyError::HashMismatch { expected: hash.to_string(), actual });
         }
+        let strategy = self.sandbox.load(bytes)?;
         self.keep(strategy.clone());
         Ok(strategy)
     }
