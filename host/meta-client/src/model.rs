@@ -265,6 +265,18 @@ pub struct MemberView {
     pub addr: String,
     /// `true` for voters, `false` for learners.
     pub voter: bool,
+    /// Leader only: the last log index this member has acknowledged
+    /// (`None` when it has acknowledged nothing yet, and on followers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+    /// Leader only: entries this member is behind the leader's last log
+    /// index (what a promotion checks against `meta.promotion_max_lag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// Leader only: milliseconds since this member last acknowledged the
+    /// leader (a heartbeat or an append).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ack_ms: Option<u64>,
 }
 
 /// Answer of `GET /v1/raft/status`.
@@ -282,6 +294,11 @@ pub struct RaftStatus {
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
     pub members: Vec<MemberView>,
+    /// `true` while a membership change is not committed yet (a joint
+    /// configuration): it needs a majority of the old AND of the new
+    /// voters. One that stays `true` is what `shardgate meta recover` is for.
+    #[serde(default)]
+    pub membership_change_pending: bool,
     /// Routing epoch of this member's state machine.
     pub epoch: u64,
 }

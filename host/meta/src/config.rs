@@ -108,6 +108,16 @@ pub struct MetaConfig {
     /// to finish the TLS handshake.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A learner is promoted to voter only when it is at most this many log
+    /// entries behind the leader (and has acknowledged the leader within
+    /// `election_timeout`): a voter that cannot follow would leave the
+    /// cluster without a quorum.
+    pub promotion_max_lag: u64,
+    /// How long adding a learner, a promotion or a removal may take before
+    /// the member answers 503 `membership_timeout` (the change may still be
+    /// pending: `GET /v1/raft/status` says so).
+    #[serde(with = "humantime_serde")]
+    pub membership_timeout: Duration,
 }
 
 impl Default for MetaConfig {
@@ -131,6 +141,8 @@ impl Default for MetaConfig {
             tls: None,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            promotion_max_lag: 100,
+            membership_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -226,6 +238,9 @@ impl MetaConfig {
         }
         if self.header_read_timeout.is_zero() {
             return Err(err("header_read_timeout", "must be longer than 0s"));
+        }
+        if self.membership_timeout < self.write_timeout {
+            return Err(err("membership_timeout", format!("must be at least write_timeout ({:?})", self.write_timeout)));
         }
         Ok(())
     }

@@ -59,6 +59,16 @@ pub enum ApiError {
     LeaderUnreachable { addr: String, reason: String },
     #[error("{0}")]
     Membership(String),
+    /// A would-be learner's address does not answer as that meta member.
+    #[error("{0}")]
+    LearnerCheck(String),
+    /// A promotion of a learner that has not caught up with the leader.
+    #[error("{0}")]
+    NotCaughtUp(String),
+    /// A membership change that did not complete within
+    /// `meta.membership_timeout` (it may still be pending).
+    #[error("{0}")]
+    MembershipTimeout(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// `meta.admin_token` is set and the request carries no bearer token.
@@ -86,7 +96,9 @@ impl ApiError {
             | ApiError::NotLeader { .. }
             | ApiError::WriteTimeout(_)
             | ApiError::LeaderUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Membership(_) => StatusCode::CONFLICT,
+            ApiError::Membership(_) | ApiError::NotCaughtUp(_) => StatusCode::CONFLICT,
+            ApiError::LearnerCheck(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MembershipTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
@@ -112,6 +124,9 @@ impl ApiError {
             ApiError::WriteTimeout(_) => "write_timeout",
             ApiError::LeaderUnreachable { .. } => "leader_unreachable",
             ApiError::Membership(_) => "membership",
+            ApiError::LearnerCheck(_) => "learner_check",
+            ApiError::NotCaughtUp(_) => "not_caught_up",
+            ApiError::MembershipTimeout(_) => "membership_timeout",
             ApiError::Internal(_) => "internal",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",

@@ -1,7 +1,7 @@
 //! Meta's OpenAPI document (`host/meta/openapi.json`) against a real
 //! one-member cluster on 127.0.0.1:0 (real Raft, redb in a temp dir): it is
 //! what `GET /openapi.json` serves, every route of the router (read from
-//! `src/api.rs` and `src/raft.rs` AND kept by hand below) is in it and
+//! `src/api.rs`, `src/raft.rs`, `src/watch.rs` and `src/membership.rs` AND kept by hand below) is in it and
 //! nothing else is, every documented operation answers a request built from
 //! the document with a status the document lists (never a route miss), and
 //! bad requests answer the documented statuses and error bodies.
@@ -24,6 +24,7 @@ const DOCUMENT: &str = include_str!("../openapi.json");
 const API_SOURCE: &str = include_str!("../src/api.rs");
 const RAFT_SOURCE: &str = include_str!("../src/raft.rs");
 const WATCH_SOURCE: &str = include_str!("../src/watch.rs");
+const MEMBERSHIP_SOURCE: &str = include_str!("../src/membership.rs");
 
 /// Every route the member serves (`api::router` merged with
 /// `raft::raft_routes`), by hand: (axum path, methods). Kept in step with
@@ -63,11 +64,12 @@ fn router_routes_are_exactly_the_documented_ones() {
     let mut scanned = routes_in_source(API_SOURCE, "router", &[]);
     scanned.extend(routes_in_source(RAFT_SOURCE, "raft_routes", &[]));
     scanned.extend(routes_in_source(WATCH_SOURCE, "watch_routes", &[]));
+    scanned.extend(routes_in_source(MEMBERSHIP_SOURCE, "membership_routes", &[]));
     let kept: BTreeSet<(String, String)> =
         ROUTES.iter().flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string()))).collect();
     assert_eq!(
         scanned, kept,
-        "the routers in src/api.rs + src/raft.rs + src/watch.rs and this test's ROUTES differ: update ROUTES and openapi.json"
+        "the routers in src/api.rs + src/raft.rs + src/watch.rs + src/membership.rs and this test's ROUTES differ: update ROUTES and openapi.json"
     );
     // The scanner finds what it should (it cannot pass by finding nothing).
     assert!(scanned.contains(&("/v1/raft/members/{id}".to_string(), "DELETE".to_string())));
