@@ -303,6 +303,27 @@ pub struct RaftStatus {
     pub epoch: u64,
 }
 
+/// One event of `GET /v1/raft/watch`: the Raft view of the member that
+/// sent it, and what changed since its previous event (`["initial"]` on
+/// connect; then any of `"leader"`, `"term"`, `"state"`, `"membership"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftEvent {
+    /// Sequence number within this stream, from 0.
+    pub seq: u64,
+    pub changes: Vec<String>,
+    /// The member that sent the event.
+    pub member: u64,
+    /// Its Raft state: "leader", "follower", "candidate", "learner" or "shutdown".
+    pub state: String,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub term: u64,
+    /// The effective membership (voters and learners); lag and
+    /// acknowledgement fields are left out (they change all the time).
+    pub members: Vec<MemberView>,
+    pub membership_change_pending: bool,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

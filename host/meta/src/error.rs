@@ -51,6 +51,9 @@ pub enum ApiError {
     NoQuorum { reason: String, leader: Option<String> },
     #[error("no leader is known; the cluster may be electing one or lack quorum")]
     NoLeader,
+    /// No leader heard from recently, with the reason (a watch needs one).
+    #[error("{0}")]
+    NoLeaderFor(String),
     #[error("this member is not the leader")]
     NotLeader { leader: Option<String> },
     #[error("write not committed within {0:?}; its outcome is unknown")]
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoQuorum { .. }
             | ApiError::NoLeader
+            | ApiError::NoLeaderFor(_)
             | ApiError::NotLeader { .. }
             | ApiError::WriteTimeout(_)
             | ApiError::LeaderUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -119,7 +123,7 @@ impl ApiError {
             ApiError::Admission(_) => "admission",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::NoQuorum { .. } => "no_quorum",
-            ApiError::NoLeader => "no_leader",
+            ApiError::NoLeader | ApiError::NoLeaderFor(_) => "no_leader",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::WriteTimeout(_) => "write_timeout",
             ApiError::LeaderUnreachable { .. } => "leader_unreachable",

@@ -33,6 +33,9 @@ pub struct MetaMetrics {
     /// Admin requests and Raft RPCs refused by `meta.admin_token`, by
     /// outcome: unauthorized (no token), forbidden (another token).
     pub auth_refused: Family<OutcomeLabel, Counter>,
+    /// `/v1/watch` streams refused (outcome `refused`) or ended (`closed`)
+    /// because this member heard from no leader within the election timeout.
+    pub watch_no_leader: Family<OutcomeLabel, Counter>,
     term: Gauge,
     is_leader: Gauge,
     last_log_index: Gauge,
@@ -55,6 +58,12 @@ impl Default for MetaMetrics {
         registry.register("watch_streams", "Open /v1/watch streams", watch_streams.clone());
         let auth_refused = Family::<OutcomeLabel, Counter>::default();
         registry.register("auth_refused", "Admin requests and Raft RPCs refused by meta.admin_token, by outcome", auth_refused.clone());
+        let watch_no_leader = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "watch_no_leader",
+            "/v1/watch streams refused or ended because no leader was heard from within meta.election_timeout, by outcome",
+            watch_no_leader.clone(),
+        );
         let term = Gauge::default();
         registry.register("raft_term", "Current Raft term", term.clone());
         let is_leader = Gauge::default();
@@ -73,6 +82,7 @@ impl Default for MetaMetrics {
             commit_seconds,
             watch_streams,
             auth_refused,
+            watch_no_leader,
             term,
             is_leader,
             last_log_index,

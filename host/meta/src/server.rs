@@ -102,6 +102,7 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
     let app = api::router(ctx.clone())
         .merge(crate::watch::watch_routes(ctx.clone()))
         .merge(crate::membership::membership_routes(ctx.clone()))
+        .merge(crate::raft_watch::raft_watch_routes(ctx.clone()))
         .merge(raft::raft_routes(raft.clone()))
         .layer(axum::middleware::from_fn_with_state(
             AdminAuth { token: admin_token.clone(), refused: ctx.metrics.auth_refused.clone() },
