@@ -16,8 +16,8 @@
 
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,10 @@ use http::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::model::*;
-use crate::watch_event::{find_event_end, parse_closing, parse_event, parse_raft_event};
+use crate::watch_event::{find_event_end, parse_closing, parse_event, parse_members, parse_raft_event};
 
 /// A failed API call. `Api` carries the member's answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -73,7 +73,10 @@ impl ClientError {
 /// Client of the metadata API. Cheap to clone.
 #[derive(Clone)]
 pub struct MetaClient {
-    members: Arc<Vec<String>>,
+    /// The members to try: the seed list given to [`MetaClient::new`], then
+    /// whatever a member's watch stream says the membership is
+    /// ([`MetaClient::learn_members`]), shared by every clone.
+    members: Arc<RwLock<Arc<Vec<String>>>>,
     http: reqwest::Client,
     preferred: Arc<AtomicUsize>,
     request_timeout: Duration,
@@ -98,7 +101,7 @@ impl MetaClient {
         let request_timeout = Duration::from_secs(10);
         let http = Self::http_client(shardgate_tls::http_client_system_roots());
         Self {
-            members: Arc::new(members),
+            members: Arc::new(RwLock::new(Arc::new(members))),
             http,
             preferred: Arc::new(AtomicUsize::new(0)),
             request_timeout,
@@ -162,12 +165,35 @@ impl MetaClient {
         self
     }
 
-    pub fn members(&self) -> &[String] {
-        &self.members
+    /// The members this client tries, in order: the seeds until a member
+    /// told it the membership.
+    pub fn members(&self) -> Arc<Vec<String>> {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Use these API addresses from now on (the membership a member
+    /// reported), dropping members no longer in it. An empty list is
+    /// ignored. Returns whether anything changed.
+    pub fn learn_members(&self, addrs: Vec<String>) -> bool {
+        let mut addrs: Vec<String> = addrs.into_iter().map(|m| m.trim_end_matches('/').to_string()).collect();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return false;
+        }
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        if **members == addrs {
+            return false;
+        }
+        info!(before = ?**members, after = ?addrs, "meta members changed");
+        *members = Arc::new(addrs);
+        self.preferred.store(0, Ordering::Relaxed);
+        true
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Body>, retry_unknown: bool) -> Result<Bytes, ClientError> {
-        let n = self.members.len();
+        let members = self.members();
+        let n = members.len();
         if n == 0 {
             return Err(ClientError::NoMembers);
         }
@@ -176,7 +202,7 @@ impl MetaClient {
         let mut hint: Option<String> = None;
         let mut pause = Duration::from_millis(20);
         loop {
-            let addr = hint.take().unwrap_or_else(|| self.members[index % n].clone());
+            let addr = hint.take().unwrap_or_else(|| members[index % n].clone());
             let mut rb = self.http.request(method.clone(), format!("{addr}{path}")).timeout(self.request_timeout);
             if let Some(auth) = &self.authorization {
                 rb = rb.header(http::header::AUTHORIZATION, auth.as_ref());
@@ -192,7 +218,7 @@ impl MetaClient {
                         Err(e) => return Err(self.transport_error(&addr, e)),
                     };
                     if status.is_success() {
-                        if let Some(i) = self.members.iter().position(|m| *m == addr) {
+                        if let Some(i) = members.iter().position(|m| *m == addr) {
                             self.preferred.store(i, Ordering::Relaxed);
                         }
                         return Ok(bytes);
@@ -391,15 +417,15 @@ impl Stream for RaftWatchStream {
 }
 
 async fn raft_watch_loop(client: MetaClient, tx: mpsc::Sender<Result<RaftEvent, ClientError>>) {
-    let n = client.members.len();
-    if n == 0 {
+    if client.members().is_empty() {
         let _ = tx.send(Err(ClientError::NoMembers)).await;
         return;
     }
     let mut index = client.preferred.load(Ordering::Relaxed);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let addr = client.members[index % n].clone();
+        let members = client.members();
+        let addr = members[index % members.len()].clone();
         let url = format!("{addr}/v1/raft/watch");
         let err = match client.http.get(&url).send().await {
             Err(e) => client.transport_error(&addr, e),
@@ -431,7 +457,10 @@ async fn raft_watch_loop(client: MetaClient, tx: mpsc::Sender<Result<RaftEvent, 
                         let event: Vec<u8> = buf.drain(..end + 2).collect();
                         let item = match parse_raft_event(&event) {
                             Ok(None) => continue,
-                            Ok(Some(e)) => Ok(e),
+                            Ok(Some(e)) => {
+                                client.learn_members(e.members.iter().map(|m| m.addr.clone()).collect());
+                                Ok(e)
+                            }
                             Err(reason) => Err(ClientError::Decode { addr: addr.clone(), reason }),
                         };
                         if tx.send(item).await.is_err() {
@@ -475,8 +504,7 @@ impl Stream for WatchStream {
 }
 
 async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sender<Result<RoutingState, ClientError>>) {
-    let n = client.members.len();
-    if n == 0 {
+    if client.members().is_empty() {
         let _ = tx.send(Err(ClientError::NoMembers)).await;
         return;
     }
@@ -484,7 +512,8 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
     let mut index = client.preferred.load(Ordering::Relaxed);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let addr = client.members[index % n].clone();
+        let members = client.members();
+        let addr = members[index % members.len()].clone();
         let url = match last {
             Some(e) => format!("{addr}/v1/watch?from_epoch={e}"),
             None => format!("{addr}/v1/watch"),
@@ -521,6 +550,10 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
                         if let Some(reason) = parse_closing(&event) {
                             closing = Some(reason);
                             break;
+                        }
+                        if let Some(list) = parse_members(&event) {
+                            client.learn_members(list.into_iter().map(|m| m.addr).collect());
+                            continue;
                         }
                         match parse_event(&event) {
                             Ok(Some(state)) => {

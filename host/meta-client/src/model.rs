@@ -303,6 +303,13 @@ pub struct RaftStatus {
     pub epoch: u64,
 }
 
+/// A meta member's id and API address (`event: members` of `/v1/watch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddr {
+    pub id: u64,
+    pub addr: String,
+}
+
 /// One event of `GET /v1/raft/watch`: the Raft view of the member that
 /// sent it, and what changed since its previous event (`["initial"]` on
 /// connect; then any of `"leader"`, `"term"`, `"state"`, `"membership"`).

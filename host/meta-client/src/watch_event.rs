@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use crate::model::{ErrorBody, RaftEvent, RoutingState};
+use crate::model::{ErrorBody, MemberAddr, RaftEvent, RoutingState};
 
 /// The comment a member sends every `meta.watch_heartbeat`.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
@@ -35,6 +35,23 @@ pub fn encode_raft_event(event: &RaftEvent) -> Bytes {
 pub fn encode_closing(reason: &ErrorBody) -> Bytes {
     let json = serde_json::to_string(reason).unwrap_or_default();
     Bytes::from(format!("event: closing\ndata: {json}\n\n"))
+}
+
+/// The meta membership as a `/v1/watch` event: `event: members` with the
+/// members' ids and API addresses, sent on connect and whenever the
+/// membership changes, so clients rotate over the members that exist now
+/// rather than the seed list they were started with.
+pub fn encode_members(members: &[MemberAddr]) -> Bytes {
+    let json = serde_json::to_string(members).unwrap_or_default();
+    Bytes::from(format!("event: members\ndata: {json}\n\n"))
+}
+
+/// `Some(members)` when `event` is an `event: members`.
+pub fn parse_members(event: &[u8]) -> Option<Vec<MemberAddr>> {
+    match split_event(event) {
+        Ok((name, data)) if name == "members" => serde_json::from_str(&data).ok(),
+        _ => None,
+    }
 }
 
 /// An SSE event split into its name (`message` when absent) and its data.
@@ -123,5 +140,15 @@ mod tests {
         assert_eq!(find_event_end(&ev), Some(ev.len() - 2));
         assert_eq!(parse_raft_event(&ev).unwrap(), Some(raft));
         assert_eq!(parse_raft_event(HEARTBEAT).unwrap(), None);
+    }
+
+    #[test]
+    fn members_events_round_trip_and_routing_readers_skip_them() {
+        let members =
+            vec![MemberAddr { id: 1, addr: "http://10.0.0.1:7101".into() }, MemberAddr { id: 4, addr: "http://10.0.0.4:7101".into() }];
+        let ev = encode_members(&members);
+        assert_eq!(parse_members(&ev), Some(members));
+        assert_eq!(parse_event(&ev).unwrap(), None);
+        assert_eq!(parse_members(HEARTBEAT), None);
     }
 }

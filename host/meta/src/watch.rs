@@ -1,7 +1,9 @@
 //! `GET /v1/watch?from_epoch=N`: the routing state as Server-Sent Events,
 //! the contract proxies are built on (framing: `shardgate_meta_client::watch_event`).
 //!
-//! On connect the member sends its full `RoutingState` if its epoch is
+//! On connect the member sends the meta membership (`event: members`: ids
+//! and API addresses; again whenever it changes, so clients rotate over the
+//! members that exist rather than their seed list), then its full `RoutingState` if its epoch is
 //! greater than `from_epoch` (always when `from_epoch` is absent), then one
 //! `event: routing` per epoch change, and a `: heartbeat` comment every
 //! `meta.watch_heartbeat` so both ends notice a dead connection. Every event
@@ -37,8 +39,8 @@ use serde::Deserialize;
 
 use crate::api::MemberContext;
 use crate::error::ApiError;
-use crate::model::ErrorBody;
-use shardgate_meta_client::watch_event::{HEARTBEAT, encode_closing, encode_event};
+use crate::model::{ErrorBody, MemberAddr};
+use shardgate_meta_client::watch_event::{HEARTBEAT, encode_closing, encode_event, encode_members};
 
 /// The watch route, merged into the member's router beside the API's.
 pub fn watch_routes(ctx: Arc<MemberContext>) -> Router {
@@ -123,6 +125,13 @@ pub async fn watch(
     resp
 }
 
+/// The members (voters and learners) and their API addresses, as this
+/// member knows them.
+fn member_addrs(ctx: &MemberContext) -> Vec<MemberAddr> {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    m.membership_config.membership().nodes().map(|(id, n)| MemberAddr { id: *id, addr: n.addr.clone() }).collect()
+}
+
 async fn stream_routing(ctx: Arc<MemberContext>, from: Option<u64>, stale: bool, tx: mpsc::Sender<Bytes>) {
     ctx.metrics.watch_streams.inc();
     let mut epochs = ctx.sm.subscribe_epoch();
@@ -133,6 +142,14 @@ async fn stream_routing(ctx: Arc<MemberContext>, from: Option<u64>, stale: bool,
     // election timeouts after the member last heard from its leader.
     let mut leader_check = tokio::time::interval(ctx.config.election_timeout / 2);
     leader_check.reset();
+    // The membership first, so a client rotates over the members that
+    // exist now; again whenever it changes.
+    let mut raft_metrics = ctx.raft.metrics();
+    let mut members = member_addrs(&ctx);
+    if tx.send(encode_members(&members)).await.is_err() {
+        ctx.metrics.watch_streams.dec();
+        return;
+    }
     let state = ctx.routing_state();
     let mut last = match from {
         Some(f) if state.epoch <= f => f,
@@ -154,6 +171,18 @@ async fn stream_routing(ctx: Arc<MemberContext>, from: Option<u64>, stale: bool,
                 if state.epoch > last {
                     last = state.epoch;
                     if tx.send(encode_event(&state)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            changed = raft_metrics.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = member_addrs(&ctx);
+                if now != members {
+                    members = now;
+                    if tx.send(encode_members(&members)).await.is_err() {
                         break;
                     }
                 }

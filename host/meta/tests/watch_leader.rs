@@ -105,7 +105,7 @@ async fn a_member_that_lost_its_leader_ends_watches_refuses_new_ones_and_serves_
         seen.push_str(&String::from_utf8_lossy(&chunk));
         assert!(!seen.contains("event: closing"), "a member with a leader ended the watch: {seen}");
     }
-    assert!(seen.starts_with("event: routing"), "{seen}");
+    assert!(seen.starts_with("event: members") && seen.contains("\n\nevent: routing\n"), "{seen}");
     let stream = tokio::spawn(read_events(resp, tokio::time::Instant::now() + DEADLINE));
 
     // The survivor loses its majority (and so its leader).
@@ -127,12 +127,46 @@ async fn a_member_that_lost_its_leader_ends_watches_refuses_new_ones_and_serves_
     let resp = http.get(format!("{addr}/v1/watch?stale=true")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let events = read_events(resp, tokio::time::Instant::now() + Duration::from_secs(2)).await;
-    assert!(parse_event(&events[0]).unwrap().is_some(), "a stale watch still streams the member's state");
+    assert!(events.iter().any(|e| parse_event(e).unwrap().is_some()), "a stale watch still streams the member's state");
     assert!(events.iter().all(|e| parse_closing(e).is_none()), "a stale watch is not ended for want of a leader");
 
     // The metric counts both.
     let metrics = http.get(format!("{addr}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("shardgate_meta_watch_no_leader_total{outcome=\"closed\"} 1"), "{metrics}");
     assert!(metrics.contains("shardgate_meta_watch_no_leader_total{outcome=\"refused\"} 1"), "{metrics}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_seeded_with_one_member_learns_the_membership_from_its_watch() {
+    let mut cluster = TestCluster::start(3, |_| {}).await;
+    let leader = cluster.wait_for_leader().await;
+    let seed = cluster.addr(1);
+    let client = cluster.client_for(vec![seed.clone()]);
+    let mut routing = client.watch(None);
+    // Keep the stream drained (the membership arrives with it).
+    let drain = tokio::spawn(async move { while routing.next().await.is_some() {} });
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let all = sorted(cluster.addrs());
+    let learned = poll("the client learns all three members", DEADLINE, || async {
+        let now = client.members().to_vec();
+        (now == all).then_some(now)
+    })
+    .await;
+    assert_eq!(learned.len(), 3);
+
+    // A member added later is used, a removed one dropped.
+    cluster.start_unattached(4).await;
+    cluster.client_of(leader).add_learner(4, &cluster.addr(4)).await.unwrap();
+    let four = cluster.addr(4);
+    poll("the client learns member 4", DEADLINE, || async { client.members().contains(&four).then_some(()) }).await;
+    cluster.client_of(leader).remove_member(4).await.unwrap();
+    poll("the client drops member 4", DEADLINE, || async { (!client.members().contains(&four)).then_some(()) }).await;
+    assert_eq!(sorted(client.members().to_vec()), all);
+    drain.abort();
+    cluster.kill(4).await;
     cluster.shutdown().await;
 }
