@@ -387,8 +387,9 @@ impl MetaClient {
     /// reconnecting (backoff 100 ms .. 2 s) until it is dropped.
     pub fn watch(&self, from_epoch: Option<u64>) -> WatchStream {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(watch_loop(self.clone(), from_epoch, tx));
-        WatchStream { rx }
+        let follow = Arc::new(Following::new());
+        tokio::spawn(watch_loop(self.clone(), from_epoch, tx, follow.clone()));
+        WatchStream { rx, follow }
     }
 
     /// Follow the Raft view (`GET /v1/raft/watch`) of one member at a time:
@@ -493,6 +494,75 @@ const MAX_WATCH_EVENT_BYTES: usize = 16 << 20;
 /// Routing states from [`MetaClient::watch`].
 pub struct WatchStream {
     rx: mpsc::Receiver<Result<RoutingState, ClientError>>,
+    follow: Arc<Following>,
+}
+
+impl WatchStream {
+    /// Which member the stream follows and when it last heard from it,
+    /// updated as the stream runs (shared; cheap to read).
+    pub fn following(&self) -> Arc<Following> {
+        self.follow.clone()
+    }
+}
+
+/// What a routing watch follows: the member whose stream is open (if any)
+/// and when the last bytes (an event or a heartbeat) came from a member
+/// with a leader. A member without a leader ends its stream within 1.5
+/// election timeouts, so the age of the last contact is how stale the
+/// routing may be.
+#[derive(Debug)]
+pub struct Following {
+    started: Instant,
+    state: std::sync::Mutex<FollowingState>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FollowingState {
+    member: Option<String>,
+    last_contact: Option<Instant>,
+}
+
+impl Following {
+    fn new() -> Self {
+        Self { started: Instant::now(), state: std::sync::Mutex::new(FollowingState::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FollowingState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The member whose watch stream is open now.
+    pub fn member(&self) -> Option<String> {
+        self.lock().member.clone()
+    }
+
+    /// Time since the last event or heartbeat from a member that had a
+    /// leader (since the watch started when none came yet).
+    pub fn staleness(&self) -> Duration {
+        self.lock().last_contact.unwrap_or(self.started).elapsed()
+    }
+
+    /// Whether any member was heard from yet.
+    pub fn ever_contacted(&self) -> bool {
+        self.lock().last_contact.is_some()
+    }
+
+    fn connected(&self, addr: &str) {
+        let mut st = self.lock();
+        if st.member.as_deref() != Some(addr) {
+            info!(member = %addr, previous = ?st.member, "following meta member");
+        }
+        st.member = Some(addr.to_string());
+        st.last_contact = Some(Instant::now());
+    }
+
+    fn heard(&self) {
+        self.lock().last_contact = Some(Instant::now());
+    }
+
+    fn lost(&self) {
+        self.lock().member = None;
+    }
 }
 
 impl Stream for WatchStream {
@@ -503,7 +573,12 @@ impl Stream for WatchStream {
     }
 }
 
-async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sender<Result<RoutingState, ClientError>>) {
+async fn watch_loop(
+    client: MetaClient,
+    from_epoch: Option<u64>,
+    tx: mpsc::Sender<Result<RoutingState, ClientError>>,
+    follow: Arc<Following>,
+) {
     if client.members().is_empty() {
         let _ = tx.send(Err(ClientError::NoMembers)).await;
         return;
@@ -526,6 +601,7 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
                 api_error(status, &bytes)
             }
             Ok(mut resp) => {
+                follow.connected(&addr);
                 let mut buf: Vec<u8> = Vec::new();
                 loop {
                     let chunk = match tokio::time::timeout(client.watch_idle_timeout, resp.chunk()).await {
@@ -540,6 +616,7 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
                         Ok(Ok(Some(c))) => c,
                     };
                     backoff = Duration::from_millis(100);
+                    follow.heard();
                     buf.extend_from_slice(&chunk);
                     if buf.len() > MAX_WATCH_EVENT_BYTES {
                         break ClientError::Watch { addr: addr.clone(), reason: format!("an event over {MAX_WATCH_EVENT_BYTES} bytes") };
@@ -583,6 +660,7 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
                 }
             }
         };
+        follow.lost();
         if tx.send(Err(err)).await.is_err() {
             return;
         }

@@ -19,5 +19,5 @@ pub mod watch_event;
 pub mod client;
 
 #[cfg(feature = "client")]
-pub use client::{ClientError, MetaClient, WatchStream};
+pub use client::{ClientError, Following, MetaClient, WatchStream};
 pub use model::{NodeState, NodeView, RoutingState, StrategyRef};

@@ -130,6 +130,7 @@ type OwnerAnswer = Option<Result<PutResult, String>>;
 /// acknowledgements.
 pub(crate) async fn batch_put(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
     let body = read_batch_body(shared, req).await?;
+    crate::replication::check_fresh(shared, epoch)?;
     let items = batch::decode_put_request(body, &shared.limits).map_err(ApiError::from)?;
     for (index, item) in items.iter().enumerate() {
         if !item.content_type.is_empty() && HeaderValue::from_bytes(&item.content_type).is_err() {

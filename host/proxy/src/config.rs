@@ -205,6 +205,13 @@ pub struct ProxyConfig {
     /// unset (the default): plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// When set: once the proxy has not heard from a meta member with a
+    /// leader for this long (its routing may be stale), writes are refused
+    /// with 503 naming this setting and `/readyz` reports not ready; reads
+    /// keep being served from the last epoch (fail static). Unset (the
+    /// default): writes go on by the last epoch however old it is.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_staleness: Option<Duration>,
 }
 
 impl Default for ProxyConfig {
@@ -244,6 +251,7 @@ impl Default for ProxyConfig {
             max_connections: 1024,
             rate_limit: None,
             tls: None,
+            max_staleness: None,
         }
     }
 }
@@ -301,6 +309,9 @@ impl ProxyConfig {
         }
         if self.read_retries > 16 {
             return Err(err("read_retries", format!("must be at most 16, got {}", self.read_retries)));
+        }
+        if self.max_staleness.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(err("max_staleness", "must be at least 1s (meta heartbeats come every second)"));
         }
         if self.max_connections == 0 {
             return Err(err("max_connections", "must be at least 1"));

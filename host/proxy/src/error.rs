@@ -48,6 +48,13 @@ pub enum RequestError {
         retry_after.as_millis()
     )]
     RateLimited { client: std::net::IpAddr, requests_per_second: u32, burst: u32, retry_after: std::time::Duration },
+    /// Writes are refused while the routing may be stale (`proxy.max_staleness`).
+    #[error(
+        "write refused: this proxy has not heard from a meta member with a leader for {}ms, more than proxy.max_staleness ({}ms); its routing (epoch {epoch}) may be stale. Reads are still served",
+        staleness.as_millis(),
+        limit.as_millis()
+    )]
+    Stale { staleness: std::time::Duration, limit: std::time::Duration, epoch: u64 },
 }
 
 impl RequestError {
@@ -66,6 +73,7 @@ impl RequestError {
             RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
             RequestError::Forbidden => StatusCode::FORBIDDEN,
             RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::Stale { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -28,7 +28,7 @@ use shardgate_api::{ApiError, Limits};
 use crate::context::Shared;
 use crate::error::RequestError;
 use crate::migration::{Migrated, delete_previous, migrate_one};
-use crate::replication::{FoundValue, Write, owner_ids, pick_owners, read_from, read_replicas, write_all};
+use crate::replication::{FoundValue, Write, check_fresh, owner_ids, pick_owners, read_from, read_replicas, write_all};
 use crate::routing::RoutingEpoch;
 use crate::upstream::UpstreamResponse;
 
@@ -119,6 +119,7 @@ pub(crate) async fn put_key(shared: &Shared, epoch: &RoutingEpoch, req: Request<
         return Err(ApiError::ValueTooLarge { size, limit, limit_name: shared.limits.name("max_value_size") }.into());
     }
     let value = read_body(body, limit, &shared.limits, "max_value_size", shared.config.body_read_timeout).await?;
+    check_fresh(shared, epoch)?;
     let mut positions = Vec::with_capacity(4);
     shared.routing.route(epoch, &key, &mut positions)?;
     let owners = pick_owners(shared, epoch, &key, &positions)?;
@@ -146,6 +147,7 @@ pub(crate) async fn delete_key(shared: &Shared, epoch: &RoutingEpoch, req: Reque
         .into());
     }
     let condition = WriteCondition::from_headers(req.headers())?;
+    check_fresh(shared, epoch)?;
     let mut positions = Vec::with_capacity(4);
     shared.routing.route(epoch, &key, &mut positions)?;
     let owners = pick_owners(shared, epoch, &key, &positions)?;

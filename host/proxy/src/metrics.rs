@@ -59,6 +59,11 @@ pub struct ProxyMetrics {
     pub connections_open: Gauge,
     pub pipelined_requests: Family<NodeLabels, Counter>,
     pub pipelined_writes: Family<NodeLabels, Counter>,
+    /// Seconds since the meta watch last heard from a member with a leader
+    /// (set when `/metrics` is read).
+    pub meta_staleness_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Writes refused because the routing may be stale (`proxy.max_staleness`).
+    pub stale_writes_refused: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -129,7 +134,21 @@ impl ProxyMetrics {
         );
         let pipelined_writes = Family::<NodeLabels, Counter>::default();
         registry.register("pipelined_writes", "Writes that carried them (requests / writes = the mean batch)", pipelined_writes.clone());
+        let meta_staleness_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "meta_staleness_seconds",
+            "Seconds since the meta watch last heard from a member with a leader (how stale the routing may be)",
+            meta_staleness_seconds.clone(),
+        );
+        let stale_writes_refused = Counter::default();
+        registry.register(
+            "stale_writes_refused",
+            "Writes refused because the routing may be stale (proxy.max_staleness)",
+            stale_writes_refused.clone(),
+        );
         ProxyMetrics {
+            meta_staleness_seconds,
+            stale_writes_refused,
             pipelined_requests,
             pipelined_writes,
             registry,

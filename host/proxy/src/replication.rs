@@ -172,6 +172,20 @@ pub(crate) struct Write<'a> {
     pub body: Bytes,
 }
 
+/// Refuses a write while the routing may be stale: the meta watch has not
+/// heard from a member with a leader for longer than `proxy.max_staleness`
+/// (when set). Reads are not checked (fail static).
+pub(crate) fn check_fresh(shared: &Shared, epoch: &RoutingEpoch) -> Result<(), RequestError> {
+    let Some(limit) = shared.config.max_staleness else { return Ok(()) };
+    match shared.routing.meta_staleness() {
+        Some(staleness) if staleness > limit => {
+            shared.metrics.stale_writes_refused.inc();
+            Err(RequestError::Stale { staleness, limit, epoch: epoch.epoch })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Sends `write` to the key's `owners` (nominally `width` of them) and
 /// answers the first acknowledging owner's answer once `proxy.write_ack`
 /// is met ([`write_acked`]); `acked` says which statuses acknowledge.

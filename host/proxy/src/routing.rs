@@ -196,6 +196,22 @@ pub struct Routing {
     pub(crate) metrics: Arc<ProxyMetrics>,
     /// Woken on every install (for the detour builder).
     installed: tokio::sync::Notify,
+    /// What the meta watch follows (set when [`follow`] starts).
+    following: std::sync::OnceLock<Arc<shardgate_meta_client::Following>>,
+}
+
+/// How current the proxy's routing is, as `/status` reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct MetaFollow {
+    /// The meta member whose watch stream is open (none while reconnecting).
+    pub member: Option<String>,
+    /// Milliseconds since the last event or heartbeat from a member with a
+    /// leader (since the proxy started when none came yet).
+    pub staleness_ms: u64,
+    /// `proxy.max_staleness` in milliseconds, when set.
+    pub max_staleness_ms: Option<u64>,
+    /// `true` when `max_staleness` is set and exceeded: writes are refused.
+    pub stale: bool,
 }
 
 impl Routing {
@@ -220,6 +236,24 @@ impl Routing {
             board,
             metrics,
             installed: tokio::sync::Notify::new(),
+            following: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Time since the meta watch last heard from a member with a leader
+    /// (`None` before the watch started, e.g. in tests driving `install`).
+    pub fn meta_staleness(&self) -> Option<Duration> {
+        self.following.get().map(|f| f.staleness())
+    }
+
+    /// The `/status` view of the meta watch, judged against `max`.
+    pub fn meta_follow(&self, max: Option<Duration>) -> MetaFollow {
+        let staleness = self.meta_staleness().unwrap_or_default();
+        MetaFollow {
+            member: self.following.get().and_then(|f| f.member()),
+            staleness_ms: staleness.as_millis() as u64,
+            max_staleness_ms: max.map(|m| m.as_millis() as u64),
+            stale: max.is_some_and(|m| self.meta_staleness().is_some_and(|s| s > m)),
         }
     }
 
@@ -507,6 +541,7 @@ async fn off_request_path<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'sta
 /// with backoff until it works or a newer one arrives.
 pub(crate) async fn follow(routing: Arc<Routing>, meta: MetaClient) {
     let mut stream = meta.watch(None);
+    let _ = routing.following.set(stream.following());
     let mut pending: Option<RoutingState> = None;
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -39,6 +39,8 @@ pub struct Status {
     pub nodes: Vec<NodeHealth>,
     pub owner_down: OwnerDownPolicy,
     pub write_ack: WriteAck,
+    /// The meta member followed and how stale the routing may be.
+    pub meta: crate::routing::MetaFollow,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -72,11 +74,15 @@ pub(crate) fn status(shared: &Shared) -> Response {
         nodes: shared.board.all().iter().map(|n| n.health()).collect(),
         owner_down: shared.config.owner_down,
         write_ack: shared.config.write_ack,
+        meta: shared.routing.meta_follow(shared.config.max_staleness),
     };
     with_epoch(axum::Json(body).into_response(), &epoch)
 }
 
 pub(crate) fn metrics(shared: &Shared) -> Response {
+    if let Some(staleness) = shared.routing.meta_staleness() {
+        shared.metrics.meta_staleness_seconds.set(staleness.as_secs_f64());
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render()).into_response()
 }
 
@@ -90,6 +96,15 @@ pub(crate) fn readyz(shared: &Shared) -> Response {
     }
     if shared.routing.load().router.is_none() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no routing state yet\n").into_response();
+    }
+    let follow = shared.routing.meta_follow(shared.config.max_staleness);
+    if follow.stale {
+        let text = format!(
+            "routing may be stale: no meta member with a leader heard from for {}ms (proxy.max_staleness is {}ms); writes are refused, reads served\n",
+            follow.staleness_ms,
+            follow.max_staleness_ms.unwrap_or_default()
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
     }
     "ready\n".into_response()
 }
