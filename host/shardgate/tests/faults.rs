@@ -1150,16 +1150,48 @@ struct CheckedHistory {
 
 /// Checks `h` against the node-list model; a violation (or an inconclusive
 /// search) fails the test, printing the smallest window that shows it.
-fn check_history(tag: &str, h: &history::History, writes: history::Counts, reads: history::Counts) -> CheckedHistory {
+fn check_history(
+    tag: &str,
+    h: &history::History,
+    left_out: &[history::LeftOut],
+    writes: history::Counts,
+    reads: history::Counts,
+) -> CheckedHistory {
     use shardgate_testkit::linearizability::{Limits, Verdict, check, node_list::NodeList, window};
     let r = check(&NodeList, h, Limits { max_time: Duration::from_secs(60), ..Limits::default() });
     match &r.verdict {
         Verdict::Linearizable { .. } => {}
-        Verdict::Violation(v) => panic!(
-            "history {tag} ({} operations) is NOT linearizable; smallest window (times in ms since the scenario started):\n{}",
-            h.len(),
-            window(h, v, 6, 0)
-        ),
+        Verdict::Violation(v) => {
+            // Writes the API said changed nothing, on the blocked operation's
+            // id, between the last linearized operation and the blocked one.
+            let blocked = &h[v.blocked];
+            let id = history::op_id(&blocked.input);
+            let from = v.linearized.iter().filter_map(|&i| h[i].returned.as_ref().map(|(t, _)| *t)).max().unwrap_or(0).min(blocked.call);
+            let to = blocked.returned.as_ref().map_or(u64::MAX, |(t, _)| *t);
+            let nearby: Vec<String> = left_out
+                .iter()
+                .filter(|l| l.ret >= from.saturating_sub(1_000_000_000) && l.call <= to)
+                .filter(|l| id.is_none() || history::op_id(&l.op) == id)
+                .map(|l| {
+                    format!(
+                        "client {} [{:.1} .. {:.1}] {:?} -> left out: {}",
+                        l.client,
+                        l.call as f64 / 1e6,
+                        l.ret as f64 / 1e6,
+                        l.op,
+                        l.why
+                    )
+                })
+                .collect();
+            panic!(
+                "history {tag} ({} operations) is NOT linearizable; smallest window (times in ms since the scenario started):\n{}\
+                 writes left out as `nothing committed` near it ({}):\n{}",
+                h.len(),
+                window(h, v, 6, 0),
+                nearby.len(),
+                nearby.join("\n")
+            )
+        }
         Verdict::Inconclusive { reason } => panic!("history {tag} ({} operations): the checker gave up: {reason}", h.len()),
     }
     println!(
@@ -1241,6 +1273,7 @@ fn s7_meta_history_is_linearizable_under_leader_kill_and_partition() {
             let mut extra: history::History = Vec::new();
             let mut stale_log = None;
             let mut probe_writes = history::Counts::default();
+            let mut minority_log = Vec::new();
             match fault {
                 MetaFault::KillLeader => lab.kill9(&format!("meta-{k}")),
                 MetaFault::PartitionLeader => lab.link_down(&format!("m{k}"), Net::Ctl),
@@ -1263,6 +1296,13 @@ fn s7_meta_history_is_linearizable_under_leader_kill_and_partition() {
                 let stale = inside.run(async move {
                     let local = vec![format!("http://127.0.0.1:{META_PORT}")];
                     history::Recorders::start(local, vec![], s, 1, 90, origin, Duration::from_secs(90), sa, st, true)
+                });
+                // A client of the cut-off member on its own host, calling
+                // the real (linearizable) API: part of the checked history.
+                let (i, s, a, st) = (ids.clone(), seen.clone(), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+                let minority = inside.run(async move {
+                    let local = vec![format!("http://127.0.0.1:{META_PORT}")];
+                    history::Recorders::start(local, i, s, 1, 30, origin, Duration::from_secs(90), a, st, false)
                 });
                 // A write the majority acknowledges, on an id only it touches
                 // (every attempt is part of the history).
@@ -1305,19 +1345,23 @@ fn s7_meta_history_is_linearizable_under_leader_kill_and_partition() {
                 lab.link_up(&format!("m{k}"), Net::Ctl);
                 wait_more(&lab, &answered, 150, &format!("{tag}: answered operations after healing"));
                 stale_log = Some(inside.run(stale.finish()));
+                minority_log = inside.run(minority.finish());
             } else {
                 wait_more(&lab, &answered, 300, &format!("{tag}: answered operations after the new leader"));
             }
             let mut hist = extra;
             let (mut writes, mut reads) = (history::Counts::default(), history::Counts::default());
             let mut failures = Vec::new();
-            for (rec, (rt, _, _)) in recorders.into_iter().zip(runtimes.iter()) {
-                for log in rt.run(rec.finish()) {
-                    hist.extend(log.history);
-                    failures.extend(log.failures);
-                    writes.add(log.writes);
-                    reads.add(log.reads);
-                }
+            let mut left_out = Vec::new();
+            let mut logs: Vec<history::WorkerLog> =
+                recorders.into_iter().zip(runtimes.iter()).flat_map(|(rec, (rt, _, _))| rt.run(rec.finish())).collect();
+            logs.extend(minority_log);
+            for log in logs {
+                hist.extend(log.history);
+                failures.extend(log.failures);
+                left_out.extend(log.left_out);
+                writes.add(log.writes);
+                reads.add(log.reads);
             }
             if fault == MetaFault::KillLeader {
                 lab.restart(&format!("meta-{k}"));
@@ -1332,7 +1376,7 @@ fn s7_meta_history_is_linearizable_under_leader_kill_and_partition() {
                     .unwrap_or_else(|| panic!("{tag}: restarted meta-{k} did not follow a leader within 30 s"));
             }
             writes.add(probe_writes);
-            checked.push(check_history(&tag, &hist, writes, reads));
+            checked.push(check_history(&tag, &hist, &left_out, writes, reads));
             println!("s7 history {tag}: {fault:?} of meta-{k}; first calls left out: {:?}", &failures[..failures.len().min(3)]);
             if let Some(logs) = stale_log {
                 use shardgate_testkit::linearizability::{Limits, check, node_list::NodeList};

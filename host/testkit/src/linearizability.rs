@@ -267,12 +267,7 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>], li
 /// `context` operations linearized before it got stuck, and every operation
 /// whose interval overlaps the blocked one's, in call order; one line each,
 /// times in milliseconds from `origin` (a time in the history's unit, ns).
-pub fn window<I: Debug, O: Debug, S: Debug>(
-    history: &[Operation<I, O>],
-    violation: &Violation<S>,
-    context: usize,
-    origin: u64,
-) -> String {
+pub fn window<I: Debug, O: Debug, S: Debug>(history: &[Operation<I, O>], violation: &Violation<S>, context: usize, origin: u64) -> String {
     let b = &history[violation.blocked];
     let b_ret = b.returned.as_ref().map_or(u64::MAX, |(t, _)| *t);
     let mut ops: Vec<usize> = violation.linearized.iter().rev().take(context).copied().collect();

@@ -146,6 +146,14 @@ pub async fn call(http: &reqwest::Client, member: &str, op: &NodeOp, ids: &BTree
     }
 }
 
+/// The node id a write touches (`None` for a list).
+pub fn op_id(op: &NodeOp) -> Option<&str> {
+    match op {
+        NodeOp::Add { id, .. } | NodeOp::Update { id, .. } | NodeOp::Remove { id } => Some(id),
+        NodeOp::List => None,
+    }
+}
+
 /// A small deterministic generator (xorshift64*), one per worker.
 pub struct Rng(u64);
 
@@ -184,6 +192,19 @@ pub struct WorkerLog {
     pub reads: Counts,
     /// The first few reasons an operation was left out.
     pub failures: Vec<String>,
+    /// Every write left out as "no effect": (client, call, return, write,
+    /// why), shown next to a violation's window.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A write left out of the history because the API said nothing was committed.
+#[derive(Debug, Clone)]
+pub struct LeftOut {
+    pub client: usize,
+    pub call: u64,
+    pub ret: u64,
+    pub op: NodeOp,
+    pub why: String,
 }
 
 /// Workers recording a history until stopped (or `limit` passes).
@@ -223,7 +244,13 @@ impl Recorders {
                     let http = http_client(Duration::from_secs(3));
                     let salt = ids.iter().flat_map(|i| i.bytes()).fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
                     let mut rng = Rng::new(client as u64 * 7919 + salt);
-                    let mut log = WorkerLog { history: vec![], writes: Counts::default(), reads: Counts::default(), failures: vec![] };
+                    let mut log = WorkerLog {
+                        history: vec![],
+                        writes: Counts::default(),
+                        reads: Counts::default(),
+                        failures: vec![],
+                        left_out: vec![],
+                    };
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                         let op = if stale { NodeOp::List } else { random_op(&mut rng, &ids) };
                         let member = &members[rng.below(members.len() as u64) as usize];
@@ -247,7 +274,10 @@ impl Recorders {
                             Recorded::NoEffect(why) => {
                                 counts.failed += 1;
                                 if log.failures.len() < 3 {
-                                    log.failures.push(why);
+                                    log.failures.push(why.clone());
+                                }
+                                if !matches!(op, NodeOp::List) {
+                                    log.left_out.push(LeftOut { client, call: at, ret: nanos(origin), op, why });
                                 }
                                 // Do not spin on a member that is down.
                                 tokio::time::sleep(Duration::from_millis(20)).await;
