@@ -293,7 +293,21 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
         .unwrap();
         let started = Instant::now();
         let a = send(&http, Method::POST, &format!("http://127.0.0.1:{META_PORT}/v1/nodes"), Some(body)).await;
-        (a, started.elapsed())
+        let elapsed = started.elapsed();
+        // Nor does it answer from its (stale) state: adding an id it holds
+        // is not a 409, removing one it lacks not a 404.
+        let dup =
+            serde_json::to_vec(&NewNode { id: "pre0-0".into(), addr: "http://pre.lab:7200".into(), weight: 1.0, zone: String::new() })
+                .unwrap();
+        let stale = [
+            send(&http, Method::POST, &format!("http://127.0.0.1:{META_PORT}/v1/nodes"), Some(dup)).await,
+            send(&http, Method::DELETE, &format!("http://127.0.0.1:{META_PORT}/v1/nodes/minority-2"), None).await,
+        ];
+        for s in stale {
+            let s = s.expect("the cut-off member answers on its own host");
+            assert_eq!(s.status, 503, "a cut-off member answered from its own state: {s:?}");
+        }
+        (a, elapsed)
     });
     let (answer, refused_after) = refused;
     let answer = answer.expect("the cut-off member answers on its own host");
