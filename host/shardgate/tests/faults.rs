@@ -263,8 +263,20 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
     let k = member_no(&metas, &old_url);
     let majority: Vec<String> = metas.iter().filter(|m| **m != old_url).cloned().collect();
     let m = metas.clone();
-    let before = lab.lan().run(async move { MetaWriters::start(m, 1, 10, Duration::from_secs(20), "pre").finish().await });
-    assert!(before.iter().all(|w| w.acked), "writes before the partition: {before:?}");
+    // (Not `MetaWriters::start(..).finish()`: it stops its writers before
+    // they write anything.)
+    let before: Vec<String> = lab.lan().run(async move {
+        let c = MetaClient::new(m).with_retry_for(Duration::from_secs(5));
+        let mut ids = Vec::new();
+        for n in 0..10 {
+            let id = format!("pre-{n}");
+            c.add_node(&NewNode { id: id.clone(), addr: format!("http://{id}.lab:7200"), weight: 1.0, zone: String::new() })
+                .await
+                .unwrap_or_else(|e| panic!("write {id} before the partition: {e}"));
+            ids.push(id);
+        }
+        ids
+    });
 
     lab.link_down(&format!("m{k}"), Net::Ctl);
     let cut_at = Instant::now();
@@ -282,6 +294,7 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
 
     // The cut-off member, asked from inside its own host, refuses a write.
     let inside = lab::NetnsRuntime::start(&lab.ns(&format!("m{k}")));
+    let held = before[0].clone();
     let refused = inside.run(async move {
         let http = http_client(Duration::from_secs(10));
         let body = serde_json::to_vec(&NewNode {
@@ -296,9 +309,7 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
         let elapsed = started.elapsed();
         // Nor does it answer from its (stale) state: adding an id it holds
         // is not a 409, removing one it lacks not a 404.
-        let dup =
-            serde_json::to_vec(&NewNode { id: "pre0-0".into(), addr: "http://pre.lab:7200".into(), weight: 1.0, zone: String::new() })
-                .unwrap();
+        let dup = serde_json::to_vec(&NewNode { id: held, addr: "http://held.lab:7200".into(), weight: 1.0, zone: String::new() }).unwrap();
         let stale = [
             send(&http, Method::POST, &format!("http://127.0.0.1:{META_PORT}/v1/nodes"), Some(dup)).await,
             send(&http, Method::DELETE, &format!("http://127.0.0.1:{META_PORT}/v1/nodes/minority-2"), None).await,
