@@ -30,7 +30,9 @@
 //! failed read) are simply left out of the history.
 //!
 //! Bounded by design: the search stops with [`Verdict::Inconclusive`] after
-//! [`Limits::max_time`] or [`Limits::max_cache`] memoized configurations.
+//! [`Limits::max_time`], or when the memoized configurations (a bitset of
+//! `n / 8` bytes and a model state each) would take more than
+//! [`Limits::max_memory`] bytes.
 //!
 //! Partitioning (P-compositionality): for a map whose every operation
 //! touches one key, a history is linearizable iff each key's sub-history is,
@@ -85,14 +87,14 @@ pub struct Operation<I, O> {
 pub struct Limits {
     /// Wall-clock time after which the search gives up (inconclusive).
     pub max_time: Duration,
-    /// Memoized configurations after which the search gives up (bounds the
-    /// memory: each holds a bitset and a model state).
-    pub max_cache: usize,
+    /// Approximate bytes of memoized configurations after which the search
+    /// gives up (each holds a bitset of `n / 8` bytes and a model state).
+    pub max_memory: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_time: Duration::from_secs(30), max_cache: 2_000_000 }
+        Limits { max_time: Duration::from_secs(30), max_memory: 512 << 20 }
     }
 }
 
@@ -207,6 +209,8 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>], li
     let mut deepest: Option<Violation<M::State>> = None;
     let mut steps = 0u64;
     let mut cur = next[head];
+    // Per memoized configuration: the bitset, the state, the table's own.
+    let entry_bytes = linearized.0.len() * 8 + 2 * std::mem::size_of::<M::State>() + 64;
     let report = |verdict, steps| Report { verdict, operations: n, steps, elapsed: started.elapsed() };
     loop {
         if remaining == 0 {
@@ -216,8 +220,10 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>], li
         if steps.is_multiple_of(4096) && started.elapsed() > limits.max_time {
             return report(Verdict::Inconclusive { reason: format!("no answer within {:?}", limits.max_time) }, steps);
         }
-        if cache.len() > limits.max_cache {
-            return report(Verdict::Inconclusive { reason: format!("more than {} configurations explored", limits.max_cache) }, steps);
+        if cache.len().saturating_mul(entry_bytes) > limits.max_memory {
+            let reason =
+                format!("{} configurations explored, over the {} bytes allowed (Limits::max_memory)", cache.len(), limits.max_memory);
+            return report(Verdict::Inconclusive { reason }, steps);
         }
         if cur != NIL && !events[cur].1 {
             // A call: try to linearize it now.
@@ -407,7 +413,7 @@ mod tests {
     #[test]
     fn limits_give_an_inconclusive_answer_not_a_wrong_one() {
         let h: Vec<_> = (0..200).map(|i| write(i, i as i64, 0, 1_000)).chain([read(999, 5, 2_000, 2_010)]).collect();
-        let r = check(&Register, &h, Limits { max_time: Duration::from_secs(30), max_cache: 10 });
+        let r = check(&Register, &h, Limits { max_time: Duration::from_secs(30), max_memory: 1_000 });
         assert!(matches!(r.verdict, Verdict::Inconclusive { .. }), "{:?}", r.verdict);
     }
 }
