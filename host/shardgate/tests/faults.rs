@@ -3,13 +3,17 @@
 //! namespaces, the test drives load through them and injects faults: kill -9
 //! of a meta leader, a cache node or a proxy, a network partition of a meta
 //! member or of a proxy from meta, a restart of the whole meta cluster.
+//! Scenario 7 (issue 12) records meta's history under a leader kill and a
+//! partition from clients on several hosts (`faults/history.rs`) and checks
+//! it for linearizability (`shardgate_testkit::linearizability`).
 //!
 //! Design (see `faults/lab.rs` for the topology): one namespace per host
-//! (meta m1..m3, nodes n1..n3, proxies p1..p2) wired by veth pairs to two
-//! bridges (control and data networks) in a dedicated switch namespace; the
-//! processes run with `ip netns exec`; the test's HTTP clients run on a
-//! thread that entered the switch namespace (`setns`), so all traffic stays
-//! inside the lab. A partition is `ip link set <veth> down` at the switch.
+//! (meta m1..m3, nodes n1..n3, proxies p1..p2, client hosts c1, c2 in
+//! scenario 7) wired by veth pairs to two bridges (control and data
+//! networks) in a dedicated switch namespace; the processes run with `ip
+//! netns exec`; the test's HTTP clients run on threads that entered the
+//! switch namespace or a host's (`setns`), so all traffic stays inside the
+//! lab. A partition is `ip link set <veth> down` at the switch.
 //! Every load loop is bounded in count and in time; waiting for a state is
 //! polling with a deadline (sleeps only pace the load generator). Scenarios run one at a time (a process-wide
 //! lock) and each prints its report row (`cargo test -p shardgate --test
