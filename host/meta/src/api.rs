@@ -4,8 +4,9 @@
 //! Request flow: a request reaches any member; [`to_leader`] forwards writes
 //! and linearizable reads to the leader (one hop, marked with
 //! `x-shardgate-forwarded` so it never loops) unless `?stale=true` asks for a
-//! local read. On the leader a write is simulated against the current state
-//! (structural errors answer 4xx), admitted by the strategy host when it
+//! local read. On the leader a node or routing write first confirms quorum
+//! (read index, as a linearizable read does), is simulated against the
+//! current state (structural errors answer 4xx), admitted by the strategy host when it
 //! changes the routing (422 on refusal), checked for quorum (503 without
 //! one, nothing proposed), then proposed as one Raft log entry. `/v1/watch`
 //! and `/v1/raft/status` always answer locally.
@@ -150,8 +151,19 @@ impl MemberContext {
         }
     }
 
-    /// Simulate, admit and commit a batch of changes.
+    /// Confirm leadership, simulate, admit and commit a batch of changes.
+    ///
+    /// A 404 or 409 from the simulation says something about the state, so
+    /// it must be as current as a read: quorum is confirmed first (read
+    /// index, which also waits until everything committed is applied here).
+    /// Without it a leader cut off from the majority answered from its stale
+    /// state (409 for an id the majority had removed), and a new leader from
+    /// a state missing the last entries of the old one (fault scenario 7).
     pub async fn commit_changes(&self, changes: Vec<Change>) -> Result<WriteReceipt, ApiError> {
+        if let Err(e) = self.ensure_quorum().await {
+            self.metrics.write("no_quorum");
+            return Err(e);
+        }
         let (before, after, component) = self.sm.read(|s| -> Result<_, Rejection> {
             let placeholder_index = self.sm.applied_index().unwrap_or(0) + 1;
             let next = s.simulate(placeholder_index, &changes)?;
@@ -291,11 +303,16 @@ async fn forward(ctx: &MemberContext, req: Request, leader: &str) -> Result<Resp
     if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
         rb = rb.header(header::AUTHORIZATION, auth.clone());
     }
-    // A timeout leaves the outcome of a forwarded write unknown; a refused
-    // connection means the leader never saw it.
+    // A timeout leaves the outcome of a forwarded write unknown, and so does
+    // a connection lost once it was made (the leader may have committed the
+    // write and died before answering); only a connection never made means
+    // the leader never saw it. (A read changes nothing either way.)
+    let is_write = parts.method != Method::GET;
     let unreachable = |e: reqwest::Error| {
         if e.is_timeout() {
             ApiError::WriteTimeout(timeout)
+        } else if is_write && !e.is_connect() {
+            ApiError::ForwardLost { addr: leader.to_string(), reason: e.to_string() }
         } else {
             ApiError::LeaderUnreachable { addr: leader.to_string(), reason: e.to_string() }
         }

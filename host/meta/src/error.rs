@@ -58,8 +58,14 @@ pub enum ApiError {
     NotLeader { leader: Option<String> },
     #[error("write not committed within {0:?}; its outcome is unknown")]
     WriteTimeout(std::time::Duration),
+    /// The connection to the leader could not be made: it never saw the
+    /// request.
     #[error("cannot reach the leader at {addr}: {reason}")]
     LeaderUnreachable { addr: String, reason: String },
+    /// The connection to the leader broke after a forwarded write was sent:
+    /// it may have been committed (kind `write_timeout`, outcome unknown).
+    #[error("lost the connection to the leader at {addr} after forwarding the write ({reason}); its outcome is unknown")]
+    ForwardLost { addr: String, reason: String },
     #[error("{0}")]
     Membership(String),
     /// A would-be learner's address does not answer as that meta member.
@@ -99,6 +105,7 @@ impl ApiError {
             | ApiError::NoLeaderFor(_)
             | ApiError::NotLeader { .. }
             | ApiError::WriteTimeout(_)
+            | ApiError::ForwardLost { .. }
             | ApiError::LeaderUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Membership(_) | ApiError::NotCaughtUp(_) => StatusCode::CONFLICT,
             ApiError::LearnerCheck(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -125,7 +132,7 @@ impl ApiError {
             ApiError::NoQuorum { .. } => "no_quorum",
             ApiError::NoLeader | ApiError::NoLeaderFor(_) => "no_leader",
             ApiError::NotLeader { .. } => "not_leader",
-            ApiError::WriteTimeout(_) => "write_timeout",
+            ApiError::WriteTimeout(_) | ApiError::ForwardLost { .. } => "write_timeout",
             ApiError::LeaderUnreachable { .. } => "leader_unreachable",
             ApiError::Membership(_) => "membership",
             ApiError::LearnerCheck(_) => "learner_check",
@@ -140,7 +147,7 @@ impl ApiError {
     fn leader(&self) -> Option<String> {
         match self {
             ApiError::NoQuorum { leader, .. } | ApiError::NotLeader { leader } => leader.clone(),
-            ApiError::LeaderUnreachable { addr, .. } => Some(addr.clone()),
+            ApiError::LeaderUnreachable { addr, .. } | ApiError::ForwardLost { addr, .. } => Some(addr.clone()),
             _ => None,
         }
     }

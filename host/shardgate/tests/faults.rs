@@ -3,13 +3,17 @@
 //! namespaces, the test drives load through them and injects faults: kill -9
 //! of a meta leader, a cache node or a proxy, a network partition of a meta
 //! member or of a proxy from meta, a restart of the whole meta cluster.
+//! Scenario 7 (issue 12) records meta's history under a leader kill and a
+//! partition from clients on several hosts (`faults/history.rs`) and checks
+//! it for linearizability (`shardgate_testkit::linearizability`).
 //!
 //! Design (see `faults/lab.rs` for the topology): one namespace per host
-//! (meta m1..m3, nodes n1..n3, proxies p1..p2) wired by veth pairs to two
-//! bridges (control and data networks) in a dedicated switch namespace; the
-//! processes run with `ip netns exec`; the test's HTTP clients run on a
-//! thread that entered the switch namespace (`setns`), so all traffic stays
-//! inside the lab. A partition is `ip link set <veth> down` at the switch.
+//! (meta m1..m3, nodes n1..n3, proxies p1..p2, client hosts c1, c2 in
+//! scenario 7) wired by veth pairs to two bridges (control and data
+//! networks) in a dedicated switch namespace; the processes run with `ip
+//! netns exec`; the test's HTTP clients run on threads that entered the
+//! switch namespace or a host's (`setns`), so all traffic stays inside the
+//! lab. A partition is `ip link set <veth> down` at the switch.
 //! Every load loop is bounded in count and in time; waiting for a state is
 //! polling with a deadline (sleeps only pace the load generator). Scenarios run one at a time (a process-wide
 //! lock) and each prints its report row (`cargo test -p shardgate --test
@@ -32,6 +36,8 @@
 
 #[path = "faults/cluster.rs"]
 mod cluster;
+#[path = "faults/history.rs"]
+mod history;
 #[path = "faults/lab.rs"]
 mod lab;
 
@@ -261,8 +267,20 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
     let k = member_no(&metas, &old_url);
     let majority: Vec<String> = metas.iter().filter(|m| **m != old_url).cloned().collect();
     let m = metas.clone();
-    let before = lab.lan().run(async move { MetaWriters::start(m, 1, 10, Duration::from_secs(20), "pre").finish().await });
-    assert!(before.iter().all(|w| w.acked), "writes before the partition: {before:?}");
+    // (Not `MetaWriters::start(..).finish()`: it stops its writers before
+    // they write anything.)
+    let before: Vec<String> = lab.lan().run(async move {
+        let c = MetaClient::new(m).with_retry_for(Duration::from_secs(5));
+        let mut ids = Vec::new();
+        for n in 0..10 {
+            let id = format!("pre-{n}");
+            c.add_node(&NewNode { id: id.clone(), addr: format!("http://{id}.lab:7200"), weight: 1.0, zone: String::new() })
+                .await
+                .unwrap_or_else(|e| panic!("write {id} before the partition: {e}"));
+            ids.push(id);
+        }
+        ids
+    });
 
     lab.link_down(&format!("m{k}"), Net::Ctl);
     let cut_at = Instant::now();
@@ -280,6 +298,7 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
 
     // The cut-off member, asked from inside its own host, refuses a write.
     let inside = lab::NetnsRuntime::start(&lab.ns(&format!("m{k}")));
+    let held = before[0].clone();
     let refused = inside.run(async move {
         let http = http_client(Duration::from_secs(10));
         let body = serde_json::to_vec(&NewNode {
@@ -291,7 +310,19 @@ fn s2_partitioned_meta_member_refuses_writes_and_catches_up() {
         .unwrap();
         let started = Instant::now();
         let a = send(&http, Method::POST, &format!("http://127.0.0.1:{META_PORT}/v1/nodes"), Some(body)).await;
-        (a, started.elapsed())
+        let elapsed = started.elapsed();
+        // Nor does it answer from its (stale) state: adding an id it holds
+        // is not a 409, removing one it lacks not a 404.
+        let dup = serde_json::to_vec(&NewNode { id: held, addr: "http://held.lab:7200".into(), weight: 1.0, zone: String::new() }).unwrap();
+        let stale = [
+            send(&http, Method::POST, &format!("http://127.0.0.1:{META_PORT}/v1/nodes"), Some(dup)).await,
+            send(&http, Method::DELETE, &format!("http://127.0.0.1:{META_PORT}/v1/nodes/minority-2"), None).await,
+        ];
+        for s in stale {
+            let s = s.expect("the cut-off member answers on its own host");
+            assert_eq!(s.status, 503, "a cut-off member answered from its own state: {s:?}");
+        }
+        (a, elapsed)
     });
     let (answer, refused_after) = refused;
     let answer = answer.expect("the cut-off member answers on its own host");
@@ -1116,6 +1147,318 @@ fn s6_proxy_killed_mid_request_is_invisible_to_the_other_proxys_clients() {
             "proxy-2: {} requests, 0 failed; proxy-1: {} requests, {failed1} failed while down (\"{first1}\") + the half-sent PUT (connection closed, nothing stored)",
             via2.len(),
             via1.len()
+        ),
+    }
+    .print();
+}
+
+/// Client hosts c1, c2 on the control network: where scenario 7's
+/// recording clients run (with one more on the switch).
+fn client_hosts() -> Vec<Host> {
+    (1..=2).map(|i| Host::new(&format!("c{i}"), 40 + i, &[Net::Ctl])).collect()
+}
+
+/// The fault injected while one history of scenario 7 is recorded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum MetaFault {
+    /// kill -9 the leader (restarted after the history).
+    KillLeader,
+    /// Cut the leader's link, heal it before the history ends.
+    PartitionLeader,
+}
+
+/// One checked history of scenario 7, for the report.
+struct CheckedHistory {
+    tag: String,
+    operations: usize,
+    writes: history::Counts,
+    reads: history::Counts,
+    steps: u64,
+    elapsed: Duration,
+}
+
+/// Checks `h` against the node-list model; a violation (or an inconclusive
+/// search) fails the test, printing the smallest window that shows it.
+fn check_history(
+    tag: &str,
+    h: &history::History,
+    left_out: &[history::LeftOut],
+    writes: history::Counts,
+    reads: history::Counts,
+) -> CheckedHistory {
+    use shardgate_testkit::linearizability::{Limits, Verdict, check, node_list::NodeList, window};
+    let r = check(&NodeList, h, Limits { max_time: Duration::from_secs(60), ..Limits::default() });
+    match &r.verdict {
+        Verdict::Linearizable { .. } => {}
+        Verdict::Violation(v) => {
+            // Writes the API said changed nothing, on the blocked operation's
+            // id, between the last linearized operation and the blocked one.
+            let blocked = &h[v.blocked];
+            let id = history::op_id(&blocked.input);
+            let from = v.linearized.iter().filter_map(|&i| h[i].returned.as_ref().map(|(t, _)| *t)).max().unwrap_or(0).min(blocked.call);
+            let to = blocked.returned.as_ref().map_or(u64::MAX, |(t, _)| *t);
+            let nearby: Vec<String> = left_out
+                .iter()
+                .filter(|l| l.ret >= from.saturating_sub(1_000_000_000) && l.call <= to)
+                .filter(|l| id.is_none() || history::op_id(&l.op) == id)
+                .map(|l| {
+                    format!(
+                        "client {} [{:.1} .. {:.1}] {:?} -> left out: {}",
+                        l.client,
+                        l.call as f64 / 1e6,
+                        l.ret as f64 / 1e6,
+                        l.op,
+                        l.why
+                    )
+                })
+                .collect();
+            panic!(
+                "history {tag} ({} operations) is NOT linearizable; smallest window (times in ms since the scenario started):\n{}\
+                 writes left out as `nothing committed` near it ({}):\n{}",
+                h.len(),
+                window(h, v, 6, 0),
+                nearby.len(),
+                nearby.join("\n")
+            )
+        }
+        Verdict::Inconclusive { reason } => panic!("history {tag} ({} operations): the checker gave up: {reason}", h.len()),
+    }
+    println!(
+        "s7 history {tag}: {} operations (writes {} ok / {} failed / {} unknown; reads {} ok / {} failed), linearizable, {} steps in {}",
+        h.len(),
+        writes.ok,
+        writes.failed,
+        writes.unknown,
+        reads.ok,
+        reads.failed,
+        r.steps,
+        ms(r.elapsed)
+    );
+    CheckedHistory { tag: tag.into(), operations: h.len(), writes, reads, steps: r.steps, elapsed: r.elapsed }
+}
+
+/// Scenario 7 (issue 12, part 7): meta's history is linearizable under
+/// faults. Five clients on three lab hosts (c1, c2 and the switch) issue
+/// concurrent add / update / remove / linearizable list calls on three node
+/// ids through random members while (history `k<r>`) the leader is killed
+/// with -9, and (history `p<r>`, after the killed member is restarted) the
+/// leader is cut off and healed. Each history is checked against the
+/// sequential node-list model (`shardgate_testkit::linearizability`). The
+/// broken read path proves the check can fail: during the partition a
+/// client on the cut-off member's own host reads `?stale=true` there after a
+/// write the majority acknowledged; those reads added to the same history
+/// must make it non-linearizable.
+///
+/// `SHARDGATE_LINEARIZABILITY_ROUNDS` (default 1) repeats the pair of
+/// histories; fresh ids per history, reads projected onto them.
+#[test]
+fn s7_meta_history_is_linearizable_under_leader_kill_and_partition() {
+    let rounds: usize = std::env::var("SHARDGATE_LINEARIZABILITY_ROUNDS")
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("SHARDGATE_LINEARIZABILITY_ROUNDS={v:?}: not a number of rounds")))
+        .unwrap_or(1);
+    assert!((1..=1000).contains(&rounds), "SHARDGATE_LINEARIZABILITY_ROUNDS={rounds}: 1..=1000");
+    let mut hosts = meta_hosts();
+    hosts.extend(client_hosts());
+    let Some(mut lab) = lab("s7", hosts) else { return };
+    start_metas(&mut lab, &Timing::default());
+    let metas = meta_urls(&lab);
+    let http = http_client(Duration::from_secs(3));
+    let (m, h) = (metas.clone(), http.clone());
+    lab.lan()
+        .run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a first leader") });
+    // Its own runtime on the switch (not `lab.lan()`, which borrows the lab).
+    let c0 = lab::NetnsRuntime::start(&lab.ns("lan"));
+    let c1 = lab::NetnsRuntime::start(&lab.ns("c1"));
+    let c2 = lab::NetnsRuntime::start(&lab.ns("c2"));
+    let origin = Instant::now();
+    let mut checked: Vec<CheckedHistory> = Vec::new();
+    let mut caught = 0usize;
+    for round in 0..rounds {
+        for fault in [MetaFault::KillLeader, MetaFault::PartitionLeader] {
+            let tag = format!("{}{round}", if fault == MetaFault::KillLeader { "k" } else { "p" });
+            let ids: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{tag}-{s}")).collect();
+            let probe = format!("{tag}-probe");
+            let seen: BTreeSet<String> = ids.iter().cloned().chain([probe.clone()]).collect();
+            let answered = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            // (runtime, workers, first client id): 1 on the switch, 2 on c1, 2 on c2.
+            let runtimes = [(&c0, 1, 0), (&c1, 2, 10), (&c2, 2, 20)];
+            let recorders: Vec<history::Recorders> = runtimes
+                .iter()
+                .map(|(rt, workers, first)| {
+                    let (m, i, s, a, st, w, f) =
+                        (metas.clone(), ids.clone(), seen.clone(), answered.clone(), stop.clone(), *workers, *first);
+                    rt.run(async move { history::Recorders::start(m, i, s, w, f, origin, Duration::from_secs(90), a, st, false) })
+                })
+                .collect();
+            wait_more(&lab, &answered, 100, &format!("{tag}: answered operations before the fault"));
+            let (m, h) = (metas.clone(), http.clone());
+            let (leader_url, status) = lab
+                .lan()
+                .run(async move { poll(Duration::from_secs(10), Duration::from_millis(10), || leader(&h, &m)).await.expect("a leader") });
+            let k = member_no(&metas, &leader_url);
+            let survivors: Vec<String> = metas.iter().filter(|m| **m != leader_url).cloned().collect();
+            let mut extra: history::History = Vec::new();
+            let mut stale_log = None;
+            let mut probe_writes = history::Counts::default();
+            let mut minority_log = Vec::new();
+            match fault {
+                MetaFault::KillLeader => lab.kill9(&format!("meta-{k}")),
+                MetaFault::PartitionLeader => lab.link_down(&format!("m{k}"), Net::Ctl),
+            }
+            let (s, h, term) = (survivors.clone(), http.clone(), status.term);
+            lab.lan()
+                .run(async move {
+                    poll(Duration::from_secs(10), Duration::from_millis(10), || async {
+                        leader(&h, &s).await.filter(|(_, st)| st.term > term)
+                    })
+                    .await
+                })
+                .unwrap_or_else(|| panic!("{tag}: no new leader among the survivors within 10 s of {fault:?}"));
+            if fault == MetaFault::PartitionLeader {
+                // The broken read path: stale reads on the cut-off member,
+                // from its own host.
+                let inside = lab::NetnsRuntime::start(&lab.ns(&format!("m{k}")));
+                let stale_answered = Arc::new(AtomicU64::new(0));
+                let (s, sa, st) = (seen.clone(), stale_answered.clone(), Arc::new(AtomicBool::new(false)));
+                let stale = inside.run(async move {
+                    let local = vec![format!("http://127.0.0.1:{META_PORT}")];
+                    history::Recorders::start(local, vec![], s, 1, 90, origin, Duration::from_secs(90), sa, st, true)
+                });
+                // A client of the cut-off member on its own host, calling
+                // the real (linearizable) API: part of the checked history.
+                let (i, s, a, st) = (ids.clone(), seen.clone(), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+                let minority = inside.run(async move {
+                    let local = vec![format!("http://127.0.0.1:{META_PORT}")];
+                    history::Recorders::start(local, i, s, 1, 30, origin, Duration::from_secs(90), a, st, false)
+                });
+                // A write the majority acknowledges, on an id only it touches
+                // (every attempt is part of the history).
+                let (s, sn, p) = (survivors.clone(), seen.clone(), probe.clone());
+                let attempts = lab.lan().run(async move {
+                    use shardgate_testkit::linearizability::{Operation, node_list::NodeAnswer};
+                    let http = http_client(Duration::from_secs(3));
+                    let op = shardgate_testkit::linearizability::node_list::NodeOp::Add { id: p, weight: 1 };
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    let mut attempts = Vec::new();
+                    loop {
+                        let at = history::nanos(origin);
+                        let why = match history::call(&http, &s[0], &op, &sn, false).await {
+                            history::Recorded::Answer(a) => {
+                                let acked = matches!(a, NodeAnswer::Done | NodeAnswer::Duplicate);
+                                attempts.push(Operation {
+                                    client: 80,
+                                    input: op.clone(),
+                                    call: at,
+                                    returned: Some((history::nanos(origin), a)),
+                                });
+                                assert!(acked, "probe write: {attempts:?}");
+                                break attempts;
+                            }
+                            history::Recorded::Unknown => {
+                                attempts.push(Operation { client: 80, input: op.clone(), call: at, returned: None });
+                                "unknown outcome".to_string()
+                            }
+                            history::Recorded::NoEffect(why) => why,
+                        };
+                        assert!(Instant::now() < deadline, "the majority did not take the probe write within 20 s: {why}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                });
+                probe_writes =
+                    history::Counts { ok: 1, failed: 0, unknown: attempts.iter().filter(|a| a.returned.is_none()).count() as u64 };
+                extra.extend(attempts);
+                wait_more(&lab, &stale_answered, 3, &format!("{tag}: stale reads on the cut-off member after the probe"));
+                wait_more(&lab, &answered, 200, &format!("{tag}: answered operations during the partition"));
+                lab.link_up(&format!("m{k}"), Net::Ctl);
+                wait_more(&lab, &answered, 150, &format!("{tag}: answered operations after healing"));
+                stale_log = Some(inside.run(stale.finish()));
+                minority_log = inside.run(minority.finish());
+            } else {
+                wait_more(&lab, &answered, 300, &format!("{tag}: answered operations after the new leader"));
+            }
+            let mut hist = extra;
+            let (mut writes, mut reads) = (history::Counts::default(), history::Counts::default());
+            let mut failures = Vec::new();
+            let mut left_out = Vec::new();
+            let mut logs: Vec<history::WorkerLog> =
+                recorders.into_iter().zip(runtimes.iter()).flat_map(|(rec, (rt, _, _))| rt.run(rec.finish())).collect();
+            logs.extend(minority_log);
+            for log in logs {
+                hist.extend(log.history);
+                failures.extend(log.failures);
+                left_out.extend(log.left_out);
+                writes.add(log.writes);
+                reads.add(log.reads);
+            }
+            if fault == MetaFault::KillLeader {
+                lab.restart(&format!("meta-{k}"));
+                let (h, url) = (http.clone(), leader_url.clone());
+                lab.lan()
+                    .run(async move {
+                        poll(Duration::from_secs(30), Duration::from_millis(20), || async {
+                            raft_status(&h, &url).await.filter(|s| s.state == "follower" && s.leader.is_some())
+                        })
+                        .await
+                    })
+                    .unwrap_or_else(|| panic!("{tag}: restarted meta-{k} did not follow a leader within 30 s"));
+            }
+            writes.add(probe_writes);
+            checked.push(check_history(&tag, &hist, &left_out, writes, reads));
+            println!("s7 history {tag}: {fault:?} of meta-{k}; first calls left out: {:?}", &failures[..failures.len().min(3)]);
+            if let Some(logs) = stale_log {
+                use shardgate_testkit::linearizability::{Limits, check, node_list::NodeList};
+                let mut broken = hist.clone();
+                let mut stale_reads = history::Counts::default();
+                for log in logs {
+                    broken.extend(log.history);
+                    stale_reads.add(log.reads);
+                }
+                let r = check(&NodeList, &broken, Limits::default());
+                assert!(
+                    r.is_violation(),
+                    "{tag}: the history with {} stale reads of the cut-off member was not found non-linearizable: {:?}",
+                    stale_reads.ok,
+                    r.verdict
+                );
+                caught += 1;
+                let shown = match &r.verdict {
+                    shardgate_testkit::linearizability::Verdict::Violation(v) => {
+                        shardgate_testkit::linearizability::window(&broken, v, 2, 0)
+                    }
+                    _ => unreachable!(),
+                };
+                let lines: Vec<&str> = shown.lines().collect();
+                println!(
+                    "s7 history {tag}+stale: {} operations with {} `?stale=true` reads of the cut-off member: violation found ({} steps in {}); its window ({} lines, first 8):\n{}",
+                    broken.len(),
+                    stale_reads.ok,
+                    r.steps,
+                    ms(r.elapsed),
+                    lines.len(),
+                    lines[..lines.len().min(8)].join("\n")
+                );
+            }
+        }
+    }
+    let (mut writes, mut reads) = (history::Counts::default(), history::Counts::default());
+    for c in &checked {
+        writes.add(c.writes);
+        reads.add(c.reads);
+    }
+    let operations: usize = checked.iter().map(|c| c.operations).sum();
+    let check_time: Duration = checked.iter().map(|c| c.elapsed).sum();
+    let slowest = checked.iter().max_by_key(|c| c.elapsed).expect("histories");
+    Row {
+        scenario: "7. linearizability of meta's node list (kill -9 leader, partition leader)",
+        sent: writes.total() + reads.total(),
+        failed: writes.failed + reads.failed,
+        detection: format!("{} histories, {operations} operations checked, 0 violations", checked.len()),
+        recovery: format!("checker {} in all (slowest {} {}, {} steps)", ms(check_time), slowest.tag, ms(slowest.elapsed), slowest.steps),
+        notes: format!(
+            "writes {} ok / {} failed / {} unknown, reads {} ok / {} failed; `?stale=true` reads of the cut-off member added: a violation found in each of the {caught} partition histories",
+            writes.ok, writes.failed, writes.unknown, reads.ok, reads.failed
         ),
     }
     .print();

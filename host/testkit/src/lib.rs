@@ -12,6 +12,8 @@
 //!   [`Answer`]) and raw TCP exchanges.
 //! - [`key_api`]: the key-API conformance suite every server of the key
 //!   API (node, proxy) runs.
+//! - [`linearizability`]: a linearizability checker (Wing–Gong/Lowe) for
+//!   recorded histories, with the model of meta's node list.
 //! - [`poll`]: waiting for a condition with a deadline.
 //! - [`logging`]: [`init_tracing`] for tests.
 //! - [`tls`]: a test CA writing PEM files ([`TestCa`]).
@@ -23,6 +25,7 @@
 pub mod cluster;
 pub mod http;
 pub mod key_api;
+pub mod linearizability;
 pub mod logging;
 pub mod node;
 pub mod openapi;
