@@ -235,18 +235,19 @@ pub async fn bounded_body(State(ctx): Ctx, req: Request, next: Next) -> Response
     }
     let (parts, body) = req.into_parts();
     let timeout = ctx.config.body_read_timeout;
-    let collected = match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit as usize))).await {
-        Err(_) => return ApiError::BodyTimeout(timeout).into_response(),
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return if upload {
-                ApiError::TooLarge { size: limit + 1, limit }.into_response()
-            } else {
-                ApiError::BodyTooLarge { limit, limit_name }.into_response()
-            };
-        }
-        Ok(Err(e)) => return ApiError::BadRequest(format!("request body could not be read: {e}")).into_response(),
-    };
+    let collected =
+        match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit as usize))).await {
+            Err(_) => return ApiError::BodyTimeout(timeout).into_response(),
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return if upload {
+                    ApiError::TooLarge { size: limit + 1, limit }.into_response()
+                } else {
+                    ApiError::BodyTooLarge { limit, limit_name }.into_response()
+                };
+            }
+            Ok(Err(e)) => return ApiError::BadRequest(format!("request body could not be read: {e}")).into_response(),
+        };
     next.run(Request::from_parts(parts, Body::from(collected))).await
 }
 

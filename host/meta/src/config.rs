@@ -252,7 +252,9 @@ impl MetaConfig {
         if self.body_read_timeout.is_zero() {
             return Err(err("body_read_timeout", "must be longer than 0s"));
         }
-        for (key, value) in [("max_concurrent_previews", self.max_concurrent_previews), ("max_concurrent_admissions", self.max_concurrent_admissions)] {
+        for (key, value) in
+            [("max_concurrent_previews", self.max_concurrent_previews), ("max_concurrent_admissions", self.max_concurrent_admissions)]
+        {
             if value == 0 || value > MAX_CONCURRENT_WASM {
                 return Err(err(key, format!("must be between 1 and {MAX_CONCURRENT_WASM}, got {value}")));
             }

@@ -492,7 +492,7 @@ mod tests {
         ] {
             let err = s.simulate(3, &[change]).unwrap_err().to_string();
             assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
-            assert!(err.contains("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\""), "{err}");
+            assert!(err.contains("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…"), "{err}");
         }
         assert_eq!(echo("short"), "short");
         assert_eq!(echo(&"é".repeat(65)), format!("{}…", "é".repeat(64)));

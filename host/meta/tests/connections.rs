@@ -118,7 +118,9 @@ async fn a_body_that_stops_arriving_gets_408_after_body_read_timeout() {
         let mut stream = TcpStream::connect(socket).await.unwrap();
         let start = Instant::now();
         stream
-            .write_all(format!("POST {path} HTTP/1.1\r\nhost: meta\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{").as_bytes())
+            .write_all(
+                format!("POST {path} HTTP/1.1\r\nhost: meta\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{").as_bytes(),
+            )
             .await
             .unwrap();
         let answer = read_until_closed(&mut stream).await;

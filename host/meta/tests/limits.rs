@@ -145,25 +145,49 @@ async fn weights_addresses_and_echoed_input_are_bounded() {
         ("0.0009", "/v1/nodes", json!({"id": "w", "addr": "http://127.0.0.1:9100", "weight": 0.0009})),
         ("1000000.5", "/v1/changes", json!({"changes": [{"op": "update_node", "id": "a", "weight": 1000000.5}]})),
     ] {
-        let resp = http().request(if path == "/v1/nodes" { reqwest::Method::POST } else { reqwest::Method::POST }, format!("{base}{path}")).header("content-type", "application/json").body(serde_json::to_vec(&body).unwrap()).send().await.unwrap();
+        let resp = http()
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400);
         let answer: Value = json_of(resp).await.unwrap();
         let error = answer["error"].as_str().unwrap();
         assert!(error.contains(&format!("weight {weight} must be between 0.001 and 1000000")), "{error}");
     }
-    let resp = http().patch(format!("{base}/v1/nodes/a")).header("content-type", "application/json").body(serde_json::to_vec(&json!({"weight": 0.0})).unwrap()).send().await.unwrap();
+    let resp = http()
+        .patch(format!("{base}/v1/nodes/a"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({"weight": 0.0})).unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     // The bounds themselves are accepted.
     client.add_node(&shardgate_meta_client::model::NewNode { weight: 0.001, ..node("lo", 9101) }).await.unwrap();
     client.add_node(&shardgate_meta_client::model::NewNode { weight: 1_000_000.0, ..node("hi", 9102) }).await.unwrap();
 
     // An address already in use is a conflict, like an id.
-    let resp = http().post(format!("{base}/v1/nodes")).header("content-type", "application/json").body(serde_json::to_vec(&json!({"id": "a2", "addr": "http://127.0.0.1:9001"})).unwrap()).send().await.unwrap();
+    let resp = http()
+        .post(format!("{base}/v1/nodes"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({"id": "a2", "addr": "http://127.0.0.1:9001"})).unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
     let answer: Value = json_of(resp).await.unwrap();
     assert_eq!(answer["kind"], "duplicate_addr", "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("\"http://127.0.0.1:9001\" is already used by node \"a\""), "{answer}");
-    let resp = http().post(format!("{base}/v1/nodes")).header("content-type", "application/json").body(serde_json::to_vec(&json!({"id": "a", "addr": "http://127.0.0.1:9200"})).unwrap()).send().await.unwrap();
+    let resp = http()
+        .post(format!("{base}/v1/nodes"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({"id": "a", "addr": "http://127.0.0.1:9200"})).unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
 
     // A 100 KB id (50 KB in a path: a URI holds at most 64 KiB) comes back
@@ -198,7 +222,8 @@ async fn weights_addresses_and_echoed_input_are_bounded() {
 }
 
 /// A member that has no cluster (no members, no join): no leader.
-async fn lonely_member() -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), shardgate_meta::MetaError>>, tempfile::TempDir) {
+async fn lonely_member() -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), shardgate_meta::MetaError>>, tempfile::TempDir)
+{
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -306,7 +331,11 @@ async fn readyz_is_200_on_every_member_of_a_working_cluster_and_503_on_a_leader_
 /// The process's peak resident memory so far (VmHWM), in MiB.
 fn peak_rss_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
         / 1024
 }
 
