@@ -166,6 +166,10 @@ impl MemberContext {
             && let (Some(input), Some(component)) = (after, component)
             && let Err(e) = self.gate.admit_routing(input, component).await
         {
+            if matches!(e, ApiError::Busy { .. }) {
+                self.metrics.limited("busy_admission");
+                return Err(e);
+            }
             self.metrics.admission_refused.inc();
             info!(reason = %e, "admission refused a routing change");
             return Err(e);
@@ -227,24 +231,28 @@ pub async fn bounded_body(State(ctx): Ctx, req: Request, next: Next) -> Response
     if declared == Some(0) || (declared.is_none() && !req.headers().contains_key(header::TRANSFER_ENCODING)) {
         return next.run(req).await;
     }
+    let refuse = |e: ApiError| {
+        ctx.metrics.limited(if matches!(e, ApiError::BodyTimeout(_)) { "body_timeout" } else { "body_too_large" });
+        e.into_response()
+    };
     if upload && let Some(size) = declared.filter(|s| *s > limit) {
-        return ApiError::TooLarge { size, limit }.into_response();
+        return refuse(ApiError::TooLarge { size, limit });
     }
     if declared.is_some_and(|s| s > limit) {
-        return ApiError::BodyTooLarge { limit, limit_name }.into_response();
+        return refuse(ApiError::BodyTooLarge { limit, limit_name });
     }
     let (parts, body) = req.into_parts();
     let timeout = ctx.config.body_read_timeout;
     let collected =
         match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit as usize))).await {
-            Err(_) => return ApiError::BodyTimeout(timeout).into_response(),
+            Err(_) => return refuse(ApiError::BodyTimeout(timeout)),
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return if upload {
-                    ApiError::TooLarge { size: limit + 1, limit }.into_response()
+                return refuse(if upload {
+                    ApiError::TooLarge { size: limit + 1, limit }
                 } else {
-                    ApiError::BodyTooLarge { limit, limit_name }.into_response()
-                };
+                    ApiError::BodyTooLarge { limit, limit_name }
+                });
             }
             Ok(Err(e)) => return ApiError::BadRequest(format!("request body could not be read: {e}")).into_response(),
         };
@@ -463,6 +471,10 @@ async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiE
     let bytes = Arc::new(body.to_vec());
     let strategy = match ctx.gate.admit_upload(bytes.clone()).await {
         Ok(s) => s,
+        Err(e @ ApiError::Busy { .. }) => {
+            ctx.metrics.limited("busy_admission");
+            return Err(e);
+        }
         Err(e) => {
             ctx.metrics.admission_refused.inc();
             info!(reason = %e, "admission refused an upload");
@@ -569,7 +581,12 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
         }
         Ok((current, (input, bytes)))
     })?;
-    Ok(Json(ctx.gate.preview(current, candidate, sample).await?))
+    let report = ctx.gate.preview(current, candidate, sample).await.inspect_err(|e| {
+        if matches!(e, ApiError::Busy { .. }) {
+            ctx.metrics.limited("busy_preview");
+        }
+    })?;
+    Ok(Json(report))
 }
 
 /// `GET /healthz`: 200 whenever the process serves requests.

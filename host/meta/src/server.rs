@@ -155,7 +155,8 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
     };
     let service = TowerToHyperService::new(app);
     let http = hyper::server::conn::http1::Builder::new();
-    shardgate_role::serve::serve(listener, serve_config, http, |_| service.clone(), Arc::new(()), stopping).await;
+    let connections = Arc::new(ctx.metrics.connections());
+    shardgate_role::serve::serve(listener, serve_config, http, |_| service.clone(), connections, stopping).await;
     info!(id = config.id, "meta member stopped");
     Ok(())
 }

@@ -138,6 +138,8 @@ async fn a_body_that_stops_arriving_gets_408_after_body_read_timeout() {
     let answer = read_until_closed(&mut stream).await;
     // No strategy is active: the preview itself is refused, not the body.
     assert!(answer.contains("no strategy is active"), "{answer}");
+    let metrics = common::http().get(format!("http://{socket}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("shardgate_meta_limited_total{outcome=\"body_timeout\"} 4\n"), "{metrics}");
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), member).await.expect("the member stops").unwrap().unwrap();
 }
@@ -180,6 +182,8 @@ async fn fifteen_hundred_idle_or_half_sent_connections_hold_at_most_max_connecti
     // header timeout; at most max_connections were held.
     assert!(held <= max as usize, "{held} connections were held");
     assert_eq!(refused + held, 1500);
+    let metrics = common::http().get(format!("http://{socket}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!("shardgate_meta_connections_rejected_total {refused}\n")), "{metrics}");
     drop(streams);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -129,6 +129,8 @@ async fn previews_over_max_concurrent_previews_get_503_with_retry_after() {
     assert_eq!(status, 200, "{answer}");
     let (status, _, answer) = post(&url, &json!({"sample": 10})).await;
     assert_eq!(status, 200, "{answer}");
+    let metrics = http().get(format!("{}/metrics", cluster.addr(1))).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("shardgate_meta_limited_total{outcome=\"busy_preview\"}"), "{metrics}");
     cluster.shutdown().await;
 }
 
