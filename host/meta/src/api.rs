@@ -608,8 +608,9 @@ struct Readiness {
 
 /// `GET /readyz`: 200 when this member knows a leader and has applied
 /// every entry it knows to be committed, else 503 with the reason. A leader
-/// whose last acknowledgement by a majority is older than twice
-/// `meta.election_timeout` is not ready either (it has lost its quorum).
+/// with other voters whose last acknowledgement by a majority is older than
+/// twice `meta.election_timeout` is not ready either (it has lost its
+/// quorum; a single voter is its own majority).
 /// Answered locally, never forwarded.
 async fn readyz(State(ctx): Ctx) -> Response {
     let m = ctx.raft.metrics().borrow_watched().clone();
@@ -620,6 +621,7 @@ async fn readyz(State(ctx): Ctx) -> Response {
     let reason = if m.current_leader.is_none() {
         Some("no leader is known: the cluster is electing one, lacks quorum, or this member has not joined".to_string())
     } else if m.current_leader == Some(m.id)
+        && m.membership_config.membership().voter_ids().nth(1).is_some()
         && let Some(age) = quorum_age.filter(|age| *age > quorum_window)
     {
         Some(format!("this member leads but no majority has acknowledged it for {age:?} (over 2 x meta.election_timeout)"))

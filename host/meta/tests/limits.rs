@@ -285,6 +285,22 @@ async fn a_wrong_method_is_405_with_allow_even_without_a_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_stays_200_on_a_single_member_cluster() {
+    let cluster = TestCluster::start(1, |_| {}).await;
+    let url = format!("{}/readyz", cluster.addr(1));
+    common::poll("the member is ready", Duration::from_secs(20), || {
+        let url = url.clone();
+        async move { http().get(&url).send().await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    // A single voter is its own majority: no acknowledgement ages out.
+    tokio::time::sleep(cluster.members[&1].config.election_timeout * 3).await;
+    let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", json_of(resp).await);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_200_on_every_member_of_a_working_cluster_and_503_on_a_leader_without_quorum() {
     let mut cluster = TestCluster::start(3, |c| c.admin_token = Some("s3cret".into())).await;
     for id in 1..=3 {
@@ -304,6 +320,15 @@ async fn readyz_is_200_on_every_member_of_a_working_cluster_and_503_on_a_leader_
         assert!(answer["applied_index"].as_u64() >= answer["committed_index"].as_u64(), "{answer}");
         let resp = http().get(format!("{}/healthz", cluster.addr(id))).send().await.unwrap();
         assert_eq!(resp.status(), 200);
+    }
+    // Still ready well after 2 x election_timeout: heartbeats keep the
+    // leader's quorum acknowledgement fresh (not a wait for a condition: the
+    // readiness must hold once the time has passed).
+    let election_timeout = cluster.members[&1].config.election_timeout;
+    tokio::time::sleep(election_timeout * 3).await;
+    for id in 1..=3 {
+        let resp = http().get(format!("{}/readyz", cluster.addr(id))).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "member {id}: {:?}", json_of(resp).await);
     }
     // Both followers gone: the leader hears from no majority and is no
     // longer ready.
