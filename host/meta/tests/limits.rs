@@ -134,6 +134,70 @@ async fn previews_over_max_concurrent_previews_get_503_with_retry_after() {
     cluster.shutdown().await;
 }
 
+/// `component` with a custom section named `name` appended: still a valid
+/// component, with another sha256 (so it is compiled again).
+fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    out.push(section.len() as u8);
+    out.extend(section);
+    out
+}
+
+/// POST `bytes` to `/v1/strategies`: (status, Retry-After, JSON body).
+async fn upload(base: &str, bytes: Vec<u8>) -> (u16, Option<String>, Value) {
+    let resp = http().post(format!("{base}/v1/strategies")).body(bytes).timeout(Duration::from_secs(120)).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (status, retry_after, json_of(resp).await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_max_concurrent_admissions_get_503_with_retry_after() {
+    let cluster = TestCluster::start(1, |c| {
+        c.max_concurrent_admissions = 1;
+        c.write_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let base = cluster.addr(1);
+    let component = shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec();
+    // A real component (compiled: ~0.3 s in a debug build) holds the only
+    // place while garbage uploads (refused 422 once they get a place) are
+    // sent; a fresh component each round, until one garbage upload met it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut round = 0;
+    let (retry_after, answer, large) = 'outer: loop {
+        assert!(Instant::now() < deadline, "no upload was refused while another was admitted");
+        round += 1;
+        let large = {
+            let (base, bytes) = (base.clone(), with_custom_section(&component, &format!("round-{round}")));
+            tokio::spawn(async move { upload(&base, bytes).await })
+        };
+        let mut probe = 0;
+        while !large.is_finished() {
+            probe += 1;
+            let (status, retry_after, answer) = upload(&base, format!("not wasm {round} {probe}").into_bytes()).await;
+            if status == 503 {
+                break 'outer (retry_after, answer, large);
+            }
+            assert_eq!(status, 422, "{answer}");
+        }
+        let (status, _, answer) = large.await.unwrap();
+        assert!(status == 201 || answer["kind"] == "busy", "{status} {answer}");
+    };
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(answer["kind"], "busy");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("strategy upload: 1 already running on this member, the limit meta.max_concurrent_admissions"), "{error}");
+    let (status, _, answer) = large.await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("shardgate_meta_limited_total{outcome=\"busy_admission\"}"), "{metrics}");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_addresses_and_echoed_input_are_bounded() {
     let cluster = TestCluster::start(1, |_| {}).await;
