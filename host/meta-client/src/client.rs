@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::model::*;
-use crate::watch_event::{find_event_end, parse_event};
+use crate::watch_event::{find_event_end, parse_closing, parse_event, parse_raft_event};
 
 /// A failed API call. `Api` carries the member's answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -366,7 +366,102 @@ impl MetaClient {
         tokio::spawn(watch_loop(self.clone(), from_epoch, tx));
         WatchStream { rx }
     }
+
+    /// Follow the Raft view (`GET /v1/raft/watch`) of one member at a time:
+    /// its view on connect, then every leader, term, state and membership
+    /// change it sees. On an error (reported as an item) the stream moves on
+    /// to the next member, each connection starting with that member's
+    /// current view (`changes: ["initial"]`).
+    pub fn watch_raft(&self) -> RaftWatchStream {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(raft_watch_loop(self.clone(), tx));
+        RaftWatchStream { rx }
+    }
 }
+
+/// Raft events from [`MetaClient::watch_raft`].
+pub struct RaftWatchStream {
+    rx: mpsc::Receiver<Result<RaftEvent, ClientError>>,
+}
+
+impl Stream for RaftWatchStream {
+    type Item = Result<RaftEvent, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+async fn raft_watch_loop(client: MetaClient, tx: mpsc::Sender<Result<RaftEvent, ClientError>>) {
+    let n = client.members.len();
+    if n == 0 {
+        let _ = tx.send(Err(ClientError::NoMembers)).await;
+        return;
+    }
+    let mut index = client.preferred.load(Ordering::Relaxed);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let addr = client.members[index % n].clone();
+        let url = format!("{addr}/v1/raft/watch");
+        let err = match client.http.get(&url).send().await {
+            Err(e) => client.transport_error(&addr, e),
+            Ok(resp) if !resp.status().is_success() => {
+                let status = resp.status();
+                let bytes = resp.bytes().await.unwrap_or_default();
+                api_error(status, &bytes)
+            }
+            Ok(mut resp) => {
+                let mut buf: Vec<u8> = Vec::new();
+                loop {
+                    let chunk = match tokio::time::timeout(client.watch_idle_timeout, resp.chunk()).await {
+                        Err(_) => {
+                            break ClientError::Watch {
+                                addr: addr.clone(),
+                                reason: format!("nothing received for {:?} (no heartbeat)", client.watch_idle_timeout),
+                            };
+                        }
+                        Ok(Err(e)) => break ClientError::Watch { addr: addr.clone(), reason: e.to_string() },
+                        Ok(Ok(None)) => break ClientError::Watch { addr: addr.clone(), reason: "stream closed".into() },
+                        Ok(Ok(Some(c))) => c,
+                    };
+                    backoff = Duration::from_millis(100);
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() > MAX_WATCH_EVENT_BYTES {
+                        break ClientError::Watch { addr: addr.clone(), reason: format!("an event over {MAX_WATCH_EVENT_BYTES} bytes") };
+                    }
+                    while let Some(end) = find_event_end(&buf) {
+                        let event: Vec<u8> = buf.drain(..end + 2).collect();
+                        let item = match parse_raft_event(&event) {
+                            Ok(None) => continue,
+                            Ok(Some(e)) => Ok(e),
+                            Err(reason) => Err(ClientError::Decode { addr: addr.clone(), reason }),
+                        };
+                        if tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        };
+        if tx.send(Err(err)).await.is_err() {
+            return;
+        }
+        index += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Largest watch event the client buffers: a routing state is bounded by
+/// meta's limits (nodes, config) far below this; a member that sends more
+/// without ending an event is cut off and the next member tried.
+const MAX_WATCH_EVENT_BYTES: usize = 16 << 20;
 
 /// Routing states from [`MetaClient::watch`].
 pub struct WatchStream {
@@ -419,8 +514,16 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
                     };
                     backoff = Duration::from_millis(100);
                     buf.extend_from_slice(&chunk);
+                    if buf.len() > MAX_WATCH_EVENT_BYTES {
+                        break ClientError::Watch { addr: addr.clone(), reason: format!("an event over {MAX_WATCH_EVENT_BYTES} bytes") };
+                    }
+                    let mut closing = None;
                     while let Some(end) = find_event_end(&buf) {
                         let event: Vec<u8> = buf.drain(..end + 2).collect();
+                        if let Some(reason) = parse_closing(&event) {
+                            closing = Some(reason);
+                            break;
+                        }
                         match parse_event(&event) {
                             Ok(Some(state)) => {
                                 if last.is_none_or(|l| state.epoch > l) {
@@ -437,6 +540,11 @@ async fn watch_loop(client: MetaClient, from_epoch: Option<u64>, tx: mpsc::Sende
                                 }
                             }
                         }
+                    }
+                    if let Some(reason) = closing {
+                        // The member ended the stream on purpose (e.g. it
+                        // lost its leader): on to the next member.
+                        break ClientError::Watch { addr: addr.clone(), reason: format!("{} ({})", reason.error, reason.kind) };
                     }
                     if tx.is_closed() {
                         return;

@@ -265,6 +265,18 @@ pub struct MemberView {
     pub addr: String,
     /// `true` for voters, `false` for learners.
     pub voter: bool,
+    /// Leader only: the last log index this member has acknowledged
+    /// (`None` when it has acknowledged nothing yet, and on followers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+    /// Leader only: entries this member is behind the leader's last log
+    /// index (what a promotion checks against `meta.promotion_max_lag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// Leader only: milliseconds since this member last acknowledged the
+    /// leader (a heartbeat or an append).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ack_ms: Option<u64>,
 }
 
 /// Answer of `GET /v1/raft/status`.
@@ -282,8 +294,34 @@ pub struct RaftStatus {
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
     pub members: Vec<MemberView>,
+    /// `true` while a membership change is not committed yet (a joint
+    /// configuration): it needs a majority of the old AND of the new
+    /// voters. One that stays `true` is what `shardgate meta recover` is for.
+    #[serde(default)]
+    pub membership_change_pending: bool,
     /// Routing epoch of this member's state machine.
     pub epoch: u64,
+}
+
+/// One event of `GET /v1/raft/watch`: the Raft view of the member that
+/// sent it, and what changed since its previous event (`["initial"]` on
+/// connect; then any of `"leader"`, `"term"`, `"state"`, `"membership"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftEvent {
+    /// Sequence number within this stream, from 0.
+    pub seq: u64,
+    pub changes: Vec<String>,
+    /// The member that sent the event.
+    pub member: u64,
+    /// Its Raft state: "leader", "follower", "candidate", "learner" or "shutdown".
+    pub state: String,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub term: u64,
+    /// The effective membership (voters and learners); lag and
+    /// acknowledgement fields are left out (they change all the time).
+    pub members: Vec<MemberView>,
+    pub membership_change_pending: bool,
 }
 
 /// Error body of every non-2xx answer.

@@ -21,13 +21,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openraft::ChangeMembers;
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::ReadPolicy;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use shardgate_strategy::RoutingInput;
 
@@ -36,10 +36,9 @@ use crate::config::MetaConfig;
 use crate::error::ApiError;
 use crate::metrics::MetaMetrics;
 use crate::model::*;
-use crate::raft::{ClientWriteError, Member as RaftMember, NodeId, Raft};
+use crate::raft::{ClientWriteError, NodeId, Raft};
 use crate::state::{
-    Command, MAX_CONFIG_BYTES, MetaState, Outcome, Rejection, validate_addr, validate_member_addr, validate_replicas, validate_weight,
-    validate_zone,
+    Command, MAX_CONFIG_BYTES, MetaState, Outcome, Rejection, validate_addr, validate_replicas, validate_weight, validate_zone,
 };
 use crate::store::StateMachineStore;
 
@@ -97,7 +96,7 @@ impl MemberContext {
     /// timeout. (A lease would be cheaper but still valid for up to an
     /// election timeout after the majority is gone, and a write proposed then
     /// would hang with an unknown outcome.)
-    async fn ensure_quorum(&self) -> Result<(), ApiError> {
+    pub(crate) async fn ensure_quorum(&self) -> Result<(), ApiError> {
         let t = self.config.write_timeout;
         match tokio::time::timeout(t, self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
             Ok(Ok(_)) => Ok(()),
@@ -182,7 +181,7 @@ impl MemberContext {
 ///
 /// Every request body is a JSON object: serde would otherwise take a struct
 /// from an array, field by field (`[]` as an activation with defaults).
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') | None => {}
         Some(_) => return Err(ApiError::BadRequest("malformed JSON body: expected a JSON object `{...}`".into())),
@@ -315,10 +314,7 @@ pub fn router(ctx: Arc<MemberContext>) -> Router {
         .route("/v1/routing", get(get_routing).route_layer(leader.clone()))
         .route("/v1/routing/history", get(get_history).route_layer(leader.clone()))
         .route("/v1/routing/rollback", post(rollback).route_layer(leader.clone()))
-        .route("/v1/preview", post(preview).route_layer(leader.clone()))
-        .route("/v1/raft/learners", post(add_learner).route_layer(leader.clone()))
-        .route("/v1/raft/members/{id}/promote", post(promote).route_layer(leader.clone()))
-        .route("/v1/raft/members/{id}", axum::routing::delete(remove_member).route_layer(leader));
+        .route("/v1/preview", post(preview).route_layer(leader));
     Router::new()
         .merge(leader_routes)
         .route("/v1/raft/status", get(status))
@@ -334,7 +330,7 @@ fn wants_stale(req: &Request) -> bool {
 }
 
 /// Forward to the leader unless this member leads (or a stale read is asked).
-async fn to_leader(State(ctx): Ctx, req: Request, next: Next) -> Response {
+pub async fn to_leader(State(ctx): Ctx, req: Request, next: Next) -> Response {
     let is_read = req.method() == Method::GET;
     if is_read && wants_stale(&req) {
         return next.run(req).await;
@@ -643,7 +639,25 @@ async fn status(State(ctx): Ctx) -> Json<RaftStatus> {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let members = membership.nodes().map(|(id, n)| MemberView { id: *id, addr: n.addr.clone(), voter: voters.contains(id) }).collect();
+    // The leader knows how far each member is behind and when it last
+    // answered (what a promotion checks); followers leave these out.
+    let last = m.last_log_index.unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, n)| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index());
+            let is_leader = m.replication.is_some();
+            MemberView {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: matched,
+                lag: if is_leader && *id != m.id { Some(matched.map_or(last + 1, |i| last.saturating_sub(i))) } else { None },
+                last_ack_ms: m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten()).map(|at| at.elapsed().as_millis() as u64),
+            }
+        })
+        .collect();
+    let membership_change_pending = m.membership_config.log_id() != m.committed_membership_config.log_id();
     let leader_addr = m.current_leader.and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()));
     let state = format!("{:?}", m.state).to_lowercase();
     Json(RaftStatus {
@@ -658,113 +672,9 @@ async fn status(State(ctx): Ctx) -> Json<RaftStatus> {
         snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
         purged_index: m.purged.as_ref().map(|l| l.index()),
         members,
+        membership_change_pending,
         epoch: ctx.sm.read(|s| s.epoch),
     })
-}
-
-fn membership_error(e: openraft::errors::RaftError<crate::raft::TypeConfig, ClientWriteError>) -> ApiError {
-    match e.api_error() {
-        Some(ClientWriteError::ForwardToLeader(f)) => ApiError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) },
-        Some(ClientWriteError::ChangeMembershipError(c)) => ApiError::Membership(c.to_string()),
-        _ => ApiError::Internal(e.to_string()),
-    }
-}
-
-/// Runs a voter/member change. One that finds another change still in
-/// progress (a joint configuration not yet committed, e.g. right after a
-/// promotion) waits for it instead of failing, up to the membership timeout.
-async fn change_membership(
-    ctx: &MemberContext,
-    change: ChangeMembers<NodeId, RaftMember>,
-) -> Result<openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>, ApiError> {
-    let t = membership_timeout(ctx);
-    let deadline = tokio::time::Instant::now() + t;
-    loop {
-        let attempt = tokio::time::timeout_at(deadline, ctx.raft.change_membership(change.clone(), false))
-            .await
-            .map_err(|_| ApiError::WriteTimeout(t))?;
-        match attempt {
-            Err(e)
-                if matches!(
-                    e.api_error(),
-                    Some(ClientWriteError::ChangeMembershipError(openraft::errors::ChangeMembershipError::InProgress(_)))
-                ) && tokio::time::Instant::now() < deadline =>
-            {
-                debug!("waiting for the previous membership change to commit");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return other.map_err(membership_error),
-        }
-    }
-}
-
-/// Membership changes may wait for a learner to catch up: give them longer.
-fn membership_timeout(ctx: &MemberContext) -> Duration {
-    ctx.config.write_timeout * 6
-}
-
-async fn add_learner(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>, ApiError> {
-    let m: NewMember = parse_json(&body)?;
-    if m.id == 0 {
-        return Err(ApiError::BadRequest("member id must be > 0".into()));
-    }
-    validate_member_addr("addr", &m.addr)?;
-    let existing = ctx.raft.metrics().borrow_watched().membership_config.membership().get_node(&m.id).cloned();
-    if let Some(node) = existing {
-        if node.addr == m.addr {
-            // Joining again (e.g. after a restart): already a member.
-            return Ok(Json(WriteReceipt { index: ctx.sm.applied_index().unwrap_or(0), epoch: ctx.sm.read(|s| s.epoch) }));
-        }
-        return Err(ApiError::Membership(format!("member {} already exists with address {}", m.id, node.addr)));
-    }
-    ctx.ensure_quorum().await?;
-    let t = membership_timeout(&ctx);
-    info!(member = m.id, addr = %m.addr, "adding learner");
-    let resp = tokio::time::timeout(t, ctx.raft.add_learner(m.id, RaftMember { addr: m.addr.clone() }, true))
-        .await
-        .map_err(|_| ApiError::WriteTimeout(t))?
-        .map_err(membership_error)?;
-    Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
-}
-
-fn parse_member_id(id: &str) -> Result<u64, ApiError> {
-    id.parse().map_err(|_| ApiError::BadRequest(format!("member id {:?} is not a number", crate::state::echo(id))))
-}
-
-async fn promote(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<WriteReceipt>, ApiError> {
-    let id = parse_member_id(&id)?;
-    let membership = ctx.raft.metrics().borrow_watched().membership_config.membership().clone();
-    if membership.get_node(&id).is_none() {
-        return Err(ApiError::NotFound(format!("unknown member {id}: add it as a learner first")));
-    }
-    if membership.voter_ids().any(|v| v == id) {
-        return Ok(Json(WriteReceipt { index: ctx.sm.applied_index().unwrap_or(0), epoch: ctx.sm.read(|s| s.epoch) }));
-    }
-    ctx.ensure_quorum().await?;
-    info!(member = id, "promoting learner to voter");
-    let resp = change_membership(&ctx, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
-    Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
-}
-
-async fn remove_member(State(ctx): Ctx, Path(id): Path<String>) -> Result<Json<WriteReceipt>, ApiError> {
-    let id = parse_member_id(&id)?;
-    let membership = ctx.raft.metrics().borrow_watched().membership_config.membership().clone();
-    if membership.get_node(&id).is_none() {
-        return Err(ApiError::NotFound(format!("unknown member {id}")));
-    }
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    if voters.contains(&id) && voters.len() == 1 {
-        return Err(ApiError::Membership(format!("member {id} is the last voter; it cannot be removed")));
-    }
-    ctx.ensure_quorum().await?;
-    warn!(member = id, "removing member");
-    let change = if voters.contains(&id) {
-        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-    } else {
-        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-    };
-    let resp = change_membership(&ctx, change).await?;
-    Ok(Json(WriteReceipt { index: resp.log_id.index(), epoch: ctx.sm.read(|s| s.epoch) }))
 }
 
 /// The OpenAPI 3.1 document of this API and the Raft RPCs

@@ -123,6 +123,16 @@ pub struct MetaConfig {
     /// 503 with `Retry-After: 1` naming this key, a routing change waits
     /// for a place up to `write_timeout` first.
     pub max_concurrent_admissions: u32,
+    /// A learner is promoted to voter only when it is at most this many log
+    /// entries behind the leader (and has acknowledged the leader within
+    /// `election_timeout`): a voter that cannot follow would leave the
+    /// cluster without a quorum.
+    pub promotion_max_lag: u64,
+    /// How long adding a learner, a promotion or a removal may take before
+    /// the member answers 503 `membership_timeout` (the change may still be
+    /// pending: `GET /v1/raft/status` says so).
+    #[serde(with = "humantime_serde")]
+    pub membership_timeout: Duration,
 }
 
 impl Default for MetaConfig {
@@ -149,6 +159,8 @@ impl Default for MetaConfig {
             body_read_timeout: Duration::from_secs(30),
             max_concurrent_previews: 2,
             max_concurrent_admissions: 2,
+            promotion_max_lag: 100,
+            membership_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -258,6 +270,9 @@ impl MetaConfig {
             if value == 0 || value > MAX_CONCURRENT_WASM {
                 return Err(err(key, format!("must be between 1 and {MAX_CONCURRENT_WASM}, got {value}")));
             }
+        }
+        if self.membership_timeout < self.write_timeout {
+            return Err(err("membership_timeout", format!("must be at least write_timeout ({:?})", self.write_timeout)));
         }
         Ok(())
     }

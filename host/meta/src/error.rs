@@ -51,6 +51,9 @@ pub enum ApiError {
     NoQuorum { reason: String, leader: Option<String> },
     #[error("no leader is known; the cluster may be electing one or lack quorum")]
     NoLeader,
+    /// No leader heard from recently, with the reason (a watch needs one).
+    #[error("{0}")]
+    NoLeaderFor(String),
     #[error("this member is not the leader")]
     NotLeader { leader: Option<String> },
     #[error("write not committed within {0:?}; its outcome is unknown")]
@@ -59,6 +62,16 @@ pub enum ApiError {
     LeaderUnreachable { addr: String, reason: String },
     #[error("{0}")]
     Membership(String),
+    /// A would-be learner's address does not answer as that meta member.
+    #[error("{0}")]
+    LearnerCheck(String),
+    /// A promotion of a learner that has not caught up with the leader.
+    #[error("{0}")]
+    NotCaughtUp(String),
+    /// A membership change that did not complete within
+    /// `meta.membership_timeout` (it may still be pending).
+    #[error("{0}")]
+    MembershipTimeout(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// `meta.admin_token` is set and the request carries no bearer token.
@@ -93,10 +106,13 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoQuorum { .. }
             | ApiError::NoLeader
+            | ApiError::NoLeaderFor(_)
             | ApiError::NotLeader { .. }
             | ApiError::WriteTimeout(_)
             | ApiError::LeaderUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Membership(_) => StatusCode::CONFLICT,
+            ApiError::Membership(_) | ApiError::NotCaughtUp(_) => StatusCode::CONFLICT,
+            ApiError::LearnerCheck(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MembershipTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
@@ -121,11 +137,14 @@ impl ApiError {
             ApiError::Admission(_) => "admission",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::NoQuorum { .. } => "no_quorum",
-            ApiError::NoLeader => "no_leader",
+            ApiError::NoLeader | ApiError::NoLeaderFor(_) => "no_leader",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::WriteTimeout(_) => "write_timeout",
             ApiError::LeaderUnreachable { .. } => "leader_unreachable",
             ApiError::Membership(_) => "membership",
+            ApiError::LearnerCheck(_) => "learner_check",
+            ApiError::NotCaughtUp(_) => "not_caught_up",
+            ApiError::MembershipTimeout(_) => "membership_timeout",
             ApiError::Internal(_) => "internal",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",

@@ -42,6 +42,9 @@ pub struct MetaMetrics {
     pub connections_open: Gauge,
     /// Connections over `meta.max_connections`, answered 503 and closed.
     pub connections_rejected: Counter,
+    /// `/v1/watch` streams refused (outcome `refused`) or ended (`closed`)
+    /// because this member heard from no leader within the election timeout.
+    pub watch_no_leader: Family<OutcomeLabel, Counter>,
     term: Gauge,
     is_leader: Gauge,
     last_log_index: Gauge,
@@ -74,6 +77,12 @@ impl Default for MetaMetrics {
         registry.register("connections_open", "Open client connections", connections_open.clone());
         let connections_rejected = Counter::default();
         registry.register("connections_rejected", "Connections over meta.max_connections, answered 503", connections_rejected.clone());
+        let watch_no_leader = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "watch_no_leader",
+            "/v1/watch streams refused or ended because no leader was heard from within meta.election_timeout, by outcome",
+            watch_no_leader.clone(),
+        );
         let term = Gauge::default();
         registry.register("raft_term", "Current Raft term", term.clone());
         let is_leader = Gauge::default();
@@ -95,6 +104,7 @@ impl Default for MetaMetrics {
             limited,
             connections_open,
             connections_rejected,
+            watch_no_leader,
             term,
             is_leader,
             last_log_index,

@@ -24,12 +24,12 @@ use tracing::{debug, info, warn};
 use crate::state::{MetaState, Outcome};
 use crate::types::{Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, Vote};
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-const KEY_VOTE: &str = "vote";
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+pub(crate) const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
-const KEY_SNAPSHOT_META: &str = "snapshot_meta";
+pub(crate) const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
 
 /// File name of the database inside the data directory.

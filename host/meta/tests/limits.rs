@@ -282,7 +282,8 @@ async fn weights_addresses_and_echoed_input_are_bounded() {
         let what = format!("{method} {}", &path[..path.len().min(20)]);
         assert!(status.is_client_error(), "{what}: {status}");
         assert!(text.len() < 600, "{what}: {status}, {} bytes: {}", text.len(), &text[..600]);
-        assert!(text.contains(&echoed) || text.contains("characters left out"), "{what}: {text}");
+        // (The membership routes cut member ids at 32 characters.)
+        assert!(text.contains(&echoed) || text.contains("characters left out") || text.contains("xxxxxxxx\\\"…"), "{what}: {text}");
     }
     cluster.shutdown().await;
 }

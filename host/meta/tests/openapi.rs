@@ -1,7 +1,7 @@
 //! Meta's OpenAPI document (`host/meta/openapi.json`) against a real
 //! one-member cluster on 127.0.0.1:0 (real Raft, redb in a temp dir): it is
 //! what `GET /openapi.json` serves, every route of the router (read from
-//! `src/api.rs` and `src/raft.rs` AND kept by hand below) is in it and
+//! `src/api.rs`, `src/raft.rs`, `src/watch.rs` and `src/membership.rs` AND kept by hand below) is in it and
 //! nothing else is, every documented operation answers a request built from
 //! the document with a status the document lists (never a route miss), and
 //! bad requests answer the documented statuses and error bodies.
@@ -24,6 +24,8 @@ const DOCUMENT: &str = include_str!("../openapi.json");
 const API_SOURCE: &str = include_str!("../src/api.rs");
 const RAFT_SOURCE: &str = include_str!("../src/raft.rs");
 const WATCH_SOURCE: &str = include_str!("../src/watch.rs");
+const MEMBERSHIP_SOURCE: &str = include_str!("../src/membership.rs");
+const RAFT_WATCH_SOURCE: &str = include_str!("../src/raft_watch.rs");
 
 /// Every route the member serves (`api::router` merged with
 /// `raft::raft_routes`), by hand: (axum path, methods). Kept in step with
@@ -44,6 +46,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/raft/members/{id}/promote", &["POST"]),
     ("/v1/raft/members/{id}", &["DELETE"]),
     ("/v1/watch", &["GET"]),
+    ("/v1/raft/watch", &["GET"]),
     ("/v1/raft/status", &["GET"]),
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
@@ -65,11 +68,13 @@ fn router_routes_are_exactly_the_documented_ones() {
     let mut scanned = routes_in_source(API_SOURCE, "router", &[]);
     scanned.extend(routes_in_source(RAFT_SOURCE, "raft_routes", &[]));
     scanned.extend(routes_in_source(WATCH_SOURCE, "watch_routes", &[]));
+    scanned.extend(routes_in_source(MEMBERSHIP_SOURCE, "membership_routes", &[]));
+    scanned.extend(routes_in_source(RAFT_WATCH_SOURCE, "raft_watch_routes", &[]));
     let kept: BTreeSet<(String, String)> =
         ROUTES.iter().flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string()))).collect();
     assert_eq!(
         scanned, kept,
-        "the routers in src/api.rs + src/raft.rs + src/watch.rs and this test's ROUTES differ: update ROUTES and openapi.json"
+        "the routers in src/api.rs + src/raft.rs + src/watch.rs + src/membership.rs and this test's ROUTES differ: update ROUTES and openapi.json"
     );
     // The scanner finds what it should (it cannot pass by finding nothing).
     assert!(scanned.contains(&("/v1/raft/members/{id}".to_string(), "DELETE".to_string())));
@@ -201,7 +206,7 @@ async fn every_documented_operation_answers_a_documented_status() {
     let order = ["PUT", "POST", "GET", "HEAD", "PATCH", "DELETE", "OPTIONS"];
     let mut operations: Vec<(String, String)> = documented_operations(&doc).into_iter().collect();
     operations.sort_by_key(|(path, method)| (order.iter().position(|m| m == method), path.clone()));
-    assert_eq!(operations.len(), 29);
+    assert_eq!(operations.len(), 30);
     let mut successes = 0;
     for (path, method) in &operations {
         let item = &doc["paths"][path];
@@ -454,10 +459,13 @@ async fn a_member_without_a_cluster_answers_the_documented_503() {
         assert_eq!(body["kind"], "no_leader");
         check_documented(&doc, &format!("{method} {path}"), &doc["paths"][operation.0][operation.1], &reply);
     }
-    // The local routes still answer.
+    // A watch needs a leader: refused, documented; a stale one answers.
     let watch = send(&http, Method::GET, &format!("{base}/v1/watch"), &[], Vec::new()).await;
-    assert_eq!(watch.status, StatusCode::OK);
+    assert_eq!(watch.status, StatusCode::SERVICE_UNAVAILABLE, "{}", watch.text());
     check_documented(&doc, "GET /v1/watch", &doc["paths"]["/v1/watch"]["get"], &watch);
+    let watch = send(&http, Method::GET, &format!("{base}/v1/watch?stale=true"), &[], Vec::new()).await;
+    assert_eq!(watch.status, StatusCode::OK);
+    check_documented(&doc, "GET /v1/watch?stale=true", &doc["paths"]["/v1/watch"]["get"], &watch);
     assert!(watch.text().starts_with("event: routing\nid: 0\ndata: {"), "{:?}", watch.text());
     let _ = stop.send(());
     let res: Result<(), MetaError> = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();

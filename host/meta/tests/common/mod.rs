@@ -133,6 +133,28 @@ impl TestCluster {
             .insert(id, RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) });
     }
 
+    /// Start one more member with no `members` and no `join`: it serves and
+    /// waits to be added (`POST /v1/raft/learners`).
+    pub async fn start_unattached(&mut self, id: u64) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = listener.local_addr().unwrap();
+        let mut config = test_config();
+        config.id = id;
+        config.listen = socket;
+        config.data_dir = self.dir.path().join(format!("meta-{id}"));
+        config.tls = self.tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));
+        let (stop, task) = spawn_member(listener, config.clone());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let addr = format!("{scheme}://{socket}");
+        self.members.insert(id, RunningMember { id, socket, addr: addr.clone(), config, stop: Some(stop), task: Some(task) });
+        let http = http();
+        poll("the new member serves /v1/raft/status", Duration::from_secs(10), || {
+            let (http, addr) = (http.clone(), addr.clone());
+            async move { http.get(format!("{addr}/v1/raft/status")).send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+    }
+
     pub fn addrs(&self) -> Vec<String> {
         self.members.values().filter(|m| m.is_running()).map(|m| m.addr.clone()).collect()
     }

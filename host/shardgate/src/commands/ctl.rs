@@ -129,7 +129,15 @@ enum StrategyCtl {
 
 #[derive(Subcommand)]
 enum MembersCommand {
+    /// Members, their roles and, from the leader, how far each is behind.
     List,
+    /// Follow the Raft view (leader, term, membership) as it changes, one
+    /// line per event (JSON lines with --json), until interrupted.
+    Watch {
+        /// Stop after this many events (default: follow until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Add a member (as a learner, then promoted to voter once caught up).
     Add {
         id: u64,
@@ -157,6 +165,44 @@ fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> a
 
 fn receipt(json: bool, what: &str, r: &WriteReceipt) -> anyhow::Result<()> {
     emit(json, r, || format!("{what} (log index {}, routing epoch {})", r.index, r.epoch))
+}
+
+/// `ctl members watch`: one line per Raft event, as they happen.
+async fn members_watch(client: &MetaClient, json: bool, count: Option<u64>) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut events = client.watch_raft();
+    let mut seen = 0;
+    while let Some(item) = events.next().await {
+        match item {
+            Ok(e) => {
+                if json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    let voters: Vec<String> = e.members.iter().filter(|m| m.voter).map(|m| m.id.to_string()).collect();
+                    let learners: Vec<String> = e.members.iter().filter(|m| !m.voter).map(|m| m.id.to_string()).collect();
+                    println!(
+                        "{} member {}: [{}] leader {} term {} state {} voters {}{}{}",
+                        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+                        e.member,
+                        e.changes.join(","),
+                        e.leader.map_or("none".to_string(), |l| l.to_string()),
+                        e.term,
+                        e.state,
+                        voters.join(","),
+                        if learners.is_empty() { String::new() } else { format!(" learners {}", learners.join(",")) },
+                        if e.membership_change_pending { " (membership change pending)" } else { "" },
+                    );
+                }
+                seen += 1;
+                if count.is_some_and(|c| seen >= c) {
+                    return Ok(());
+                }
+            }
+            // The stream moves on to the next member by itself; say why.
+            Err(e) => eprintln!("{}: {e}; trying the next member", humantime::format_rfc3339_seconds(std::time::SystemTime::now())),
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
@@ -211,7 +257,13 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
             MembersCommand::List => {
                 let status = client.status().await?;
                 emit(json, &status.members, || {
-                    let mut t = table(&["id", "addr", "role"]);
+                    // Lag and last acknowledgement are known to the leader only.
+                    let from_leader = status.leader == Some(status.id);
+                    let mut headers = vec!["id", "addr", "role"];
+                    if from_leader {
+                        headers.extend(["lag", "last ack"]);
+                    }
+                    let mut t = table(&headers);
                     for m in &status.members {
                         let role = if Some(m.id) == status.leader {
                             "leader"
@@ -220,11 +272,21 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
                         } else {
                             "learner"
                         };
-                        t.add_row(vec![m.id.to_string(), m.addr.clone(), role.to_string()]);
+                        let mut row = vec![m.id.to_string(), m.addr.clone(), role.to_string()];
+                        if from_leader {
+                            row.push(m.lag.map_or("-".into(), |l| format!("{l} entries")));
+                            row.push(m.last_ack_ms.map_or("-".into(), |a| format!("{a} ms ago")));
+                        }
+                        t.add_row(row);
                     }
-                    t.to_string()
+                    let mut out = t.to_string();
+                    if status.membership_change_pending {
+                        out.push_str("\na membership change is pending (not committed); see `shardgate meta recover` if it stays so");
+                    }
+                    out
                 })
             }
+            MembersCommand::Watch { count } => members_watch(&client, json, count).await,
             MembersCommand::Add { id, addr } => {
                 eprintln!("adding member {id} at {addr} as a learner");
                 client.add_learner(id, &addr).await?;
