@@ -7,6 +7,19 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::batch::BatchError;
 
+/// Characters of client input (a query parameter's name, a header value)
+/// an error message repeats.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `input` as an error message repeats it: its first [`MAX_ECHO_CHARS`]
+/// characters, then "…" when it was longer.
+pub fn echo(input: &str) -> String {
+    match input.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+        None => input.to_string(),
+    }
+}
+
 /// A request of the key API that a node or a proxy will not or cannot
 /// serve. Messages name the violated limit by its config key, with the
 /// role that enforces it (`node.max_key_size`, `proxy.max_key_size`).
@@ -30,7 +43,7 @@ pub enum ApiError {
     BodyTooLarge { limit_name: String, limit: usize },
     #[error("query parameter ttl: {reason}")]
     InvalidTtl { reason: String },
-    #[error("unknown query parameter {name:?}; this endpoint accepts {accepted}")]
+    #[error("unknown query parameter {:?}; this endpoint accepts {accepted}", echo(name))]
     UnknownQueryParameter { name: String, accepted: &'static str },
     #[error("header {name}: {reason}")]
     InvalidHeader { name: &'static str, reason: String },

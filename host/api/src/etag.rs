@@ -26,7 +26,10 @@ pub fn parse_etag(tag: &str) -> Result<Option<u64>, String> {
         Some(rest) => (true, rest),
         None => (false, tag),
     };
-    let inner = quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or_else(|| format!("{tag:?} is not a quoted entity tag"))?;
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .ok_or_else(|| format!("{:?} is not a quoted entity tag", crate::error::echo(tag)))?;
     if weak || inner.len() != 16 {
         return Ok(None);
     }
@@ -101,6 +104,9 @@ mod tests {
         assert_eq!(parse_etag("W/\"0123456789abcdef\""), Ok(None));
         assert_eq!(parse_etag("\"xyz\""), Ok(None));
         assert!(parse_etag("0123456789abcdef").is_err());
+        // A long non-tag is repeated as its first 64 characters.
+        let err = parse_etag(&"x".repeat(60_000)).unwrap_err();
+        assert_eq!(err, format!("\"{}…\" is not a quoted entity tag", "x".repeat(64)));
     }
 
     #[test]

@@ -60,5 +60,8 @@ mod tests {
         }
         let msg = ttl_from_query(Some("ttl=101"), &l).unwrap_err().to_string();
         assert!(msg.contains("ttl") && msg.contains("node.max_ttl"), "{msg}");
+        // A long unknown parameter name is repeated as its first 64 characters.
+        let msg = ttl_from_query(Some(&format!("{}=1", "n".repeat(100_000))), &l).unwrap_err().to_string();
+        assert_eq!(msg, format!("unknown query parameter \"{}…\"; this endpoint accepts ttl", "n".repeat(64)));
     }
 }

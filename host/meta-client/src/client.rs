@@ -3,8 +3,10 @@
 //!
 //! It talks to any member: members forward writes to the leader, and the
 //! client moves on to the next member when one is unreachable or answers
-//! that it has no leader/quorum yet (those answers mean nothing was
-//! written, so retrying is safe), until `retry_for` runs out. A write whose
+//! that it has no leader/quorum yet, and tries again (after a pause) when a
+//! member is `busy` (a preview or upload over its concurrency limit): those
+//! answers mean nothing was written, so retrying is safe, until `retry_for`
+//! runs out. A write whose
 //! outcome is unknown (timeout) is never retried. [`MetaClient::watch`]
 //! follows `/v1/watch` across members with backoff, resuming from the last
 //! epoch it delivered.
@@ -225,7 +227,7 @@ impl MetaClient {
                     }
                     let err = api_error(status, &bytes);
                     let retry = status == StatusCode::SERVICE_UNAVAILABLE
-                        && matches!(err.kind(), Some("no_leader" | "not_leader" | "no_quorum" | "leader_unreachable"));
+                        && matches!(err.kind(), Some("no_leader" | "not_leader" | "no_quorum" | "leader_unreachable" | "busy"));
                     if !retry {
                         return Err(err);
                     }

@@ -32,13 +32,15 @@ use tracing::{debug, info};
 
 use shardgate_strategy::RoutingInput;
 
-use crate::admission::{AdmissionGate, DEFAULT_PREVIEW_SAMPLE, MAX_PREVIEW_SAMPLE};
+use crate::admission::{AdmissionGate, DEFAULT_PREVIEW_SAMPLE, MAX_PREVIEW_NODES, MAX_PREVIEW_SAMPLE};
 use crate::config::MetaConfig;
 use crate::error::ApiError;
 use crate::metrics::MetaMetrics;
 use crate::model::*;
 use crate::raft::{ClientWriteError, NodeId, Raft};
-use crate::state::{Command, MetaState, Outcome, Rejection, validate_addr};
+use crate::state::{
+    Command, MAX_CONFIG_BYTES, MetaState, Outcome, Rejection, validate_addr, validate_replicas, validate_weight, validate_zone,
+};
 use crate::store::StateMachineStore;
 
 /// Resolves once `stopping` turns `true` (or its sender is gone).
@@ -175,6 +177,10 @@ impl MemberContext {
             && let (Some(input), Some(component)) = (after, component)
             && let Err(e) = self.gate.admit_routing(input, component).await
         {
+            if matches!(e, ApiError::Busy { .. }) {
+                self.metrics.limited("busy_admission");
+                return Err(e);
+            }
             self.metrics.admission_refused.inc();
             info!(reason = %e, "admission refused a routing change");
             return Err(e);
@@ -192,7 +198,76 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiErro
         Some(b'{') | None => {}
         Some(_) => return Err(ApiError::BadRequest("malformed JSON body: expected a JSON object `{...}`".into())),
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {}", cap_message(&e.to_string()))))
+}
+
+/// A parser's message, which may quote the input (an unknown field's name,
+/// a bad value): at most 256 characters, keeping its end (serde names the
+/// line and column there).
+fn cap_message(message: &str) -> String {
+    const HEAD: usize = 160;
+    const TAIL: usize = 64;
+    let chars = message.chars().count();
+    if chars <= HEAD + TAIL + 32 {
+        return message.to_string();
+    }
+    let head: String = message.chars().take(HEAD).collect();
+    let tail: String = message.chars().skip(chars - TAIL).collect();
+    format!("{head}… ({} characters left out) …{tail}", chars - HEAD - TAIL)
+}
+
+/// Largest JSON request body (every endpoint but the upload, which takes
+/// `meta.max_component_size`).
+pub const MAX_JSON_BODY: u64 = 2 * 1024 * 1024;
+
+/// Reads every request body before routing, within
+/// `meta.body_read_timeout` (408 past it) and under its endpoint's limit
+/// (413 over it: `meta.max_component_size` for uploads,
+/// [`crate::raft::RAFT_BODY_LIMIT`] for Raft RPCs, [`MAX_JSON_BODY`] for the
+/// rest), so no handler, forward or Raft RPC waits on a slow client.
+/// Runs after the token check: an unauthenticated client is refused before
+/// its body is read.
+pub async fn bounded_body(State(ctx): Ctx, req: Request, next: Next) -> Response {
+    let upload = req.method() == Method::POST && req.uri().path() == "/v1/strategies";
+    let raft_rpc = req.uri().path().starts_with("/raft/");
+    let (limit, limit_name) = if upload {
+        (ctx.config.max_component_size.as_u64(), "meta.max_component_size")
+    } else if raft_rpc {
+        // A snapshot or an append may carry the whole strategy registry.
+        (crate::raft::RAFT_BODY_LIMIT as u64, "the Raft RPC body limit of 1 GiB")
+    } else {
+        (MAX_JSON_BODY, "the JSON body limit of 2 MiB")
+    };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared == Some(0) || (declared.is_none() && !req.headers().contains_key(header::TRANSFER_ENCODING)) {
+        return next.run(req).await;
+    }
+    let refuse = |e: ApiError| {
+        ctx.metrics.limited(if matches!(e, ApiError::BodyTimeout(_)) { "body_timeout" } else { "body_too_large" });
+        e.into_response()
+    };
+    if upload && let Some(size) = declared.filter(|s| *s > limit) {
+        return refuse(ApiError::TooLarge { size, limit });
+    }
+    if declared.is_some_and(|s| s > limit) {
+        return refuse(ApiError::BodyTooLarge { limit, limit_name });
+    }
+    let (parts, body) = req.into_parts();
+    let timeout = ctx.config.body_read_timeout;
+    let collected =
+        match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit as usize))).await {
+            Err(_) => return refuse(ApiError::BodyTimeout(timeout)),
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return refuse(if upload {
+                    ApiError::TooLarge { size: limit + 1, limit }
+                } else {
+                    ApiError::BodyTooLarge { limit, limit_name }
+                });
+            }
+            Ok(Err(e)) => return ApiError::BadRequest(format!("request body could not be read: {e}")).into_response(),
+        };
+    next.run(Request::from_parts(parts, Body::from(collected))).await
 }
 
 /// Gives the framework's own refusals (unknown path 404, wrong method 405
@@ -233,22 +308,30 @@ fn created(receipt: WriteReceipt) -> Response {
 
 pub fn router(ctx: Arc<MemberContext>) -> Router {
     let upload_limit = ctx.config.max_component_size.as_u64() as usize;
+    // A route layer on each method router: it runs only for the methods the
+    // path serves, so a wrong method is answered 405 with `Allow` by this
+    // member, whatever the leader or quorum, and never forwarded.
+    let leader = middleware::from_fn_with_state(ctx.clone(), to_leader);
     let leader_routes = Router::new()
-        .route("/v1/nodes", get(list_nodes).post(add_node))
-        .route("/v1/nodes/{id}", get(get_node).patch(update_node).delete(remove_node))
-        .route("/v1/changes", post(apply_changes))
-        .route("/v1/strategies", get(list_strategies).post(upload_strategy).layer(DefaultBodyLimit::max(upload_limit + 1)))
-        .route("/v1/strategies/{hash}", get(get_strategy))
-        .route("/v1/strategies/{hash}/component", get(get_component))
-        .route("/v1/strategies/{hash}/activate", post(activate))
-        .route("/v1/routing", get(get_routing))
-        .route("/v1/routing/history", get(get_history))
-        .route("/v1/routing/rollback", post(rollback))
-        .route("/v1/preview", post(preview))
-        .layer(middleware::from_fn_with_state(ctx.clone(), to_leader));
+        .route("/v1/nodes", get(list_nodes).post(add_node).route_layer(leader.clone()))
+        .route("/v1/nodes/{id}", get(get_node).patch(update_node).delete(remove_node).route_layer(leader.clone()))
+        .route("/v1/changes", post(apply_changes).route_layer(leader.clone()))
+        .route(
+            "/v1/strategies",
+            get(list_strategies).post(upload_strategy).layer(DefaultBodyLimit::max(upload_limit + 1)).route_layer(leader.clone()),
+        )
+        .route("/v1/strategies/{hash}", get(get_strategy).route_layer(leader.clone()))
+        .route("/v1/strategies/{hash}/component", get(get_component).route_layer(leader.clone()))
+        .route("/v1/strategies/{hash}/activate", post(activate).route_layer(leader.clone()))
+        .route("/v1/routing", get(get_routing).route_layer(leader.clone()))
+        .route("/v1/routing/history", get(get_history).route_layer(leader.clone()))
+        .route("/v1/routing/rollback", post(rollback).route_layer(leader.clone()))
+        .route("/v1/preview", post(preview).route_layer(leader));
     Router::new()
         .merge(leader_routes)
         .route("/v1/raft/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .with_state(ctx)
@@ -319,13 +402,15 @@ async fn forward(ctx: &MemberContext, req: Request, leader: &str) -> Result<Resp
     };
     let resp = rb.send().await.map_err(unreachable)?;
     let status = resp.status();
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    // The leader's headers that mean something to the client.
+    let relayed: Vec<_> = [header::CONTENT_TYPE, header::RETRY_AFTER, header::ALLOW, header::WWW_AUTHENTICATE]
+        .into_iter()
+        .filter_map(|name| resp.headers().get(&name).cloned().map(|v| (name, v)))
+        .collect();
     let bytes = resp.bytes().await.map_err(unreachable)?;
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
-    if let Some(ct) = content_type {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
+    out.headers_mut().extend(relayed);
     Ok(out)
 }
 
@@ -399,6 +484,10 @@ async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiE
     let bytes = Arc::new(body.to_vec());
     let strategy = match ctx.gate.admit_upload(bytes.clone()).await {
         Ok(s) => s,
+        Err(e @ ApiError::Busy { .. }) => {
+            ctx.metrics.limited("busy_admission");
+            return Err(e);
+        }
         Err(e) => {
             ctx.metrics.admission_refused.inc();
             info!(reason = %e, "admission refused an upload");
@@ -448,7 +537,7 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
     let req: PreviewRequest = if body.is_empty() { PreviewRequest::default() } else { parse_json(&body)? };
     let sample = req.sample.unwrap_or(DEFAULT_PREVIEW_SAMPLE);
     if sample == 0 || sample > MAX_PREVIEW_SAMPLE {
-        return Err(ApiError::BadRequest(format!("sample {sample} must be between 1 and {MAX_PREVIEW_SAMPLE}")));
+        return Err(ApiError::BadRequest(format!("sample {sample} must be between 1 and {MAX_PREVIEW_SAMPLE} (MAX_PREVIEW_SAMPLE)")));
     }
     let (current, candidate) = ctx.sm.read(|s: &MetaState| -> Result<_, ApiError> {
         let current = s.routing_input().and_then(|input| {
@@ -468,6 +557,12 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
             _ => String::new(),
         };
         let replicas = req.replicas.or(s.routing.as_ref().map(|r| r.replicas)).unwrap_or(1);
+        validate_replicas(replicas)?;
+        if let Some(c) = &req.config
+            && c.len() > MAX_CONFIG_BYTES
+        {
+            return Err(Rejection::Invalid(format!("strategy config is {} bytes; the limit is {MAX_CONFIG_BYTES}", c.len())).into());
+        }
         // The candidate is the routing state activating (hash, config,
         // replicas) would produce, seen through the same function as
         // every proxy, with the node list replaced when one is given.
@@ -478,10 +573,18 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
         let mut input =
             RoutingInput::from_state(&candidate).ok_or_else(|| ApiError::Internal("the candidate routing names no strategy".into()))?;
         if let Some(list) = &req.nodes {
+            if list.len() > MAX_PREVIEW_NODES {
+                return Err(ApiError::BadRequest(format!(
+                    "{} candidate nodes; a preview takes at most {MAX_PREVIEW_NODES} (MAX_PREVIEW_NODES)",
+                    list.len()
+                )));
+            }
             let mut seen = BTreeSet::new();
             for n in list {
                 crate::state::validate_node_id(&n.id)?;
                 validate_addr("addr", &n.addr)?;
+                validate_weight(n.weight)?;
+                validate_zone(&n.zone)?;
                 if !seen.insert(n.id.clone()) {
                     return Err(Rejection::DuplicateNode(n.id.clone()).into());
                 }
@@ -491,7 +594,62 @@ async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, Ap
         }
         Ok((current, (input, bytes)))
     })?;
-    Ok(Json(ctx.gate.preview(current, candidate, sample).await?))
+    let report = ctx.gate.preview(current, candidate, sample).await.inspect_err(|e| {
+        if matches!(e, ApiError::Busy { .. }) {
+            ctx.metrics.limited("busy_preview");
+        }
+    })?;
+    Ok(Json(report))
+}
+
+/// `GET /healthz`: 200 whenever the process serves requests.
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
+}
+
+/// What `GET /readyz` answers.
+#[derive(serde::Serialize)]
+struct Readiness {
+    ready: bool,
+    /// Why the member is not ready (absent when it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    leader: Option<u64>,
+    committed_index: Option<u64>,
+    applied_index: Option<u64>,
+}
+
+/// `GET /readyz`: 200 when this member knows a leader and has applied
+/// every entry it knows to be committed, else 503 with the reason. A leader
+/// with other voters whose last acknowledgement by a majority is older than
+/// twice `meta.election_timeout` is not ready either (it has lost its
+/// quorum; a single voter is its own majority).
+/// Answered locally, never forwarded.
+async fn readyz(State(ctx): Ctx) -> Response {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let committed = m.local_committed.as_ref().map(|l| l.index());
+    let applied = m.last_applied.as_ref().map(|l| l.index());
+    let quorum_window = ctx.config.election_timeout * 2;
+    let quorum_age = m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t));
+    let reason = if m.current_leader.is_none() {
+        Some("no leader is known: the cluster is electing one, lacks quorum, or this member has not joined".to_string())
+    } else if m.current_leader == Some(m.id)
+        && m.membership_config.membership().voter_ids().nth(1).is_some()
+        && let Some(age) = quorum_age.filter(|age| *age > quorum_window)
+    {
+        Some(format!("this member leads but no majority has acknowledged it for {age:?} (over 2 x meta.election_timeout)"))
+    } else if applied < committed {
+        Some(format!(
+            "applied index {} is behind committed index {}: still applying the log",
+            applied.map_or("none".to_string(), |a| a.to_string()),
+            committed.map_or("none".to_string(), |c| c.to_string())
+        ))
+    } else {
+        None
+    };
+    let status = if reason.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Readiness { ready: reason.is_none(), reason, leader: m.current_leader, committed_index: committed, applied_index: applied };
+    (status, Json(body)).into_response()
 }
 
 async fn status(State(ctx): Ctx) -> Json<RaftStatus> {

@@ -1,8 +1,10 @@
 //! `[meta]` of the Shardgate config file: identity, addresses, data
 //! directory, how a new cluster forms (initial `members`, or `join` through an
 //! existing member), Raft timing, snapshot policy, limits and optional TLS
-//! (`tls = { cert, key, ca }`) and how connections are accepted
-//! (`max_connections`, `header_read_timeout`).
+//! (`tls = { cert, key, ca }`), how connections are accepted
+//! (`max_connections`, `header_read_timeout`, `body_read_timeout`) and how
+//! much costly strategy work runs at once (`max_concurrent_previews`,
+//! `max_concurrent_admissions`).
 //!
 //! Read once at start by [`crate::run`]; `validate` names the offending key.
 
@@ -108,6 +110,19 @@ pub struct MetaConfig {
     /// to finish the TLS handshake.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body once its head has
+    /// arrived; a slower one is answered 408 naming this key.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// `POST /v1/preview` requests computed at once on this member (each
+    /// configures a strategy and routes up to 100000 keys); one more is
+    /// answered 503 with `Retry-After: 1` naming this key.
+    pub max_concurrent_previews: u32,
+    /// Strategy uploads (compiling a component) and routing-change
+    /// admissions run at once on the leader; one more upload is answered
+    /// 503 with `Retry-After: 1` naming this key, a routing change waits
+    /// for a place up to `write_timeout` first.
+    pub max_concurrent_admissions: u32,
     /// A learner is promoted to voter only when it is at most this many log
     /// entries behind the leader (and has acknowledged the leader within
     /// `election_timeout`): a voter that cannot follow would leave the
@@ -141,6 +156,9 @@ impl Default for MetaConfig {
             tls: None,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_concurrent_previews: 2,
+            max_concurrent_admissions: 2,
             promotion_max_lag: 100,
             membership_timeout: Duration::from_secs(30),
         }
@@ -162,6 +180,10 @@ fn listen_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Sock
 }
 
 pub use shardgate_auth::MAX_TOKEN_LEN;
+
+/// Largest accepted `max_concurrent_previews` / `max_concurrent_admissions`
+/// (each running one may hold a strategy instance of up to 256 MiB).
+pub const MAX_CONCURRENT_WASM: u32 = 64;
 
 /// Largest accepted `max_component_size`.
 pub const MAX_COMPONENT_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
@@ -239,6 +261,16 @@ impl MetaConfig {
         if self.header_read_timeout.is_zero() {
             return Err(err("header_read_timeout", "must be longer than 0s"));
         }
+        if self.body_read_timeout.is_zero() {
+            return Err(err("body_read_timeout", "must be longer than 0s"));
+        }
+        for (key, value) in
+            [("max_concurrent_previews", self.max_concurrent_previews), ("max_concurrent_admissions", self.max_concurrent_admissions)]
+        {
+            if value == 0 || value > MAX_CONCURRENT_WASM {
+                return Err(err(key, format!("must be between 1 and {MAX_CONCURRENT_WASM}, got {value}")));
+            }
+        }
         if self.membership_timeout < self.write_timeout {
             return Err(err("membership_timeout", format!("must be at least write_timeout ({:?})", self.write_timeout)));
         }
@@ -305,6 +337,9 @@ mod tests {
             ("id = 0", "meta.id"),
             ("max_connections = 0", "meta.max_connections: must be at least 1"),
             ("header_read_timeout = \"0s\"", "meta.header_read_timeout: must be longer than 0s"),
+            ("body_read_timeout = \"0s\"", "meta.body_read_timeout: must be longer than 0s"),
+            ("max_concurrent_previews = 0", "meta.max_concurrent_previews: must be between 1 and 64, got 0"),
+            ("max_concurrent_admissions = 65", "meta.max_concurrent_admissions: must be between 1 and 64, got 65"),
             ("members = [{ id = 2, addr = \"http://a:1\" }]", "meta.members: must include"),
             ("members = [{ id = 1, addr = \"a:1\" }]", "meta.members[0].addr"),
             ("join = \"ftp://x:1\"", "meta.join"),
@@ -349,9 +384,13 @@ mod tests {
         // `listen` is a SocketAddr: a bad one fails to parse, naming the key.
         let e = toml::from_str::<MetaConfig>("listen = \"nope\"").unwrap_err().to_string();
         assert!(e.contains("meta.listen: \"nope\" is not host:port with an IP address"), "{e}");
-        let c: MetaConfig = toml::from_str("listen = \"127.0.0.1:0\"\nmax_connections = 8\nheader_read_timeout = \"250ms\"").unwrap();
+        let c: MetaConfig = toml::from_str(
+            "listen = \"127.0.0.1:0\"\nmax_connections = 8\nheader_read_timeout = \"250ms\"\nbody_read_timeout = \"2s\"\nmax_concurrent_previews = 1\nmax_concurrent_admissions = 3",
+        )
+        .unwrap();
         c.validate().unwrap();
         assert_eq!((c.listen.port(), c.max_connections, c.header_read_timeout), (0, 8, Duration::from_millis(250)));
+        assert_eq!((c.body_read_timeout, c.max_concurrent_previews, c.max_concurrent_admissions), (Duration::from_secs(2), 1, 3));
         let unknown = toml::from_str::<MetaConfig>("idd = 1").unwrap_err().to_string();
         assert!(unknown.contains("idd"), "{unknown}");
     }

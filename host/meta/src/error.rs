@@ -86,6 +86,16 @@ pub enum ApiError {
     /// A bearer token other than `meta.admin_token`.
     #[error("bearer token does not match meta.admin_token")]
     Forbidden,
+    /// A costly request (preview, upload, admission) over its concurrency
+    /// limit: 503 with `Retry-After: 1`; nothing was done.
+    #[error("{what}: {limit} already running on this member, the limit {limit_name}; retry shortly")]
+    Busy { what: &'static str, limit_name: &'static str, limit: u32 },
+    /// The request body did not arrive within `meta.body_read_timeout`: 408.
+    #[error("request body not received within meta.body_read_timeout ({})", humantime_serde::re::humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
+    /// A request body over the limit of its endpoint (`limit_name`): 413.
+    #[error("request body is over the limit of {limit} bytes ({limit_name})")]
+    BodyTooLarge { limit: u64, limit_name: &'static str },
 }
 
 impl ApiError {
@@ -95,7 +105,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Rejected(r) => match r {
                 Rejection::UnknownNode(_) | Rejection::UnknownStrategy(_) | Rejection::UnknownEpoch(_) => StatusCode::NOT_FOUND,
-                Rejection::DuplicateNode(_) => StatusCode::CONFLICT,
+                Rejection::DuplicateNode(_) | Rejection::DuplicateAddr { .. } => StatusCode::CONFLICT,
                 Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
             },
             ApiError::Admission(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -113,6 +123,9 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -123,6 +136,7 @@ impl ApiError {
             ApiError::Rejected(r) => match r {
                 Rejection::UnknownNode(_) => "unknown_node",
                 Rejection::DuplicateNode(_) => "duplicate_node",
+                Rejection::DuplicateAddr { .. } => "duplicate_addr",
                 Rejection::UnknownStrategy(_) => "unknown_strategy",
                 Rejection::UnknownEpoch(_) => "unknown_epoch",
                 Rejection::Invalid(_) => "invalid",
@@ -141,6 +155,9 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
+            ApiError::Busy { .. } => "busy",
+            ApiError::BodyTimeout(_) => "body_timeout",
+            ApiError::BodyTooLarge { .. } => "too_large",
         }
     }
 
@@ -157,7 +174,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: self.to_string(), kind: self.kind().into(), leader: self.leader() };
         let unauthorized = matches!(self, ApiError::Unauthorized);
+        let busy = matches!(self, ApiError::Busy { .. });
         let mut response = (self.status(), Json(body)).into_response();
+        if busy {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
         if unauthorized {
             response
                 .headers_mut()

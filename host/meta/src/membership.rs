@@ -48,13 +48,14 @@ pub const LEARNER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const LEARNER_PROBE_MAX_BYTES: usize = 256 * 1024;
 
 /// The membership routes, behind the same leader forwarding as the rest of
-/// the API (merged by [`crate::server`]).
+/// the API (merged by [`crate::server`]); a route layer per method router,
+/// so a wrong method is answered 405 with `Allow` here, never forwarded.
 pub fn membership_routes(ctx: Arc<MemberContext>) -> Router {
+    let leader = middleware::from_fn_with_state(ctx.clone(), to_leader);
     Router::new()
-        .route("/v1/raft/learners", post(add_learner))
-        .route("/v1/raft/members/{id}/promote", post(promote))
-        .route("/v1/raft/members/{id}", delete(remove_member))
-        .layer(middleware::from_fn_with_state(ctx.clone(), to_leader))
+        .route("/v1/raft/learners", post(add_learner).route_layer(leader.clone()))
+        .route("/v1/raft/members/{id}/promote", post(promote).route_layer(leader.clone()))
+        .route("/v1/raft/members/{id}", delete(remove_member).route_layer(leader))
         .with_state(ctx)
 }
 

@@ -33,6 +33,15 @@ pub struct MetaMetrics {
     /// Admin requests and Raft RPCs refused by `meta.admin_token`, by
     /// outcome: unauthorized (no token), forbidden (another token).
     pub auth_refused: Family<OutcomeLabel, Counter>,
+    /// Requests refused by a limit, by outcome: body_timeout
+    /// (`meta.body_read_timeout`, 408), body_too_large (413), busy_preview
+    /// (`meta.max_concurrent_previews`, 503), busy_admission
+    /// (`meta.max_concurrent_admissions`, 503).
+    pub limited: Family<OutcomeLabel, Counter>,
+    /// Open client connections (under `meta.max_connections`).
+    pub connections_open: Gauge,
+    /// Connections over `meta.max_connections`, answered 503 and closed.
+    pub connections_rejected: Counter,
     /// `/v1/watch` streams refused (outcome `refused`) or ended (`closed`)
     /// because this member heard from no leader within the election timeout.
     pub watch_no_leader: Family<OutcomeLabel, Counter>,
@@ -58,6 +67,16 @@ impl Default for MetaMetrics {
         registry.register("watch_streams", "Open /v1/watch streams", watch_streams.clone());
         let auth_refused = Family::<OutcomeLabel, Counter>::default();
         registry.register("auth_refused", "Admin requests and Raft RPCs refused by meta.admin_token, by outcome", auth_refused.clone());
+        let limited = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "limited",
+            "Requests refused by a limit (body_read_timeout, body size, concurrency), by outcome",
+            limited.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Open client connections", connections_open.clone());
+        let connections_rejected = Counter::default();
+        registry.register("connections_rejected", "Connections over meta.max_connections, answered 503", connections_rejected.clone());
         let watch_no_leader = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "watch_no_leader",
@@ -82,6 +101,9 @@ impl Default for MetaMetrics {
             commit_seconds,
             watch_streams,
             auth_refused,
+            limited,
+            connections_open,
+            connections_rejected,
             watch_no_leader,
             term,
             is_leader,
@@ -97,6 +119,16 @@ impl MetaMetrics {
         self.writes.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
     }
 
+    /// Counts a request refused by a limit (see [`MetaMetrics::limited`]).
+    pub fn limited(&self, outcome: &str) {
+        self.limited.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+    }
+
+    /// What the accept loop reports connections to.
+    pub fn connections(&self) -> ConnectionCounts {
+        ConnectionCounts { open: self.connections_open.clone(), rejected: self.connections_rejected.clone() }
+    }
+
     /// Refresh the Raft gauges and encode everything in the text format.
     pub fn render(&self, m: &openraft::RaftMetrics<TypeConfig>, epoch: u64) -> String {
         self.term.set(m.current_term as i64);
@@ -109,5 +141,24 @@ impl MetaMetrics {
             out = format!("# metrics encoding failed: {e}\n");
         }
         out
+    }
+}
+
+/// The connection metrics of a [`MetaMetrics`], for the accept loop
+/// ([`shardgate_role::serve::serve`]).
+pub struct ConnectionCounts {
+    open: Gauge,
+    rejected: Counter,
+}
+
+impl shardgate_role::serve::ConnectionMetrics for ConnectionCounts {
+    fn opened(&self) {
+        self.open.inc();
+    }
+    fn closed(&self) {
+        self.open.dec();
+    }
+    fn rejected(&self) {
+        self.rejected.inc();
     }
 }

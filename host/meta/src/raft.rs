@@ -8,9 +8,11 @@
 //! sent whole. Members are addressed by their API address (one listener
 //! serves Raft RPCs and the JSON API).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +29,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::{info, warn};
 
 use crate::auth::AdminToken;
 use crate::store::StateMachineStore;
@@ -36,37 +39,147 @@ pub use crate::types::*;
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
 /// Creates one [`PeerClient`] per target member; all share one HTTP
-/// connection pool.
+/// connection pool and one [`FailureLog`].
 #[derive(Clone)]
 pub struct NetworkFactory {
     client: reqwest::Client,
     token: Option<AdminToken>,
+    failures: Arc<FailureLog>,
 }
 
 impl NetworkFactory {
     /// `token`: `meta.admin_token`, sent with every Raft RPC when set.
     pub fn new(client: reqwest::Client, token: Option<AdminToken>) -> Self {
-        Self { client, token }
+        Self { client, token, failures: Arc::new(FailureLog::new(FAILURE_LOG_EVERY)) }
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, _target: NodeId, node: &Member) -> Self::Network {
-        PeerClient { addr: node.addr.clone(), client: self.client.clone(), token: self.token.clone() }
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            client: self.client.clone(),
+            token: self.token.clone(),
+            failures: self.failures.clone(),
+        }
+    }
+}
+
+/// How often failures to one member are logged once it keeps failing.
+pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// What [`FailureLog::failed`] decided about one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureLine {
+    /// The first failure after success (or ever): log it.
+    First,
+    /// Still failing and `every` has passed: log it with the count of the
+    /// failures not logged since the last line.
+    Again { suppressed: u64 },
+    /// Not logged (counted).
+    Suppressed,
+}
+
+#[derive(Debug)]
+struct PeerFailures {
+    last_logged: Instant,
+    suppressed: u64,
+}
+
+/// Rate limit of the warnings about Raft RPCs that fail: a leader sends a
+/// heartbeat to every member each `heartbeat_interval`, so a member that is
+/// down (or was never started) would otherwise fill the log with one line
+/// per attempt. The first failure to a member is logged, then at most one
+/// line per `every` with the number of failures left out, and one line
+/// when it answers again. (openraft's own per-attempt warnings are held
+/// back by `shardgate`'s default log filter.)
+#[derive(Debug)]
+pub struct FailureLog {
+    every: Duration,
+    peers: Mutex<HashMap<NodeId, PeerFailures>>,
+}
+
+impl FailureLog {
+    pub fn new(every: Duration) -> Self {
+        FailureLog { every, peers: Mutex::new(HashMap::new()) }
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, PeerFailures>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a failed RPC to `target` at `now`.
+    pub fn failed(&self, target: NodeId, now: Instant) -> FailureLine {
+        let mut peers = self.peers();
+        match peers.get_mut(&target) {
+            None => {
+                peers.insert(target, PeerFailures { last_logged: now, suppressed: 0 });
+                FailureLine::First
+            }
+            Some(p) if now.saturating_duration_since(p.last_logged) >= self.every => {
+                let suppressed = std::mem::take(&mut p.suppressed);
+                p.last_logged = now;
+                FailureLine::Again { suppressed }
+            }
+            Some(p) => {
+                p.suppressed += 1;
+                FailureLine::Suppressed
+            }
+        }
+    }
+
+    /// Records a successful RPC to `target`: `Some(failures not logged)`
+    /// when it had been failing.
+    pub fn succeeded(&self, target: NodeId) -> Option<u64> {
+        self.peers().remove(&target).map(|p| p.suppressed)
     }
 }
 
 /// Sends Raft RPCs to one member: `POST {addr}/raft/{rpc}` with a JSON body.
 pub struct PeerClient {
+    target: NodeId,
     addr: String,
     client: reqwest::Client,
     token: Option<AdminToken>,
+    failures: Arc<FailureLog>,
 }
 
 impl PeerClient {
+    /// One RPC, its failure logged through the [`FailureLog`].
     async fn request<Req, Resp>(&self, rpc: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Result<Resp, RaftError<TypeConfig>>: DeserializeOwned,
+    {
+        let result = self.send(rpc, req, option).await;
+        let (target, addr) = (self.target, &self.addr);
+        match &result {
+            Err(error) => match self.failures.failed(target, Instant::now()) {
+                FailureLine::First => warn!(
+                    member = target,
+                    %addr,
+                    rpc,
+                    %error,
+                    "raft rpc to a member failed; while it keeps failing this is logged at most every {FAILURE_LOG_EVERY:?}"
+                ),
+                FailureLine::Again { suppressed } => {
+                    warn!(member = target, %addr, rpc, %error, suppressed, "raft rpcs to a member still fail")
+                }
+                FailureLine::Suppressed => {}
+            },
+            Ok(_) => {
+                if let Some(suppressed) = self.failures.succeeded(target) {
+                    info!(member = target, %addr, suppressed, "raft rpcs to a member succeed again");
+                }
+            }
+        }
+        result
+    }
+
+    async fn send<Req, Resp>(&self, rpc: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Result<Resp, RaftError<TypeConfig>>: DeserializeOwned,
@@ -229,5 +342,29 @@ async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response
             encode(&res)
         }
         Err(resp) => *resp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_to_a_member_are_logged_once_then_at_most_every_period_with_a_count() {
+        let log = FailureLog::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        assert_eq!(log.failed(7, t0), FailureLine::First);
+        // A heartbeat every 100 ms for 29.9 s: nothing more is logged.
+        for i in 1..300 {
+            assert_eq!(log.failed(7, t0 + Duration::from_millis(100 * i)), FailureLine::Suppressed);
+        }
+        // Another member's failures are counted apart.
+        assert_eq!(log.failed(8, t0), FailureLine::First);
+        assert_eq!(log.failed(7, t0 + Duration::from_secs(30)), FailureLine::Again { suppressed: 299 });
+        assert_eq!(log.failed(7, t0 + Duration::from_secs(31)), FailureLine::Suppressed);
+        assert_eq!(log.succeeded(7), Some(1));
+        assert_eq!(log.succeeded(7), None);
+        // Failing again after a success is a first failure again.
+        assert_eq!(log.failed(7, t0 + Duration::from_secs(32)), FailureLine::First);
     }
 }

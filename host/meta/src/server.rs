@@ -1,7 +1,8 @@
 //! Starting and stopping one meta member: open the stores, start Raft, serve
 //! Raft RPCs and the JSON API on one listener through the accept loop every
 //! role shares ([`shardgate_role::serve`]: `meta.max_connections`,
-//! `meta.header_read_timeout`, TLS with `meta.tls`), bootstrap a new
+//! `meta.header_read_timeout`, TLS with `meta.tls`; bodies are then read
+//! within `meta.body_read_timeout` by [`api::bounded_body`]), bootstrap a new
 //! cluster or join an existing one, and shut down cleanly.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use hyper_util::service::TowerToHyperService;
 use shardgate_role::serve::ServeConfig;
 use shardgate_strategy::{Limits, Sandbox};
@@ -16,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::admission::AdmissionGate;
+use crate::admission::{AdmissionGate, GateLimits};
 use crate::api::{self, MemberContext};
 use crate::auth::{AdminAuth, AdminToken, require_admin};
 use crate::client::{ClientError, MetaClient};
@@ -93,22 +95,36 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
         addr: addr.clone(),
         raft: raft.clone(),
         sm,
-        gate: AdmissionGate::new(sandbox, config.admission_sample_keys),
+        gate: AdmissionGate::new(
+            sandbox,
+            config.admission_sample_keys,
+            GateLimits {
+                previews: config.max_concurrent_previews,
+                admissions: config.max_concurrent_admissions,
+                admission_wait: config.write_timeout,
+            },
+        ),
         config: config.clone(),
         http,
         metrics: MetaMetrics::default(),
         stopping: stopping.clone(),
     });
-    let app = api::router(ctx.clone())
+    let routes = api::router(ctx.clone())
         .merge(crate::watch::watch_routes(ctx.clone()))
         .merge(crate::membership::membership_routes(ctx.clone()))
         .merge(crate::raft_watch::raft_watch_routes(ctx.clone()))
         .merge(raft::raft_routes(raft.clone()))
+        // Layers run bottom-up: the token check, then the body read (so a
+        // refused client's body is never read).
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), api::bounded_body))
         .layer(axum::middleware::from_fn_with_state(
             AdminAuth { token: admin_token.clone(), refused: ctx.metrics.auth_refused.clone() },
             require_admin,
-        ))
-        .layer(axum::middleware::map_response(api::json_errors));
+        ));
+    // Errors as JSON around the whole router, not through `Router::layer`:
+    // that runs inside each path's method router, before axum adds `Allow`
+    // to a 405, which would then name no method.
+    let app = Router::new().fallback_service(routes).layer(axum::middleware::map_response(api::json_errors));
     info!(
         id = config.id,
         %addr,
@@ -141,7 +157,8 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
     };
     let service = TowerToHyperService::new(app);
     let http = hyper::server::conn::http1::Builder::new();
-    shardgate_role::serve::serve(listener, serve_config, http, |_| service.clone(), Arc::new(()), stopping).await;
+    let connections = Arc::new(ctx.metrics.connections());
+    shardgate_role::serve::serve(listener, serve_config, http, |_| service.clone(), connections, stopping).await;
     info!(id = config.id, "meta member stopped");
     Ok(())
 }

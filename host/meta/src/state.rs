@@ -25,16 +25,36 @@ pub const MAX_REPLICAS: u32 = 32;
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// Longest node id and zone label.
 pub const MAX_LABEL_CHARS: usize = 64;
+/// Smallest node weight: a node weighted lower would own (almost) no keys.
+pub const MIN_WEIGHT: f64 = 0.001;
+/// Largest node weight.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
+/// Characters of user input (ids, addresses, paths) an error message
+/// repeats; the rest is replaced by "…".
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `input` as an error message repeats it: the first [`MAX_ECHO_CHARS`]
+/// characters, then "…" when it was longer, so a 100 KB id does not come
+/// back whole.
+pub fn echo(input: &str) -> String {
+    match input.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+        None => input.to_string(),
+    }
+}
 
 /// Why the state machine (or the leader, before proposing) refused a change.
 /// A refused change changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Rejection {
-    #[error("unknown node {0:?}")]
+    #[error("unknown node {:?}", echo(.0))]
     UnknownNode(String),
-    #[error("node {0:?} already exists")]
+    #[error("node {:?} already exists", echo(.0))]
     DuplicateNode(String),
-    #[error("unknown strategy {0}: upload it first (POST /v1/strategies)")]
+    /// Another node already has this address: 409 like a duplicate id.
+    #[error("addr {:?} is already used by node {:?}", echo(.addr), echo(.node))]
+    DuplicateAddr { addr: String, node: String },
+    #[error("unknown strategy {}: upload it first (POST /v1/strategies)", echo(.0))]
     UnknownStrategy(String),
     #[error("no routing config at epoch {0} in the history (it keeps the last {HISTORY_LIMIT})")]
     UnknownEpoch(u64),
@@ -164,7 +184,7 @@ impl MetaState {
                     return Err(Rejection::DuplicateNode(id.clone()));
                 }
                 if let Some(other) = self.nodes.values().find(|n| n.addr == *addr) {
-                    return Err(Rejection::Invalid(format!("addr {addr} is already used by node {:?}", other.id)));
+                    return Err(Rejection::DuplicateAddr { addr: addr.clone(), node: other.id.clone() });
                 }
                 let join_seq = self.next_join_seq;
                 self.next_join_seq += 1;
@@ -283,29 +303,31 @@ impl MetaState {
 
 pub fn validate_node_id(id: &str) -> Result<(), Rejection> {
     if id.is_empty() || id.chars().count() > MAX_LABEL_CHARS {
-        return Err(Rejection::Invalid(format!("node id {id:?} must be 1 to {MAX_LABEL_CHARS} characters")));
+        return Err(Rejection::Invalid(format!("node id {:?} must be 1 to {MAX_LABEL_CHARS} characters", echo(id))));
     }
     if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(Rejection::Invalid(format!("node id {id:?} may only contain ASCII letters, digits, '-', '_' and '.'")));
+        return Err(Rejection::Invalid(format!("node id {:?} may only contain ASCII letters, digits, '-', '_' and '.'", echo(id))));
     }
     Ok(())
 }
 
-fn validate_zone(zone: &str) -> Result<(), Rejection> {
+pub fn validate_zone(zone: &str) -> Result<(), Rejection> {
     if zone.chars().count() > MAX_LABEL_CHARS || zone.chars().any(|c| c.is_control()) {
-        return Err(Rejection::Invalid(format!("zone {zone:?} must be at most {MAX_LABEL_CHARS} printable characters")));
+        return Err(Rejection::Invalid(format!("zone {:?} must be at most {MAX_LABEL_CHARS} printable characters", echo(zone))));
     }
     Ok(())
 }
 
-fn validate_weight(weight: f64) -> Result<(), Rejection> {
-    if !weight.is_finite() || weight <= 0.0 || weight > 1e6 {
-        return Err(Rejection::Invalid(format!("weight {weight} must be finite, > 0 and <= 1000000")));
+/// A node weight must lie in [[`MIN_WEIGHT`], [`MAX_WEIGHT`]]: applied to
+/// added and updated nodes, change batches and preview candidates.
+pub fn validate_weight(weight: f64) -> Result<(), Rejection> {
+    if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+        return Err(Rejection::Invalid(format!("weight {weight:?} must be between {MIN_WEIGHT} and {MAX_WEIGHT} (inclusive)")));
     }
     Ok(())
 }
 
-fn validate_replicas(replicas: u32) -> Result<(), Rejection> {
+pub fn validate_replicas(replicas: u32) -> Result<(), Rejection> {
     if replicas == 0 || replicas > MAX_REPLICAS {
         return Err(Rejection::Invalid(format!("replicas {replicas} must be between 1 and {MAX_REPLICAS}")));
     }
@@ -334,7 +356,7 @@ pub fn validate_member_addr(what: &str, addr: &str) -> Result<(), Rejection> {
 
 fn check_base_url(what: &str, addr: &str, schemes: &[&str]) -> Result<(), Rejection> {
     let form = schemes.iter().map(|s| format!("{s}://host:port")).collect::<Vec<_>>().join(" or ");
-    let bad = |why: &str| Rejection::Invalid(format!("{what} {addr:?} is not {form}: {why}"));
+    let bad = |why: &str| Rejection::Invalid(format!("{what} {:?} is not {form}: {why}", echo(addr)));
     let uri: http::Uri = addr.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     if !uri.scheme_str().is_some_and(|s| schemes.contains(&s)) {
         return Err(bad(&format!("the scheme must be {}", schemes.join(" or "))));
@@ -436,6 +458,15 @@ mod tests {
             (Change::AddNode { id: "b".into(), addr: "http://h".into(), weight: 1.0, zone: String::new() }, "missing port"),
             (Change::AddNode { id: "b".into(), addr: "http://h:1/x".into(), weight: 1.0, zone: String::new() }, "no path"),
             (Change::AddNode { id: "b".into(), addr: "http://h:1".into(), weight: f64::NAN, zone: String::new() }, "weight"),
+            (
+                Change::AddNode { id: "b".into(), addr: "http://h:1".into(), weight: 5e-324, zone: String::new() },
+                "weight 5e-324 must be between 0.001 and 1000000",
+            ),
+            (
+                Change::AddNode { id: "b".into(), addr: "http://h:1".into(), weight: 1e6 + 1.0, zone: String::new() },
+                "must be between 0.001 and 1000000",
+            ),
+            (Change::UpdateNode { id: "a".into(), weight: Some(0.0009), state: None }, "must be between 0.001 and 1000000"),
             (Change::Activate { hash: "cd".into(), config: String::new(), replicas: 1 }, "unknown strategy cd"),
             (Change::Activate { hash: "ab".into(), config: String::new(), replicas: 0 }, "between 1 and 32"),
             (Change::Rollback { epoch: 77 }, "epoch 77"),
@@ -447,6 +478,24 @@ mod tests {
             assert!(err.to_string().contains(needle), "{change:?}: {err}");
             assert_eq!(s, before);
         }
+    }
+
+    #[test]
+    fn errors_repeat_at_most_64_characters_of_user_input() {
+        let long = "x".repeat(100_000);
+        let s = with_strategy();
+        for change in [
+            Change::RemoveNode { id: long.clone() },
+            Change::AddNode { id: long.clone(), addr: "http://h:1".into(), weight: 1.0, zone: String::new() },
+            Change::AddNode { id: "b".into(), addr: format!("http://{long}"), weight: 1.0, zone: String::new() },
+            Change::Activate { hash: long.clone(), config: String::new(), replicas: 1 },
+        ] {
+            let err = s.simulate(3, &[change]).unwrap_err().to_string();
+            assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
+            assert!(err.contains("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…"), "{err}");
+        }
+        assert_eq!(echo("short"), "short");
+        assert_eq!(echo(&"é".repeat(65)), format!("{}…", "é".repeat(64)));
     }
 
     #[test]

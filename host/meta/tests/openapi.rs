@@ -48,6 +48,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/watch", &["GET"]),
     ("/v1/raft/watch", &["GET"]),
     ("/v1/raft/status", &["GET"]),
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
     ("/metrics", &["GET"]),
     ("/openapi.json", &["GET"]),
     ("/raft/append", &["POST"]),
@@ -204,7 +206,7 @@ async fn every_documented_operation_answers_a_documented_status() {
     let order = ["PUT", "POST", "GET", "HEAD", "PATCH", "DELETE", "OPTIONS"];
     let mut operations: Vec<(String, String)> = documented_operations(&doc).into_iter().collect();
     operations.sort_by_key(|(path, method)| (order.iter().position(|m| m == method), path.clone()));
-    assert_eq!(operations.len(), 28);
+    assert_eq!(operations.len(), 30);
     let mut successes = 0;
     for (path, method) in &operations {
         let item = &doc["paths"][path];
@@ -287,7 +289,7 @@ async fn error_answers_are_the_documented_ones() {
     let added = send(&http, Method::POST, &format!("{base}/v1/nodes"), &[], node.clone().into_bytes()).await;
     assert_eq!(added.status, StatusCode::CREATED, "{}", added.text());
     let max_component = cluster.members[&1].config.max_component_size.as_u64() as usize;
-    // 3 MiB: over axum's default 2 MiB body limit for JSON routes; Raft
+    // 3 MiB: over the 2 MiB body limit for JSON routes; Raft
     // routes take up to RAFT_BODY_LIMIT (a snapshot holds the whole registry).
     let three_mib = vec![b' '; 3 << 20];
 
@@ -314,7 +316,15 @@ async fn error_answers_are_the_documented_ones() {
             three_mib.clone(),
             ("/v1/changes", "post"),
             StatusCode::PAYLOAD_TOO_LARGE,
-            "length limit exceeded",
+            "the JSON body limit of 2 MiB",
+        ),
+        case(
+            Method::POST,
+            "/v1/nodes",
+            r#"{"id":"n2","addr":"http://127.0.0.1:7100"}"#,
+            ("/v1/nodes", "post"),
+            StatusCode::CONFLICT,
+            "is already used by node",
         ),
         case(Method::POST, "/v1/strategies", "", ("/v1/strategies", "post"), StatusCode::BAD_REQUEST, "empty body"),
         case(
@@ -366,7 +376,8 @@ async fn error_answers_are_the_documented_ones() {
             StatusCode::NOT_FOUND,
             "epoch 999",
         ),
-        case(Method::POST, "/v1/preview", r#"{"sample":0}"#, ("/v1/preview", "post"), StatusCode::BAD_REQUEST, "between 1 and 1000000"),
+        case(Method::POST, "/v1/preview", r#"{"sample":0}"#, ("/v1/preview", "post"), StatusCode::BAD_REQUEST, "between 1 and 100000"),
+        case(Method::POST, "/v1/preview", r#"{"sample":100001}"#, ("/v1/preview", "post"), StatusCode::BAD_REQUEST, "MAX_PREVIEW_SAMPLE"),
         case(Method::POST, "/v1/preview", "", ("/v1/preview", "post"), StatusCode::BAD_REQUEST, "no strategy is active"),
         case(
             Method::POST,

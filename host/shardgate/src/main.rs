@@ -15,7 +15,14 @@ mod signal;
 /// prefix of the event's target, so `shardgate` covers `shardgate`,
 /// `shardgate_node`, `shardgate_meta`, `shardgate_proxy`,
 /// `shardgate_strategy` and any `shardgate_*` crate added later.
-const DEFAULT_LOG: &str = "warn,shardgate=info";
+/// openraft's heartbeat, replication and replication-progress code warn on
+/// every attempt (each heartbeat interval, or each replication retry, about
+/// once a second) while a member is unreachable: those targets are held to
+/// `error`, and meta's Raft client logs the failures itself, the first one
+/// and then at most every 30 s with a count
+/// (`shardgate_meta::raft::FailureLog`).
+const DEFAULT_LOG: &str = "warn,shardgate=info,openraft::core::heartbeat=error,openraft::replication=error,\
+                           openraft::engine::handler::replication_handler=error";
 
 #[derive(Parser)]
 #[command(name = "shardgate", version, about = "A distributed cache whose key routing is pluggable, sandboxed WebAssembly")]
@@ -108,6 +115,12 @@ mod tests {
             assert!(!tracing::enabled!(target: "openraft::raft", Level::INFO));
             assert!(!tracing::enabled!(target: "openraft::core::raft_core", Level::INFO));
             assert!(tracing::enabled!(target: "openraft::raft", Level::WARN));
+            assert!(tracing::enabled!(target: "openraft::core::raft_core", Level::WARN));
+            assert!(!tracing::enabled!(target: "openraft::core::heartbeat::worker", Level::WARN));
+            assert!(!tracing::enabled!(target: "openraft::replication", Level::WARN));
+            assert!(tracing::enabled!(target: "openraft::replication", Level::ERROR));
+            assert!(!tracing::enabled!(target: "openraft::engine::handler::replication_handler", Level::WARN));
+            assert!(tracing::enabled!(target: "openraft::engine::handler::vote_handler", Level::WARN));
             assert!(!tracing::enabled!(target: "hyper::proto", Level::INFO));
             assert!(!tracing::enabled!(target: "wasmtime::runtime", Level::INFO));
             assert!(!tracing::enabled!(target: "cranelift_codegen", Level::INFO));
