@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod raft;
+pub mod raft_check;
 pub mod server;
 pub mod state;
 pub mod store;
