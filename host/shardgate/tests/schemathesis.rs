@@ -8,11 +8,12 @@
 //! Run it alone with `cargo test -p shardgate --test schemathesis --
 //! --nocapture` (the output shows each role's summary). Knobs for
 //! iterating on a document: `SHARDGATE_SCHEMATHESIS_EXAMPLES` (default
-//! [`EXAMPLES`] per operation) and `SHARDGATE_SCHEMATHESIS_SEED` (default
-//! [`SEED`]).
+//! [`EXAMPLES`] per operation). Settings and generation filters, each with
+//! the rule of the documents it encodes: `tests/schemathesis/schemathesis.toml`
+//! and `tests/schemathesis/hooks.py`.
 //!
-//! The run is deterministic (`--generation-deterministic`, fixed seed, one
-//! worker; deterministic mode keeps no example database) and bounded: [`EXAMPLES`] examples per
+//! The run is deterministic (`--generation-deterministic`: no random seed,
+//! no example database; one worker) and bounded: [`EXAMPLES`] examples per
 //! operation and phase, `--max-time` per role.
 //!
 //! What schemathesis cannot exercise is covered elsewhere:
@@ -51,8 +52,6 @@ fn program() -> String {
 
 /// Examples per operation and generation phase.
 const EXAMPLES: u32 = 25;
-/// Seed of the data generation.
-const SEED: u64 = 1;
 /// Time budget of one role's run, in seconds.
 const MAX_TIME: u32 = 90;
 
@@ -84,18 +83,21 @@ fn schemathesis_or_skip(test: &str) -> Option<String> {
 /// One role's run: (passed, schemathesis's output).
 fn run_schemathesis(role: &str, base: &str, work: &Path, extra: &[&str]) -> (bool, String) {
     let examples = env_or("SHARDGATE_SCHEMATHESIS_EXAMPLES", EXAMPLES);
-    let seed = env_or("SHARDGATE_SCHEMATHESIS_SEED", SEED);
     let dir = work.join(role);
     std::fs::create_dir_all(&dir).unwrap();
     let started = Instant::now();
+    let settings = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
     let out = Command::new(program())
-        // Its hypothesis cache and reports stay in the temporary directory.
+        // Its reports stay in the temporary directory.
         .current_dir(&dir)
         .env("NO_COLOR", "1")
+        // hooks.py, named by schemathesis.toml.
+        .env("PYTHONPATH", &settings)
+        .arg("--config-file")
+        .arg(settings.join("schemathesis.toml"))
         .args(["run", &format!("{base}/openapi.json")])
         .args(["--checks", "all"])
         .args(["--max-examples", &examples.to_string()])
-        .args(["--seed", &seed.to_string()])
         .arg("--generation-deterministic")
         .args(["--workers", "1"])
         .args(["--max-time", &MAX_TIME.to_string()])
