@@ -112,7 +112,11 @@ pub fn check_append(vote: &Vote, prev_log_id: Option<&LogId>, entries: &[Entry],
         let id = &entry.log_id;
         let expected = previous.map_or(0, |p| p.index.saturating_add(1));
         if previous.is_some_and(|p| p.index == u64::MAX) || id.index != expected {
-            return Err(format!("entries[{i}] has index {}; after {} the next index is {expected}", id.index, previous.map_or("no log".into(), show)));
+            return Err(format!(
+                "entries[{i}] has index {}; after {} the next index is {expected}",
+                id.index,
+                previous.map_or("no log".into(), show)
+            ));
         }
         if let Some(p) = previous
             && log_leader(id) < log_leader(p)
