@@ -8,7 +8,9 @@
 //! Run it alone with `cargo test -p shardgate --test schemathesis --
 //! --nocapture` (the output shows each role's summary). Knobs for
 //! iterating on a document: `SHARDGATE_SCHEMATHESIS_EXAMPLES` (default
-//! [`EXAMPLES`] per operation). Settings and generation filters, each with
+//! [`EXAMPLES`] per operation) and `SHARDGATE_SCHEMATHESIS_ARGS` (more
+//! arguments for every run, split at spaces, e.g. `--include-operation-id
+//! putKey`; CI sets neither). Settings and generation filters, each with
 //! the rule of the documents it encodes: `tests/schemathesis/schemathesis.toml`
 //! and `tests/schemathesis/hooks.py`.
 //!
@@ -114,6 +116,7 @@ fn run_schemathesis(role: &str, base: &str, work: &Path, extra: &[&str]) -> (boo
         .args(["--wait-for-schema", "10"])
         .arg("--no-color")
         .args(extra)
+        .args(std::env::var("SHARDGATE_SCHEMATHESIS_ARGS").unwrap_or_default().split_whitespace())
         .stdout(out)
         .stderr(err)
         .spawn()
