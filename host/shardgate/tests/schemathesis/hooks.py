@@ -21,7 +21,8 @@ def filter_case(context, case):
     # A write takes If-Match OR If-None-Match, not both (400 `header
     # If-Match: cannot be combined with If-None-Match on a write`): two
     # optional headers that exclude each other. Checked by the key-API
-    # suite (host/testkit/src/key_api) against node and proxy.
+    # suite (host/testkit/src/key_api, `Suite::conditions`) against node and
+    # proxy.
     if operation.path == "/v1/keys/{key}" and operation.method.upper() in ("PUT", "DELETE"):
         names = {name.lower() for name in (case.headers or {})}
         if "if-match" in names and "if-none-match" in names:
