@@ -24,6 +24,7 @@ pub mod error;
 pub mod membership;
 pub mod metrics;
 pub mod raft;
+pub mod raft_check;
 pub mod raft_watch;
 pub mod recover;
 pub mod server;

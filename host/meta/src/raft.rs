@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::auth::AdminToken;
+use crate::raft_check;
 use crate::store::StateMachineStore;
 pub use crate::types::*;
 
@@ -302,25 +303,42 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
+/// 400 for a decoded RPC that [`crate::raft_check`] refuses.
+fn refused(reason: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("refused raft rpc: {reason}")).into_response()
+}
+
 async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => encode(&raft.append_entries(req).await),
-        Err(resp) => *resp,
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    if let Err(reason) = raft_check::check_append(&req.vote, req.prev_log_id.as_ref(), &req.entries, req.leader_commit.as_ref()) {
+        return refused(reason);
     }
+    encode(&raft.append_entries(req).await)
 }
 
 async fn vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => encode(&raft.vote(req).await),
-        Err(resp) => *resp,
+    let req: VoteRequest<TypeConfig> = match decode(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    if let Err(reason) = raft_check::check_vote_request(&req.vote, req.last_log_id.as_ref()) {
+        return refused(reason);
     }
+    encode(&raft.vote(req).await)
 }
 
 async fn pre_vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => encode(&raft.pre_vote(req).await),
-        Err(resp) => *resp,
+    let req: VoteRequest<TypeConfig> = match decode(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    if let Err(reason) = raft_check::check_vote_request(&req.vote, req.last_log_id.as_ref()) {
+        return refused(reason);
     }
+    encode(&raft.pre_vote(req).await)
 }
 
 async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
@@ -328,6 +346,9 @@ async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(resp) => return *resp,
     };
+    if let Err(reason) = raft_check::check_snapshot(&vote, &meta, &data) {
+        return refused(reason);
+    }
     let snapshot = Snapshot { meta, snapshot: Cursor::new(data) };
     let res: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
         raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal);
@@ -335,14 +356,16 @@ async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
 }
 
 async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => {
-            let res: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> =
-                raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
-            encode(&res)
-        }
-        Err(resp) => *resp,
+    let req: TransferLeaderRequest<TypeConfig> = match decode(&body) {
+        Ok(req) => req,
+        Err(resp) => return *resp,
+    };
+    if let Err(reason) = raft_check::check_transfer_leader(req.from_leader(), req.last_log_id()) {
+        return refused(reason);
     }
+    let res: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> =
+        raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
+    encode(&res)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use common::TestCluster;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 use shardgate_meta::{MetaConfig, MetaError};
-use shardgate_testkit::openapi::{documented_operations, example_of, resolve};
+use shardgate_testkit::openapi::{conforms, documented_operations, example_of, resolve};
 use shardgate_testkit::routes_in_source;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -505,4 +505,94 @@ async fn token_refusals_are_documented_on_every_admin_route() {
     }
     assert!(checked >= 15, "only {checked} admin operations checked");
     cluster.shutdown().await;
+}
+
+/// `GET /v1/watch` as the document describes it: `text/event-stream`, and
+/// each event (`event`, `id`, `data` as the SSE fields) fits the per-event
+/// schema, its `data` is RoutingState JSON that fits the RoutingState
+/// schema (the `contentSchema`, which schemathesis does not check), and its
+/// `id` is the state's epoch. Read from a real member with a routing state
+/// that has nodes and an active strategy.
+#[tokio::test]
+async fn the_watch_stream_matches_the_document() {
+    let cluster = TestCluster::start(1, |_| {}).await;
+    let base = cluster.addr(1);
+    let doc = document();
+    let meta = cluster.client();
+    let node = shardgate_meta_client::model::NewNode { id: "n1".into(), addr: "http://127.0.0.1:9".into(), weight: 2.5, zone: "z".into() };
+    meta.add_node(&node).await.unwrap();
+    let component = shardgate_builtins::builtin("rendezvous").unwrap().component.to_vec();
+    let info = meta.upload_strategy(component).await.unwrap();
+    let activation = shardgate_meta_client::model::Activation { config: String::new(), replicas: 1 };
+    let receipt = meta.activate(&info.hash, &activation).await.unwrap();
+
+    let op = &doc["paths"]["/v1/watch"]["get"];
+    let media = &op["responses"]["200"]["content"]["text/event-stream"];
+    let mut resp = client().get(format!("{base}/v1/watch")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-cache");
+
+    // The first events: the membership, then the state on connect.
+    let mut buf = Vec::new();
+    let mut next_event = async || {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                    let event = String::from_utf8(buf[..end].to_vec()).unwrap();
+                    buf.drain(..end + 2);
+                    if !event.starts_with(':') {
+                        return event;
+                    }
+                    continue;
+                }
+                buf.extend_from_slice(&resp.chunk().await.unwrap().expect("the stream stays open"));
+            }
+        })
+        .await
+        .expect("an event within 10s")
+    };
+    let members = next_event().await;
+    let (fields, list) = event_fits(&doc, media, &members);
+    assert_eq!(fields["event"], "members");
+    assert_eq!(list[0]["addr"], base.as_str());
+    let event = next_event().await;
+    let (fields, state) = event_fits(&doc, media, &event);
+    assert_eq!(fields["id"].as_str().unwrap(), state["epoch"].to_string());
+    assert!(state["epoch"].as_u64().unwrap() >= receipt.epoch);
+    assert_eq!(state["nodes"][0]["id"], "n1");
+    assert_eq!(state["strategy"]["hash"], info.hash.as_str());
+    // The document's example (the members, the state, then a heartbeat) fits too.
+    let example = media["example"].as_str().unwrap();
+    let (first, rest) = example.split_once("\n\n").unwrap();
+    let (fields, _) = event_fits(&doc, media, first);
+    assert_eq!(fields["event"], "members");
+    let (second, rest) = rest.split_once("\n\n").unwrap();
+    let (fields, state) = event_fits(&doc, media, second);
+    assert_eq!(fields["id"].as_str().unwrap(), state["epoch"].to_string());
+    assert_eq!(rest, ": heartbeat\n\n");
+}
+
+/// The SSE fields of one event (as schemathesis, or any SSE client, reads
+/// them) and its data as JSON, after checking both against the document.
+fn event_fits(doc: &Value, media: &Value, event: &str) -> (Value, Value) {
+    let mut fields = serde_json::Map::new();
+    for line in event.lines() {
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        assert!(fields.insert(name.to_string(), Value::String(value.to_string())).is_none(), "field {name} twice in {event:?}");
+    }
+    let fields = Value::Object(fields);
+    conforms(doc, &media["schema"], &fields).unwrap_or_else(|e| panic!("event {event:?} does not fit the per-event schema: {e}"));
+    // The branch of the per-event schema this event's name selects.
+    let branch = media["schema"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["properties"]["event"]["const"] == fields["event"])
+        .unwrap_or_else(|| panic!("no branch for {event:?}"));
+    let data: Value = serde_json::from_str(fields["data"].as_str().unwrap()).unwrap();
+    conforms(doc, &branch["properties"]["data"]["contentSchema"], &data)
+        .unwrap_or_else(|e| panic!("event data {data} does not fit its schema: {e}"));
+    (fields, data)
 }
