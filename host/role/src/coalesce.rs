@@ -18,7 +18,8 @@
 //! included: the answer to a request with `Connection: close` and requests
 //! pipelined behind it, or followed by garbage, was never written.
 //!
-//! Memory: the buffer holds at most [`MAX_BUFFERED`] bytes; a write that
+//! Memory: the buffer holds at most [`MAX_BUFFERED`] bytes (and keeps at
+//! most 16 KiB of capacity between batches); a write that
 //! would take it past that first writes the buffer out (a client that does
 //! not read holds hyper back, as the socket would), and a write of at least
 //! [`MAX_BUFFERED`] bytes (a large value) goes to the socket without a copy.
@@ -33,6 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most bytes buffered between writes to the socket.
 pub const MAX_BUFFERED: usize = 64 * 1024;
+/// The buffer's capacity kept once it is written out; a larger one (after
+/// a big batch of answers) is freed.
+const KEPT_CAPACITY: usize = 16 * 1024;
 
 /// The socket and what is waiting to be written to it, shared by the two
 /// halves (both are only ever used by the connection's own task, so the
@@ -64,7 +68,8 @@ impl<I: AsyncWrite + Unpin> Shared<I> {
             }
         };
         self.out.drain(..written);
-        if self.out.capacity() > 4 * MAX_BUFFERED && self.out.is_empty() {
+        // An idle connection keeps at most a small buffer.
+        if self.out.is_empty() && self.out.capacity() > KEPT_CAPACITY {
             self.out = Vec::new();
         }
         ready!(result)?;
@@ -230,6 +235,31 @@ mod tests {
         far.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "one two three last");
         assert_eq!(writes.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_write_leaves_when_its_poll_ends_though_the_connection_waits() {
+        // A `100 Continue`, a streamed chunk: written and flushed, then the
+        // connection waits (for the body, the next event) without writing.
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let (mut io, flusher) = coalesce(near);
+        let (go_on, wait) = tokio::sync::oneshot::channel::<()>();
+        let connection = tokio::spawn(flusher.around(async move {
+            io.write_all(b"first").await.unwrap();
+            io.flush().await.unwrap();
+            wait.await.unwrap();
+            io.write_all(b" second").await.unwrap();
+            io.shutdown().await.unwrap();
+        }));
+        let mut first = [0u8; 5];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), far.read_exact(&mut first)).await;
+        assert!(read.is_ok(), "the first write stayed buffered while the connection waited");
+        assert_eq!(&first, b"first");
+        go_on.send(()).unwrap();
+        let mut rest = String::new();
+        far.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, " second");
+        connection.await.unwrap();
     }
 
     #[tokio::test]
