@@ -26,6 +26,26 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
+/// Refuses a request whose `Transfer-Encoding` names a coding other than
+/// `chunked` (e.g. `gzip, chunked`): hyper removes the chunked framing but
+/// nothing here would undo the other codings, so the body would be stored
+/// still encoded. Node and proxy check every request with it (RFC 9112
+/// 6.1: 501 for a transfer coding the server does not understand).
+pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let text =
+            value.to_str().map_err(|_| ApiError::InvalidHeader { name: "Transfer-Encoding", reason: "is not visible ASCII".into() })?;
+        for coding in text.split(',') {
+            // A coding may carry parameters (`name;param=value`).
+            let name = coding.split(';').next().unwrap_or_default().trim();
+            if !name.is_empty() && !name.eq_ignore_ascii_case("chunked") {
+                return Err(ApiError::UnsupportedTransferCoding { coding: name.chars().take(64).collect() });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads a whole body of at most `limit` bytes (the limit `field` of
 /// `limits`, named in the error) within `timeout` (named as
 /// `<role>.body_read_timeout`).
@@ -48,5 +68,29 @@ where
                 Err(ApiError::BodyRead(error.to_string()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn only_chunked_transfer_coding_is_accepted() {
+        let mut h = HeaderMap::new();
+        assert!(check_transfer_encoding(&h).is_ok());
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("Chunked"));
+        assert!(check_transfer_encoding(&h).is_ok());
+        for (value, named) in [("gzip, chunked", "gzip"), ("chunked, x-custom;a=1", "x-custom"), ("identity", "identity")] {
+            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static(value));
+            let e = check_transfer_encoding(&h).unwrap_err();
+            assert_eq!(e.status(), http::StatusCode::NOT_IMPLEMENTED, "{value}");
+            assert!(e.to_string().contains(&format!("{named:?}")) && e.to_string().contains("chunked"), "{value}: {e}");
+        }
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("deflate"));
+        assert!(matches!(check_transfer_encoding(&h), Err(ApiError::UnsupportedTransferCoding { coding }) if coding == "deflate"));
     }
 }

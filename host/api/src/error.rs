@@ -33,6 +33,11 @@ pub enum ApiError {
     EmptyKey,
     #[error("key must be one percent-encoded path segment (encode '/' as %2F)")]
     KeyNotOneSegment,
+    /// A `%` in the key's segment not followed by two hex digits: 400.
+    #[error(
+        "key has invalid percent-encoding {escape:?} at byte {at} of its path segment: '%' must start an escape of two hex digits (encode '%' itself as %25)"
+    )]
+    InvalidPercentEncoding { at: usize, escape: String },
     /// In the URL of a single-key request: 414.
     #[error("key is {size} bytes; the limit {limit_name} is {limit} bytes")]
     KeyTooLong { size: usize, limit: usize, limit_name: String },
@@ -54,6 +59,12 @@ pub enum ApiError {
     BodyTimeout { limit_name: String, after: String },
     #[error("request body could not be read: {0}")]
     BodyRead(String),
+    /// A `Transfer-Encoding` other than `chunked`: 501 (RFC 9112 6.1).
+    #[error("Transfer-Encoding {coding:?} is not implemented; the only transfer coding supported is chunked")]
+    UnsupportedTransferCoding { coding: String },
+    /// A method the endpoint does not serve: 405 with `Allow`.
+    #[error("method {method} not allowed; this endpoint accepts {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
     /// `<role>.data_token` is set and the request has no bearer token: 401.
     #[error(
         "missing bearer token: this {role} requires `Authorization: Bearer <token>` \
@@ -74,6 +85,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::EmptyKey
             | ApiError::KeyNotOneSegment
+            | ApiError::InvalidPercentEncoding { .. }
             | ApiError::InvalidTtl { .. }
             | ApiError::UnknownQueryParameter { .. }
             | ApiError::InvalidHeader { .. }
@@ -84,6 +96,8 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedTransferCoding { .. } => StatusCode::NOT_IMPLEMENTED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Batch(e) => e.status(),
         }
     }
@@ -94,6 +108,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut response = (self.status(), body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let ApiError::MethodNotAllowed { allow, .. } = &self {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if let ApiError::Unauthorized { role } = self {
             let challenge = format!("Bearer realm=\"shardgate-{role}\"");
             if let Ok(value) = HeaderValue::from_str(&challenge) {

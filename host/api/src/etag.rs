@@ -30,10 +30,17 @@ pub fn parse_etag(tag: &str) -> Result<Option<u64>, String> {
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .ok_or_else(|| format!("{:?} is not a quoted entity tag", crate::error::echo(tag)))?;
-    if weak || inner.len() != 16 {
-        return Ok(None);
+    Ok(our_version(weak, inner))
+}
+
+/// The version an entity tag's opaque part names when the tag is one of
+/// ours: strong, 16 lowercase hex digits (compared octet by octet, as
+/// strong comparison requires).
+fn our_version(weak: bool, inner: &str) -> Option<u64> {
+    if weak || inner.len() != 16 || !inner.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
     }
-    Ok(u64::from_str_radix(inner, 16).ok())
+    u64::from_str_radix(inner, 16).ok()
 }
 
 impl WriteCondition {
@@ -79,14 +86,61 @@ fn single_header<'a>(headers: &'a HeaderMap, name: header::HeaderName, display: 
     first.to_str().map(Some).map_err(|_| ApiError::InvalidHeader { name: display, reason: "is not visible ASCII".into() })
 }
 
+/// Parses an RFC 9110 list of entity tags (`#entity-tag`): quoted strings
+/// are read whole before commas separate elements, so a comma inside a tag
+/// (`"a,b"`) is part of it; empty list elements are skipped. Returns the
+/// versions among the tags that are ours; an error names the first thing
+/// that is not an entity tag.
 fn parse_etag_list(value: &str, name: &'static str) -> Result<Vec<u64>, ApiError> {
-    let mut versions = Vec::new();
-    for tag in value.split(',') {
-        match parse_etag(tag) {
-            Ok(Some(v)) => versions.push(v),
-            Ok(None) => {}
-            Err(reason) => return Err(ApiError::InvalidHeader { name, reason }),
+    let invalid = |reason: String| ApiError::InvalidHeader { name, reason };
+    let b = value.as_bytes();
+    let is_ows = |c: u8| c == b' ' || c == b'\t';
+    let (mut i, mut tags, mut versions) = (0, 0usize, Vec::new());
+    loop {
+        while i < b.len() && (is_ows(b[i]) || b[i] == b',') {
+            i += 1;
         }
+        if i == b.len() {
+            break;
+        }
+        let start = i;
+        // The element as the client wrote it (up to the next comma), for errors.
+        let element = || {
+            let end = b[start..].iter().position(|&c| c == b',').map_or(b.len(), |n| start + n);
+            value[start..end].trim().chars().take(64).collect::<String>()
+        };
+        let weak = b[i..].starts_with(b"W/");
+        if weak {
+            i += 2;
+        }
+        if b.get(i) != Some(&b'"') {
+            return Err(invalid(format!("{:?} is not a quoted entity tag", element())));
+        }
+        i += 1;
+        let open = i;
+        // etagc: %x21 / %x23-7E (and obs-text, which `to_str` already refused).
+        while i < b.len() && b[i] != b'"' {
+            if !(b[i] == 0x21 || (0x23..=0x7e).contains(&b[i])) {
+                return Err(invalid(format!("{:?}: an entity tag cannot contain {:?}", element(), b[i] as char)));
+            }
+            i += 1;
+        }
+        if i == b.len() {
+            return Err(invalid(format!("{:?}: the entity tag's closing quote is missing", element())));
+        }
+        let inner = &value[open..i];
+        i += 1;
+        while i < b.len() && is_ows(b[i]) {
+            i += 1;
+        }
+        if i < b.len() && b[i] != b',' {
+            return Err(invalid(format!("{:?} is not a quoted entity tag (entity tags are separated by commas)", element())));
+        }
+        tags += 1;
+        versions.extend(our_version(weak, inner));
+    }
+    if tags == 0 {
+        return Err(invalid("names no entity tag".into()));
     }
     Ok(versions)
 }
@@ -125,5 +179,34 @@ mod tests {
         assert!(c.allows(Some(10)) && !c.allows(Some(11)) && !c.allows(None));
         h.insert(header::IF_MATCH, HeaderValue::from_static("garbage"));
         assert!(WriteCondition::from_headers(&h).is_err());
+    }
+
+    fn list(value: &'static str) -> Result<Vec<u64>, String> {
+        parse_etag_list(value, "If-None-Match").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lists_read_quoted_strings_before_commas() {
+        // RFC 9110: a comma is an etagc, so `"a,b"` is one (foreign) tag.
+        assert_eq!(list("\"a,b\""), Ok(vec![]));
+        assert_eq!(list("\"a,b\", \"000000000000000a\""), Ok(vec![10]));
+        assert_eq!(list("W/\"x,y\" ,\"000000000000000b\",W/\"000000000000000c\""), Ok(vec![11]));
+        // Empty list elements are ignored, OWS around elements too.
+        assert_eq!(list(" , \"000000000000000a\" ,, "), Ok(vec![10]));
+        // Strong comparison is octet by octet: uppercase hex or a sign is not ours.
+        assert_eq!(list("\"000000000000000A\", \"+00000000000000a\""), Ok(vec![]));
+        for (bad, says) in [
+            ("", "names no entity tag"),
+            (",", "names no entity tag"),
+            ("garbage", "\"garbage\" is not a quoted entity tag"),
+            ("\"a\"b", "separated by commas"),
+            ("\"a,\"b", "separated by commas"),
+            ("\"open", "closing quote is missing"),
+            ("\"a b\"", "cannot contain ' '"),
+            ("W/x", "is not a quoted entity tag"),
+        ] {
+            let e = list(bad).unwrap_err();
+            assert!(e.starts_with("header If-None-Match: ") && e.contains(says), "{bad:?}: {e}");
+        }
     }
 }

@@ -120,7 +120,8 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
         .layer(axum::middleware::from_fn_with_state(
             AdminAuth { token: admin_token.clone(), refused: ctx.metrics.auth_refused.clone() },
             require_admin,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(refuse_transfer_codings));
     // Errors as JSON around the whole router, not through `Router::layer`:
     // that runs inside each path's method router, before axum adds `Allow`
     // to a 405, which would then name no method.
@@ -214,5 +215,21 @@ async fn form_cluster(ctx: Arc<MemberContext>, join_client: Option<MetaClient>) 
             _ = crate::api::stopped(&mut stopping) => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Every request: a `Transfer-Encoding` naming a coding other than
+/// `chunked` is 501 (kind `not_implemented`) before anything reads the
+/// body, which hyper could only de-chunk (the key API's check, shared with
+/// node and proxy).
+async fn refuse_transfer_codings(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match shardgate_api::body::check_transfer_encoding(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => {
+            let kind = if error.status() == http::StatusCode::NOT_IMPLEMENTED { "not_implemented" } else { "bad_request" };
+            let body = crate::model::ErrorBody { error: error.to_string(), kind: kind.into(), leader: None };
+            (error.status(), axum::Json(body)).into_response()
+        }
     }
 }

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use hyper_util::service::TowerToHyperService;
@@ -32,7 +32,7 @@ use crate::metrics::{Endpoint, NodeMetrics};
 use crate::store::{Clock, DeleteResult, Store};
 use crate::ttl::{check_ttl_seconds, ttl_from_query};
 use shardgate_api::ApiError;
-use shardgate_api::body::{content_length, read_body};
+use shardgate_api::body::{check_transfer_encoding, content_length, read_body};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
@@ -95,10 +95,15 @@ pub async fn run_with_clock(
         },
         require_token,
     )));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // Answers to pipelined requests (a proxy's pipes, `proxy.pipelines_per_node`)
-    // leave in one write instead of one per answer.
-    http.pipeline_flush(true);
+    // Not hyper's `pipeline_flush`: with it, hyper 1.x skips every flush
+    // while its read buffer holds bytes, the flush before closing included,
+    // so an answer followed by a close (`Connection: close` with a request
+    // pipelined behind it, garbage behind a request, the 400/431 to a
+    // malformed head) was never written; it also lifts hyper's cap on the
+    // write buffer. Answers to pipelined requests (a proxy's pipes,
+    // `proxy.pipelines_per_node`) still leave in one write: the shared
+    // accept loop writes what one poll of a connection answered at once.
+    let http = hyper::server::conn::http1::Builder::new();
     let serve_config = ServeConfig {
         role: "node",
         max_connections: config.max_connections,
@@ -139,16 +144,42 @@ impl ConnectionMetrics for NodeState {
 
 fn router(state: Arc<NodeState>) -> Router {
     Router::new()
-        .route(KEY_PATH_PREFIX, any(|| async { ApiError::EmptyKey }))
-        .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete))
-        .route("/v1/batch/get", post(batch_get))
-        .route("/v1/batch/put", post(batch_put))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route(KEY_PATH_PREFIX, get(empty_key).put(empty_key).delete(empty_key).fallback(not_allowed(KEY_METHODS)))
+        .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete).fallback(not_allowed(KEY_METHODS)))
+        .route("/v1/batch/get", post(batch_get).fallback(not_allowed("POST")))
+        .route("/v1/batch/put", post(batch_put).fallback(not_allowed("POST")))
+        .route("/healthz", get(|| async { "ok\n" }).fallback(not_allowed(READ_METHODS)))
+        .route("/readyz", get(readyz).fallback(not_allowed(READ_METHODS)))
+        .route("/metrics", get(metrics).fallback(not_allowed(READ_METHODS)))
+        .route("/openapi.json", get(openapi).fallback(not_allowed(READ_METHODS)))
         .fallback(|| async { ApiError::NoRoute })
+        .layer(axum::middleware::from_fn(refuse_transfer_codings))
         .with_state(state)
+}
+
+async fn empty_key() -> ApiError {
+    ApiError::EmptyKey
+}
+
+/// The `Allow` of a key path (the proxy's is the same).
+const KEY_METHODS: &str = "GET,HEAD,PUT,DELETE";
+/// The `Allow` of a read-only path (GET routes answer HEAD too).
+const READ_METHODS: &str = "GET,HEAD";
+
+/// The answer to a method a known path does not serve (`TRACE`, `PATCH`,
+/// an extension method, ...): 405 naming the method, with `Allow`, and the
+/// JSON body of every other refusal.
+fn not_allowed(allow: &'static str) -> impl Fn(Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
+    move |method: Method| std::future::ready(ApiError::MethodNotAllowed { method: method.as_str().chars().take(32).collect(), allow })
+}
+
+/// Every request: a transfer coding other than `chunked` is 501 before any
+/// handler reads a body that hyper could only de-chunk.
+async fn refuse_transfer_codings(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match check_transfer_encoding(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
 }
 
 /// The raw key segment of a `/v1/keys/...` URI.

@@ -32,10 +32,6 @@ pub enum RequestError {
     WriteNotAcknowledged { acked: usize, owners: usize, needed: usize, policy: crate::config::WriteAck, detail: String },
     #[error("node {node} sent an unreadable batch answer: {reason}")]
     BadUpstreamBatch { node: String, reason: String },
-    /// A known path with a method it does not take: 405 with `Allow` and
-    /// an empty body, as a node answers.
-    #[error("method not allowed; this endpoint accepts {allow}")]
-    MethodNotAllowed { allow: &'static str },
     /// `proxy.data_token` is set and the request has no bearer token: 401.
     #[error("missing bearer token: this proxy requires `Authorization: Bearer <token>` with the token configured as proxy.data_token")]
     Unauthorized,
@@ -69,7 +65,6 @@ impl RequestError {
             RequestError::Upstream(_) => StatusCode::BAD_GATEWAY,
             RequestError::WriteNotAcknowledged { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::BadUpstreamBatch { .. } => StatusCode::BAD_GATEWAY,
-            RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
             RequestError::Forbidden => StatusCode::FORBIDDEN,
             RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -82,11 +77,6 @@ impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         if let RequestError::Api(e) = self {
             return e.into_response();
-        }
-        if let RequestError::MethodNotAllowed { allow } = self {
-            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-            return r;
         }
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut response = (self.status(), body).into_response();

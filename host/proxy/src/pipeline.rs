@@ -2,8 +2,8 @@
 //! reads of many clients share a few connections per node
 //! (`proxy.pipelines_per_node`), and the requests that arrive while a write
 //! is being prepared leave in one `write`, so the node reads them with one
-//! `read` and (with hyper's `pipeline_flush`) answers them with one
-//! `writev`. Under load this divides the proxy -> node syscalls, the most
+//! `read` and answers them with one write (the answers of one poll of a
+//! connection leave together: `shardgate_role::coalesce`). Under load this divides the proxy -> node syscalls, the most
 //! expensive part of a proxied GET, by the batch size.
 //!
 //! Where it sits: [`crate::h1::NodePool`] owns the pipes of one node and

@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, Request};
 use hyper::body::Incoming;
 use shardgate_api::ApiError;
+use shardgate_api::body::check_transfer_encoding;
 use shardgate_api::key::KEY_PATH_PREFIX;
 use shardgate_meta_client::MetaClient;
 use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
@@ -296,6 +297,13 @@ async fn dispatch(shared: Arc<Shared>, client: IpAddr, req: Request<Incoming>) -
         shared.metrics.request("refused", response.status().as_u16());
         return response;
     }
+    // A transfer coding other than chunked: hyper only de-chunks, so the
+    // body would be taken still encoded.
+    if let Err(error) = check_transfer_encoding(req.headers()) {
+        let response = error.into_response();
+        shared.metrics.request("other", response.status().as_u16());
+        return response;
+    }
     let (label, response) = match ROUTES.iter().find(|r| r.path.matches(path)) {
         None => ("other", ApiError::NoRoute.into_response()),
         Some(route) => serve(&shared, route, req).await,
@@ -312,17 +320,17 @@ async fn serve(shared: &Shared, route: &Route, req: Request<Incoming>) -> (&'sta
         let epoch = shared.routing.load();
         let method = req.method().clone();
         let (label, result) = match method {
-            _ if !allowed => ("other", Err(RequestError::MethodNotAllowed { allow: route.methods.allow })),
+            _ if !allowed => ("other", Err(not_allowed(&method, route.methods).into())),
             Method::GET => ("get", keys::get_key(shared, &epoch, req).await),
             Method::HEAD => ("head", keys::get_key(shared, &epoch, req).await),
             Method::PUT => ("put", keys::put_key(shared, &epoch, req).await),
             Method::DELETE => ("delete", keys::delete_key(shared, &epoch, req).await),
-            _ => ("other", Err(RequestError::MethodNotAllowed { allow: route.methods.allow })),
+            _ => ("other", Err(not_allowed(&method, route.methods).into())),
         };
         return (label, with_epoch(result.unwrap_or_else(IntoResponse::into_response), &epoch));
     }
     if !allowed {
-        return ("other", RequestError::MethodNotAllowed { allow: route.methods.allow }.into_response());
+        return ("other", not_allowed(req.method(), route.methods).into_response());
     }
     match route.handler {
         Handler::BatchGet => {
@@ -347,6 +355,12 @@ async fn serve(shared: &Shared, route: &Route, req: Request<Incoming>) -> (&'sta
         Handler::OpenApi => ("openapi", status::openapi()),
         Handler::Key => unreachable!("served above"),
     }
+}
+
+/// The 405 of a known path asked with a method it does not take: names the
+/// method, with `Allow`, as a node answers.
+fn not_allowed(method: &Method, methods: Methods) -> ApiError {
+    ApiError::MethodNotAllowed { method: method.as_str().chars().take(32).collect(), allow: methods.allow }
 }
 
 /// The health checker with what it needs from `shared`: the node board,

@@ -7,11 +7,15 @@
 //!   and a shutdown future; connections over the cap get the same raw 503
 //!   in every role ([`serve::reject_connection`]), and each role counts
 //!   connections under its own metric names ([`serve::ConnectionMetrics`]).
+//! - [`coalesce`]: between hyper and each connection's socket, so that
+//!   answers written in one poll of the connection (pipelined requests)
+//!   leave in one write, and none is lost when the connection closes.
 //! - [`config`]: [`config::ConfigError`], the `{key}: {message}` error every
 //!   role's `validate` returns (the binary's file loader adds file and line).
 //!
 //! Nothing here knows a role: this crate imports no other Shardgate crate.
 
+pub mod coalesce;
 pub mod config;
 pub mod serve;
 

@@ -8,6 +8,9 @@
 //! bounded by [`ServeConfig::header_read_timeout`] -> hyper http1 with the
 //! role's builder options, the request head bounded by the same deadline ->
 //! the role's service (one per connection, made from the peer's address).
+//! Answers go back through [`crate::coalesce`]: what one poll of the
+//! connection answered (requests pipelined in one read) leaves in one
+//! write, and every answer is written before the connection closes.
 //!
 //! On shutdown the listener is closed, handshakes in progress are
 //! abandoned, and open connections get [`ServeConfig::drain_timeout`] to
@@ -29,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
+
+use crate::coalesce::coalesce;
 
 pub use tokio_rustls::TlsAcceptor;
 
@@ -95,7 +100,9 @@ pub enum Drained {
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// waits up to `config.drain_timeout` for open connections to finish.
 ///
-/// `http` carries the role's own http1 options (e.g. `pipeline_flush`);
+/// `http` carries the role's own http1 options (not `pipeline_flush`: it
+/// drops answers written before a close; [`crate::coalesce`] batches
+/// instead);
 /// the timer and `header_read_timeout` are set here. `service_for` is
 /// called once per accepted connection with the peer's address and makes
 /// that connection's service (per-connection state such as the client IP
@@ -155,7 +162,7 @@ where
         match &config.tls {
             None => {
                 tokio::spawn(async move {
-                    serve_connection(&http, watcher, TokioIo::new(stream), service, peer).await;
+                    serve_connection(&http, watcher, stream, service, peer).await;
                     metrics.closed();
                     drop(permit);
                 });
@@ -185,7 +192,7 @@ where
                         }
                     };
                     if let Some(tls) = tls {
-                        serve_connection(&http, watcher, TokioIo::new(tls), service, peer).await;
+                        serve_connection(&http, watcher, tls, service, peer).await;
                     }
                     metrics.closed();
                     drop(permit);
@@ -210,8 +217,10 @@ where
 }
 
 /// Serves HTTP/1.1 on one accepted (and, with TLS, handshaken) connection
-/// until it ends; `watcher` lets shutdown end it gracefully.
-async fn serve_connection<I, S, B>(http: &http1::Builder, watcher: Watcher, io: TokioIo<I>, service: S, peer: SocketAddr)
+/// until it ends; `watcher` lets shutdown end it gracefully. Answers hyper
+/// writes in one poll of the connection leave in one write
+/// ([`crate::coalesce`]).
+async fn serve_connection<I, S, B>(http: &http1::Builder, watcher: Watcher, io: I, service: S, peer: SocketAddr)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -221,7 +230,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if let Err(error) = watcher.watch(http.serve_connection(io, service)).await {
+    // hyper serves on the coalescing side; its connection future runs
+    // inside the flusher, which writes what each poll answered at once.
+    let (io, flusher) = coalesce(io);
+    if let Err(error) = flusher.around(watcher.watch(http.serve_connection(TokioIo::new(io), service))).await {
         debug!(%peer, %error, "connection ended with an error");
     }
 }

@@ -158,8 +158,8 @@ pub enum Encoding {
     Canonical,
     /// Every byte as `%xx` with lowercase hex.
     AllLowercase,
-    /// Canonical, with stray `%` sequences that are not escapes (taken
-    /// literally by the decoder) inserted at these positions.
+    /// Canonical, with stray `%` sequences inserted at these positions:
+    /// not escapes (refused), or escapes once joined with what follows.
     Stray(Vec<(prop::sample::Index, &'static str)>),
 }
 
@@ -178,9 +178,29 @@ fn encode(key: &[u8], how: &Encoding) -> String {
     }
 }
 
-/// `%xx` escapes decoded, anything else (stray `%` too) taken literally,
-/// as `shardgate_api::key::decode_key_segment` does (written out here so
+/// `%xx` escapes decoded, anything else taken literally; `None` when a `%`
+/// does not start an escape of two hex digits, which
+/// `shardgate_api::key::decode_key_segment` refuses (written out here so
 /// the suite does not check the decoder against itself).
+pub fn percent_decode_strict(s: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = vec![];
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != b'%' {
+            out.push(s[i]);
+            i += 1;
+            continue;
+        }
+        let (h, l) = (hex(*s.get(i + 1)?)?, hex(*s.get(i + 2)?)?);
+        out.push((h * 16 + l) as u8);
+        i += 3;
+    }
+    Some(out)
+}
+
+/// `%xx` escapes decoded, anything else (stray `%` too) taken literally,
+/// as lenient decoders (axum's `Path`, meta's path segments) do.
 pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = vec![];
     let mut i = 0;
@@ -317,8 +337,9 @@ impl Suite {
     /// PUT under a randomly encoded key: stored exactly under the decoded
     /// key (readable by its canonical URL and the URL it was written with)
     /// when key, value and TTL are within the limits; otherwise a JSON 4xx
-    /// naming the problem (`<role>.max_key_size`, the TTL,
-    /// `<role>.max_value_size`, checked in that order) and nothing stored.
+    /// naming the problem (invalid percent-encoding, `<role>.max_key_size`,
+    /// the TTL, `<role>.max_value_size`, checked in that order) and nothing
+    /// stored.
     pub fn percent_encoded_keys_and_values_round_trip_or_are_refused(&self) {
         let l = self.target.limits.clone();
         let strategy = (
@@ -343,13 +364,21 @@ impl Suite {
         check(128, strategy, |(key, how, value, (query, ttl_ok), content_type)| {
             let key = [self.unique(), key].concat();
             let segment = encode(&key, &how);
-            // What the target must decode: `%xx` escapes, anything else literally.
-            let decoded = percent_decode(segment.as_bytes());
+            // What the target must decode: `%xx` escapes, anything else
+            // literally; a `%` that starts no escape is refused.
+            let decoded = percent_decode_strict(segment.as_bytes());
             let input = format!("PUT /v1/keys/{segment}{query} ({} value bytes)", value.len());
             self.block_on(async {
                 let path = format!("/v1/keys/{segment}{query}");
                 let headers: Vec<(&str, &str)> = content_type.iter().map(|ct| ("content-type", *ct)).collect();
                 let r = self.request(Method::PUT, &path, &headers, value.clone()).await;
+                let Some(decoded) = decoded else {
+                    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{input}: {}", r.text());
+                    assert_json_error(r.status, &r.content_type(), &r.body, &input);
+                    assert!(r.text().contains("percent-encoding"), "{input}: {}", r.text());
+                    self.assert_canary_intact().await;
+                    return;
+                };
                 let fits = decoded.len() <= l.max_key_size && value.len() <= l.max_value_size;
                 if fits && ttl_ok {
                     assert_eq!(r.status, StatusCode::CREATED, "{input}: {}", r.text());

@@ -31,6 +31,13 @@
 //!   they are accepted.
 //! - [`Suite::malformed_requests`]: empty keys, unescaped `/`, unknown
 //!   paths and methods, stray queries, garbage on the wire.
+//! - [`Suite::answers_before_closing`] and [`Suite::protocol_edge_cases`]
+//!   (in [`wire`], raw sockets): every request carried out is answered
+//!   before a close (`Connection: close` with requests pipelined behind it,
+//!   a valid request followed by garbage), malformed heads 400, oversized
+//!   ones 431; entity tags containing commas, invalid percent-encoding in
+//!   keys (400), transfer codings other than `chunked` (501), methods a key
+//!   path does not serve (405 with `Allow`).
 //! - [`Suite::batches`] and [`Suite::batch_limits`]: `/v1/batch/put` and
 //!   `/v1/batch/get` round trips with conditions, and refusals naming
 //!   `<role>.max_batch_keys`, `max_value_size`, `max_ttl`,
@@ -54,6 +61,7 @@
 //! are role-specific and left to each role's tests.
 
 pub mod hostile;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -168,6 +176,8 @@ pub const CHECKS: &[Check] = &[
     ("ttl_expiry", Suite::ttl_expiry),
     ("key_and_value_limits", Suite::key_and_value_limits),
     ("malformed_requests", Suite::malformed_requests),
+    ("answers_before_closing", Suite::answers_before_closing),
+    ("protocol_edge_cases", Suite::protocol_edge_cases),
     ("batches", Suite::batches),
     ("batch_limits", Suite::batch_limits),
     ("random_bytes_are_refused", Suite::random_bytes_are_refused),
@@ -566,8 +576,13 @@ impl Suite {
                 b"PUT /v1/keys/k-malformed-k HTTP/1.1\r\ncontent-length: -1\r\n\r\n",
                 b"PUT /v1/keys/k-malformed-k HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             ] {
+                // Answered, never closed silently (see `answers_before_closing`).
                 let reply = raw_text(self.target.addr, garbage).await;
-                assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 4") || reply.starts_with("HTTP/1.1 505"), "{reply}");
+                assert!(
+                    reply.starts_with("HTTP/1.1 4") || reply.starts_with("HTTP/1.1 505"),
+                    "{:?}: {reply:?}",
+                    String::from_utf8_lossy(garbage)
+                );
             }
             assert_eq!(self.get(b"k-malformed-k").await.status, StatusCode::NOT_FOUND);
             assert_eq!(&self.get(&neighbour).await.body[..], b"safe");
