@@ -1053,6 +1053,168 @@ fn s5_swap_with_a_proxy_cut_off_from_meta_serves_last_epoch_then_converges() {
     .print();
 }
 
+/// Scenario 8 (issue 13): the meta member proxy-2 follows is cut off from
+/// the other members while proxy-2 still reaches it. The member ends its
+/// watch for want of a leader, proxy-2 moves on to a member of the
+/// majority, and a change the majority commits reaches proxy-2 within 3 s;
+/// no write through proxy-2 started after that is routed by the old epoch.
+#[test]
+fn s8_proxy_watching_a_member_cut_off_from_the_majority_follows_the_majority() {
+    let timing = Timing::default();
+    let Some(lab) = full_lab("s8", &timing) else { return };
+    let e1 = bootstrap(&lab, "rendezvous", 1);
+    let proxies = vec![proxy_url(&lab, 1), proxy_url(&lab, 2)];
+    let metas = meta_urls(&lab);
+    // Which member proxy-2 follows.
+    let p = proxies.clone();
+    let followed = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        poll(Duration::from_secs(20), Duration::from_millis(20), || async { proxy_status(&http, &p[1]).await.and_then(|s| s.meta.member) })
+            .await
+    });
+    let followed = followed.expect("proxy-2 names the meta member it follows");
+    let cut = member_no(&metas, &followed);
+    let cut_host = format!("m{cut}");
+    let majority: Vec<String> = (1..=3).filter(|i| *i != cut).map(|i| format!("m{i}")).collect();
+    let majority_urls: Vec<String> = (1..=3).filter(|i| *i != cut).map(|i| metas[i - 1].clone()).collect();
+
+    let workers = vec![Worker { write_via: 1, read_via: 1, read_every: 2 }, Worker { write_via: 1, read_via: 1, read_every: 2 }];
+    let p = proxies.clone();
+    let load = lab.lan().run(async move { KvLoad::start(p, workers, "s8", MAX_OPS, Duration::from_secs(60)) });
+    let done = load.done.clone();
+    wait_more(&lab, &done[1], 100, "requests before the cut");
+
+    let others: Vec<&str> = majority.iter().map(|s| s.as_str()).collect();
+    lab.isolate(&cut_host, &others, Net::Ctl);
+    let cut_at = Instant::now();
+    // The majority commits a change (it elects a leader first when the
+    // cut member led): the same strategy with 2 replicas, nothing to compile.
+    let (m, p) = (majority_urls.clone(), proxies.clone());
+    let (e2, committed_at, p2_at, member_after) = lab.lan().run(async move {
+        let client = MetaClient::new(m).with_retry_for(Duration::from_secs(20));
+        let e2 = activate(&client, "rendezvous", 2).await;
+        let committed_at = Instant::now();
+        let http = http_client(Duration::from_secs(2));
+        let reached = poll(Duration::from_secs(3), Duration::from_millis(5), || async {
+            proxy_status(&http, &p[1]).await.filter(|s| s.epoch >= e2).map(|s| (Instant::now(), s.meta.member))
+        })
+        .await;
+        let (at, member) = reached.unwrap_or_else(|| panic!("proxy-2 did not reach epoch {e2} within 3 s of its commit"));
+        (e2, committed_at, at, member)
+    });
+    wait_more(&lab, &done[1], 100, "proxy-2 requests after it reached the new epoch");
+    let ops = lab.lan().run(load.finish());
+    lab.rejoin(&cut_host, &others, Net::Ctl);
+
+    let failed: Vec<&KvOp> = ops.iter().filter(|o| !o.ok).collect();
+    assert!(failed.is_empty(), "{} failed, first: {:?}", failed.len(), failed.first());
+    let after: Vec<&KvOp> = ops.iter().filter(|o| o.started > p2_at).collect();
+    assert!(!after.is_empty());
+    for o in &after {
+        assert!(o.epoch.is_some_and(|e| e >= e2), "a request started after proxy-2 reached epoch {e2} was routed by {:?}: {o:?}", o.epoch);
+    }
+    let member_after = member_after.unwrap_or_default();
+    assert_ne!(member_after, followed, "proxy-2 follows a member of the majority now");
+    Row {
+        scenario: "8. the meta member proxy-2 follows cut off from the other members",
+        sent: ops.len() as u64,
+        failed: 0,
+        detection: format!("epoch {e2} committed {} after the cut", ms(committed_at - cut_at)),
+        recovery: format!("proxy-2 on epoch {e2} {} after the commit", ms(p2_at - committed_at)),
+        notes: format!(
+            "proxy-2 followed meta-{cut} (epoch {e1}), then {member_after}; {} requests through proxy-2 after that, all routed by epoch >= {e2}",
+            after.len()
+        ),
+    }
+    .print();
+}
+
+/// Scenario 9 (issue 13): `/v1/raft/watch` on a surviving member reports a
+/// leader change (kill -9 of the leader) and a member removal within a
+/// second of their happening (the new leader answering as such; the removal
+/// committed).
+#[test]
+fn s9_raft_watch_reports_a_leader_change_and_a_member_removal_within_a_second() {
+    let Some(mut lab) = lab("s9", meta_hosts()) else { return };
+    start_metas(&mut lab, &Timing::default());
+    let metas = meta_urls(&lab);
+    let http = http_client(Duration::from_secs(2));
+    let (m, h) = (metas.clone(), http.clone());
+    let (old_url, old) = lab
+        .lan()
+        .run(async move { poll(Duration::from_secs(30), Duration::from_millis(20), || leader(&h, &m)).await.expect("a first leader") });
+    let survivors: Vec<String> = metas.iter().filter(|m| **m != old_url).cloned().collect();
+    let watched = survivors[0].clone();
+
+    // Every event the watched member sends, with the time it arrived.
+    let events: Arc<std::sync::Mutex<Vec<(Instant, shardgate_meta_client::model::RaftEvent)>>> = Arc::default();
+    let (w, sink) = (watched.clone(), events.clone());
+    lab.lan().run(async move {
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut stream = MetaClient::new(vec![w]).watch_raft();
+            while let Some(item) = stream.next().await {
+                if let Ok(e) = item {
+                    sink.lock().unwrap().push((Instant::now(), e));
+                }
+            }
+        })
+    });
+    let seen = |what: &str, want: &dyn Fn(&shardgate_meta_client::model::RaftEvent) -> bool| -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some((at, _)) = events.lock().unwrap().iter().find(|(_, e)| want(e)) {
+                return *at;
+            }
+            assert!(Instant::now() < deadline, "no raft event where {what} within 15 s: {:?}", events.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    seen("the initial view", &|e| e.changes == ["initial"]);
+
+    // A leader change.
+    let victim = member_no(&metas, &old_url);
+    let killed_at = Instant::now();
+    lab.kill9(&format!("meta-{victim}"));
+    let (s, h) = (survivors.clone(), http.clone());
+    let old_term = old.term;
+    let (elected_at, (new_url, new)) = lab.lan().run(async move {
+        poll(Duration::from_secs(10), Duration::from_millis(5), || async {
+            leader(&h, &s).await.filter(|(_, st)| st.term > old_term).map(|l| (Instant::now(), l))
+        })
+        .await
+        .expect("a new leader among the survivors")
+    });
+    let new_id = new.id;
+    let leader_seen = seen("the new leader", &|e| e.leader == Some(new_id) && e.term > old_term);
+    let leader_lag = leader_seen.saturating_duration_since(elected_at);
+    assert!(leader_lag < Duration::from_secs(1), "leader change on the raft watch {leader_lag:?} after the new leader answered");
+
+    // A member removal (the dead one), committed by the survivors.
+    let s = survivors.clone();
+    let removed_at = lab.lan().run(async move {
+        MetaClient::new(s).with_retry_for(Duration::from_secs(10)).remove_member(victim as u64).await.expect("remove the dead member");
+        Instant::now()
+    });
+    let removal_seen = seen("the removal", &|e| !e.members.iter().any(|m| m.id == victim as u64));
+    let removal_lag = removal_seen.saturating_duration_since(removed_at);
+    assert!(removal_lag < Duration::from_secs(1), "removal on the raft watch {removal_lag:?} after it was committed");
+    let changes: Vec<String> = events.lock().unwrap().iter().map(|(_, e)| e.changes.join("+")).collect();
+    Row {
+        scenario: "9. /v1/raft/watch: leader killed, then the dead member removed",
+        sent: changes.len() as u64,
+        failed: 0,
+        detection: format!(
+            "leader killed; {new_url} answered as leader after {}, the watch said so after {}",
+            ms(elected_at - killed_at),
+            ms(leader_seen - killed_at)
+        ),
+        recovery: format!("removal on the watch {} after its commit", ms(removal_lag)),
+        notes: format!("events seen on {watched}: {}", changes.join(", ")),
+    }
+    .print();
+}
+
 /// Scenario 6: kill -9 proxy-1 while requests are in flight (one of them
 /// half-sent): clients of proxy-2 see nothing; nothing half-written appears;
 /// keys written through proxy-1 stay readable through proxy-2.

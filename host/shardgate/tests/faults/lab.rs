@@ -396,6 +396,24 @@ impl Lab {
         must(ip(&["-n", &self.ns("lan"), "link", "set", &format!("{host}-{}", net.short()), "down"]));
     }
 
+    /// Cuts `host` off from `others` on `net` in both directions (blackhole
+    /// routes in each namespace) while its link stays up: it still reaches,
+    /// and is reached by, every other host.
+    pub fn isolate(&self, host: &str, others: &[&str], net: Net) {
+        for other in others {
+            must(ip(&["-n", &self.ns(host), "route", "add", "blackhole", &format!("{}/32", self.addr(other, net))]));
+            must(ip(&["-n", &self.ns(other), "route", "add", "blackhole", &format!("{}/32", self.addr(host, net))]));
+        }
+    }
+
+    /// Undoes [`Lab::isolate`].
+    pub fn rejoin(&self, host: &str, others: &[&str], net: Net) {
+        for other in others {
+            must(ip(&["-n", &self.ns(host), "route", "del", "blackhole", &format!("{}/32", self.addr(other, net))]));
+            must(ip(&["-n", &self.ns(other), "route", "del", "blackhole", &format!("{}/32", self.addr(host, net))]));
+        }
+    }
+
     /// Restores `host`'s link to `net`.
     pub fn link_up(&self, host: &str, net: Net) {
         must(ip(&["-n", &self.ns("lan"), "link", "set", &format!("{host}-{}", net.short()), "up"]));
