@@ -1150,7 +1150,8 @@ fn s9_raft_watch_reports_a_leader_change_and_a_member_removal_within_a_second() 
     let events: Arc<std::sync::Mutex<Vec<(Instant, shardgate_meta_client::model::RaftEvent)>>> = Arc::default();
     let (w, sink) = (watched.clone(), events.clone());
     lab.lan().run(async move {
-        tokio::spawn(async move {
+        // Runs on in the lab's runtime until the test ends.
+        let _watcher = tokio::spawn(async move {
             use futures::StreamExt;
             let mut stream = MetaClient::new(vec![w]).watch_raft();
             while let Some(item) = stream.next().await {
@@ -1158,7 +1159,7 @@ fn s9_raft_watch_reports_a_leader_change_and_a_member_removal_within_a_second() 
                     sink.lock().unwrap().push((Instant::now(), e));
                 }
             }
-        })
+        });
     });
     let seen = |what: &str, want: &dyn Fn(&shardgate_meta_client::model::RaftEvent) -> bool| -> Instant {
         let deadline = Instant::now() + Duration::from_secs(15);
