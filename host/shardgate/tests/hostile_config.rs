@@ -110,6 +110,11 @@ const META_KEYS: &[&str] = &[
     "write_timeout",
     "watch_heartbeat",
     "admission_sample_keys",
+    "body_read_timeout",
+    "max_concurrent_previews",
+    "max_concurrent_admissions",
+    "promotion_max_lag",
+    "membership_timeout",
     "member",
     "id.x",
 ];
@@ -128,6 +133,7 @@ const PROXY_KEYS: &[&str] = &[
     "max_key_size",
     "max_ttl",
     "max_batch_size",
+    "max_staleness",
     "nodes",
 ];
 
