@@ -14,6 +14,7 @@ use crate::limits::{
     DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL, Limits,
     MAX_CONTENT_TYPE_LEN,
 };
+use crate::registration::RegisterConfig;
 use crate::store::{ENTRY_OVERHEAD_BYTES, EvictionPolicy};
 
 /// `[node]`: the cache node role.
@@ -65,6 +66,12 @@ pub struct NodeConfig {
     /// config file. At most one of the two may be set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_token_file: Option<PathBuf>,
+    /// Join the cluster by itself: `{ meta = ["http://..."], id = "...",
+    /// advertise = "http://...", weight = 1, zone = "", drain = "5s" }`
+    /// (see [`crate::registration`]). Unset (the default): an operator adds
+    /// the node (`shardgate ctl nodes add`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<RegisterConfig>,
 }
 
 impl Default for NodeConfig {
@@ -85,6 +92,7 @@ impl Default for NodeConfig {
             eviction_policy: EvictionPolicy::Lru,
             data_token: None,
             data_token_file: None,
+            register: None,
         }
     }
 }
@@ -130,6 +138,9 @@ impl NodeConfig {
         }
         if let Some(token) = &self.data_token {
             check_token("node.data_token", token)?;
+        }
+        if let Some(register) = &self.register {
+            register.validate(self.shutdown_timeout)?;
         }
         Ok(())
     }

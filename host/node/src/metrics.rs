@@ -78,6 +78,9 @@ pub struct NodeMetrics {
     pub unauthorized: Counter,
     pub forbidden: Counter,
     pub connections_open: Gauge,
+    /// `[node] register`: 0 not yet, 1 registered, -1 refused, 2 draining,
+    /// 3 removed (set when `/metrics` is read).
+    pub registered: Gauge,
     requests_in_flight: Gauge,
     bytes_used: Gauge,
     items: Gauge,
@@ -115,6 +118,11 @@ impl NodeMetrics {
             g
         };
         let connections_open = g(&mut registry, "connections_open", "Client connections open");
+        let registered = g(
+            &mut registry,
+            "registered",
+            "node.register: 0 not yet, 1 registered, -1 refused (another live node has the id or address), 2 draining, 3 removed",
+        );
         let requests_in_flight = g(&mut registry, "requests_in_flight", "Key and batch requests being handled");
         let bytes_used = g(&mut registry, "bytes_used", "Weighed bytes held (keys, values, per-entry overhead)");
         let items = g(&mut registry, "items", "Entries held");
@@ -138,6 +146,7 @@ impl NodeMetrics {
             unauthorized,
             forbidden,
             connections_open,
+            registered,
             requests_in_flight,
             bytes_used,
             items,

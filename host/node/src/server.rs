@@ -29,6 +29,7 @@ use crate::etag::{ReadCondition, WriteCondition, format_etag};
 use crate::key::{KEY_PATH_PREFIX, decode_key_segment};
 use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN};
 use crate::metrics::{Endpoint, NodeMetrics};
+use crate::registration::{NODE_ID_HEADER, Registration, RegistrationState};
 use crate::store::{Clock, DeleteResult, Store};
 use crate::ttl::{check_ttl_seconds, ttl_from_query};
 use shardgate_api::ApiError;
@@ -47,6 +48,9 @@ struct NodeState {
     limits: Limits,
     body_read_timeout: Duration,
     ready: AtomicBool,
+    /// `shardgate-node-id` on `/healthz` when the node registers itself.
+    node_id: Option<HeaderValue>,
+    registration: RegistrationState,
 }
 
 /// Serves the node API on `listener` until `shutdown` resolves, then stops
@@ -86,7 +90,11 @@ pub async fn run_with_clock(
         limits: config.limits(),
         body_read_timeout: config.body_read_timeout,
         ready: AtomicBool::new(true),
+        node_id: config.register.as_ref().and_then(|r| HeaderValue::from_str(&r.node_id()).ok()),
+        registration: RegistrationState::default(),
     });
+    // Joining the cluster runs beside serving, never before it.
+    let registration = config.register.as_ref().map(|r| Registration::start(r, local, state.registration.clone()));
     let service = TowerToHyperService::new(router(state.clone()).layer(axum::middleware::from_fn_with_state(
         DataAuth {
             token: data_token.clone(),
@@ -120,8 +128,13 @@ pub async fn run_with_clock(
         "node listening"
     );
     let not_ready = state.clone();
+    let within = config.shutdown_timeout;
     let shutdown = async move {
         shutdown.await;
+        // Still serving while the node drains and leaves the cluster.
+        if let Some(r) = registration {
+            r.leave(within).await;
+        }
         not_ready.ready.store(false, Ordering::Relaxed);
     };
     let connections: Arc<dyn ConnectionMetrics> = state.clone();
@@ -148,7 +161,7 @@ fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete).fallback(not_allowed(KEY_METHODS)))
         .route("/v1/batch/get", post(batch_get).fallback(not_allowed("POST")))
         .route("/v1/batch/put", post(batch_put).fallback(not_allowed("POST")))
-        .route("/healthz", get(|| async { "ok\n" }).fallback(not_allowed(READ_METHODS)))
+        .route("/healthz", get(healthz).fallback(not_allowed(READ_METHODS)))
         .route("/readyz", get(readyz).fallback(not_allowed(READ_METHODS)))
         .route("/metrics", get(metrics).fallback(not_allowed(READ_METHODS)))
         .route("/openapi.json", get(openapi).fallback(not_allowed(READ_METHODS)))
@@ -368,6 +381,14 @@ async fn read_batch_body(node: &NodeState, headers: &HeaderMap, body: Body) -> R
     read_body(body, limit, &node.limits, "max_batch_size", node.body_read_timeout).await
 }
 
+async fn healthz(State(node): State<Arc<NodeState>>) -> Response {
+    let mut r = "ok\n".into_response();
+    if let Some(id) = &node.node_id {
+        r.headers_mut().insert(NODE_ID_HEADER, id.clone());
+    }
+    r
+}
+
 async fn readyz(State(node): State<Arc<NodeState>>) -> Response {
     if node.ready.load(Ordering::Relaxed) {
         "ready\n".into_response()
@@ -377,6 +398,7 @@ async fn readyz(State(node): State<Arc<NodeState>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
+    node.metrics.registered.set(node.registration.get());
     let node2 = node.clone();
     let text = tokio::task::spawn_blocking(move || node2.metrics.render(&node2.store)).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()

@@ -1216,6 +1216,121 @@ fn s9_raft_watch_reports_a_leader_change_and_a_member_removal_within_a_second() 
     .print();
 }
 
+/// Scenario 10 (issue 13): a node that registers itself (`[node] register`,
+/// on host n4) joins under read/write load through both proxies and gets
+/// its share of new keys; then SIGTERM under load: it drains, leaves the
+/// node list, and with 2 replicas no request fails and every acknowledged
+/// key is still readable.
+#[test]
+fn s10_a_self_registered_node_joins_and_leaves_under_load_losing_nothing() {
+    let timing = Timing::default();
+    let mut hosts = meta_hosts();
+    hosts.extend(node_hosts());
+    hosts.extend(proxy_hosts());
+    // On both networks: it reaches meta to register and serves proxies.
+    hosts.push(Host::new("n4", 24, &[Net::Ctl, Net::Data]));
+    let Some(mut lab) = lab("s10", hosts) else { return };
+    start_metas(&mut lab, &timing);
+    start_nodes(&mut lab);
+    start_proxies(&mut lab, &timing);
+    let e1 = bootstrap(&lab, "rendezvous", 2);
+    let proxies = vec![proxy_url(&lab, 1), proxy_url(&lab, 2)];
+    let workers = vec![
+        Worker { write_via: 0, read_via: 1, read_every: 1 },
+        Worker { write_via: 1, read_via: 0, read_every: 1 },
+        Worker { write_via: 0, read_via: 1, read_every: 1 },
+        Worker { write_via: 1, read_via: 0, read_every: 1 },
+    ];
+    let p = proxies.clone();
+    let load = lab.lan().run(async move { KvLoad::start(p, workers, "s10", MAX_OPS, Duration::from_secs(120)) });
+    let done = load.done.clone();
+    for d in &done {
+        wait_more(&lab, d, 100, "requests before the join");
+    }
+
+    // Join: nothing but the node's own config.
+    let node4 = format!("http://{}:{NODE_PORT}", lab.addr("n4", Net::Data));
+    let metas: Vec<String> = meta_urls(&lab).iter().map(|u| format!("\"{u}\"")).collect();
+    let config = format!(
+        "version = 1\n[node]\nlisten = \"{}:{NODE_PORT}\"\nmemory_limit = \"64MiB\"\nshutdown_timeout = \"10s\"\nregister = {{ meta = [{}], id = \"node-4\", advertise = \"{node4}\", drain = \"3s\" }}\n",
+        lab.addr("n4", Net::Data),
+        metas.join(", ")
+    );
+    let joined_at = Instant::now();
+    lab.spawn("node-4", "n4", &config);
+    let p = proxies.clone();
+    let routed_at = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        for proxy in &p {
+            poll(Duration::from_secs(20), Duration::from_millis(10), || async {
+                proxy_status(&http, proxy).await.filter(|s| s.nodes.iter().any(|n| n.id == "node-4" && n.routable))
+            })
+            .await
+            .unwrap_or_else(|| panic!("{proxy} never routed to node-4"));
+        }
+        Instant::now()
+    });
+    for d in &done {
+        wait_more(&lab, d, 200, "requests after the join");
+    }
+    let n4 = node4.clone();
+    let share = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(2));
+        let text = send(&http, Method::GET, &format!("{n4}/metrics"), None).await.expect("node-4 metrics").body;
+        shardgate_testkit::http::metric(&text, "shardgate_node_items")
+    });
+    assert!(share > 0.0, "node-4 holds no keys after joining");
+
+    // Leave: SIGTERM under load.
+    let term_at = Instant::now();
+    lab.term("node-4");
+    let m = meta_urls(&lab);
+    let left_at = lab.lan().run(async move {
+        let c = MetaClient::new(m);
+        poll(Duration::from_secs(20), Duration::from_millis(10), || async {
+            c.nodes().await.ok().filter(|n| !n.iter().any(|n| n.id == "node-4")).map(|_| Instant::now())
+        })
+        .await
+        .expect("node-4 left the node list")
+    });
+    assert!(lab.wait_exit("node-4", Duration::from_secs(15)), "node-4 exited within node.shutdown_timeout");
+    let exited_at = Instant::now();
+    for d in &done {
+        wait_more(&lab, d, 200, "requests after the leave");
+    }
+    let ops = lab.lan().run(load.finish());
+    let failed: Vec<&KvOp> = ops.iter().filter(|o| !o.ok).collect();
+    assert!(failed.is_empty(), "{} of {} failed, first: {:?}", failed.len(), ops.len(), failed.first());
+
+    // Every acknowledged key is still readable, through either proxy.
+    let written: Vec<String> = ops.iter().filter(|o| o.put && o.ok).map(|o| o.key.clone()).collect();
+    let (w, p) = (written.clone(), proxies.clone());
+    let lost = lab.lan().run(async move {
+        let http = http_client(Duration::from_secs(3));
+        let mut lost = Vec::new();
+        for (i, key) in w.iter().enumerate() {
+            let op = kv_op(&http, &p, i % 2, key, false).await;
+            if !op.ok {
+                lost.push(format!("{key}: {}", op.error));
+            }
+        }
+        lost
+    });
+    assert!(lost.is_empty(), "{} of {} acknowledged keys unreadable, first: {:?}", lost.len(), written.len(), lost.first());
+    Row {
+        scenario: "10. self-registered node-4 joins, then SIGTERM, under load (R=2)",
+        sent: ops.len() as u64,
+        failed: 0,
+        detection: format!("both proxies routed to node-4 {} after it started", ms(routed_at - joined_at)),
+        recovery: format!("left the node list {} after SIGTERM, exited at {}", ms(left_at - term_at), ms(exited_at - term_at)),
+        notes: format!(
+            "epoch {e1} before the join; node-4 held {share} keys; {} acknowledged keys all readable after it left",
+            written.len()
+        ),
+    }
+    .print();
+}
+
 /// Scenario 6: kill -9 proxy-1 while requests are in flight (one of them
 /// half-sent): clients of proxy-2 see nothing; nothing half-written appears;
 /// keys written through proxy-1 stay readable through proxy-2.

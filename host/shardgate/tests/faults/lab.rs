@@ -299,6 +299,29 @@ impl Proc {
         }
     }
 
+    /// SIGTERM: the process shuts down gracefully by itself.
+    fn term(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; whether it did.
+    fn wait_exit(&mut self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while let Some(c) = &mut self.child {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
+    }
+
     fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -438,6 +461,16 @@ impl Lab {
     /// `kill -9`.
     pub fn kill9(&mut self, name: &str) {
         self.proc(name).kill9();
+    }
+
+    /// SIGTERM, without waiting ([`Lab::wait_exit`] waits).
+    pub fn term(&mut self, name: &str) {
+        self.proc(name).term();
+    }
+
+    /// Waits up to `limit` for `name` to exit; whether it did.
+    pub fn wait_exit(&mut self, name: &str, limit: std::time::Duration) -> bool {
+        self.proc(name).wait_exit(limit)
     }
 
     /// Starts a stopped process again with the same config (and data dir).
