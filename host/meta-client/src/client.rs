@@ -193,6 +193,16 @@ impl MetaClient {
         true
     }
 
+    /// Ask any member for the membership (`GET /v1/raft/status`) and use
+    /// it from now on ([`MetaClient::learn_members`]): for one-shot users
+    /// such as `shardgate ctl`, which do not hold a watch open. Returns the
+    /// members learned.
+    pub async fn discover_members(&self) -> Result<Arc<Vec<String>>, ClientError> {
+        let status = self.status().await?;
+        self.learn_members(status.members.into_iter().map(|m| m.addr).collect());
+        Ok(self.members())
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Body>, retry_unknown: bool) -> Result<Bytes, ClientError> {
         let members = self.members();
         let n = members.len();

@@ -157,6 +157,9 @@ async fn a_client_seeded_with_one_member_learns_the_membership_from_its_watch() 
     })
     .await;
     assert_eq!(learned.len(), 3);
+    // A one-shot client (as `ctl`) learns them by asking once.
+    let one_shot = cluster.client_for(vec![seed.clone()]);
+    assert_eq!(sorted(one_shot.discover_members().await.unwrap().to_vec()), all);
 
     // A member added later is used, a removed one dropped.
     cluster.start_unattached(4).await;

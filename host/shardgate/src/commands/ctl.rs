@@ -219,6 +219,11 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     if let Some(token) = &args.token {
         client = client.with_token(token);
     }
+    // `--meta` is a seed list: rotate over the members that exist now (a
+    // member that cannot say is no reason to fail; the seeds stay).
+    if let Err(e) = client.discover_members().await {
+        tracing::debug!(error = %e, "could not read the meta membership; using --meta as given");
+    }
     let json = args.json;
     match args.command {
         CtlCommand::Nodes(cmd) => match cmd {
