@@ -39,7 +39,7 @@ async fn next_matching(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raft_watch_reports_learners_removals_and_leader_changes_as_they_happen() {
+async fn raft_watch_reports_learners_promotions_removals_and_leader_changes_as_they_happen() {
     let mut cluster = TestCluster::start(3, |_| {}).await;
     let leader = cluster.wait_for_leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -55,6 +55,11 @@ async fn raft_watch_reports_learners_removals_and_leader_changes_as_they_happen(
     cluster.client_of(leader).add_learner(4, &cluster.addr(4)).await.expect("add learner 4");
     let added = next_matching(&mut events, "learner 4 appears", |e| e.members.iter().any(|m| m.id == 4 && !m.voter)).await;
     assert!(added.changes.contains(&"membership".to_string()), "{added:?}");
+
+    // The learner promoted.
+    cluster.client_of(leader).promote(4).await.expect("promote 4");
+    let promoted = next_matching(&mut events, "member 4 votes", |e| e.members.iter().any(|m| m.id == 4 && m.voter)).await;
+    assert!(promoted.changes.contains(&"membership".to_string()), "{promoted:?}");
 
     // A member removed.
     cluster.client_of(leader).remove_member(4).await.expect("remove 4");
