@@ -439,52 +439,31 @@ async fn raft_watch_loop(client: MetaClient, tx: mpsc::Sender<Result<RaftEvent, 
     loop {
         let members = client.members();
         let addr = members[index % members.len()].clone();
-        let url = format!("{addr}/v1/raft/watch");
-        let err = match client.http.get(&url).send().await {
-            Err(e) => client.transport_error(&addr, e),
-            Ok(resp) if !resp.status().is_success() => {
-                let status = resp.status();
-                let bytes = resp.bytes().await.unwrap_or_default();
-                api_error(status, &bytes)
-            }
-            Ok(mut resp) => {
-                let mut buf: Vec<u8> = Vec::new();
-                loop {
-                    let chunk = match tokio::time::timeout(client.watch_idle_timeout, resp.chunk()).await {
-                        Err(_) => {
-                            break ClientError::Watch {
-                                addr: addr.clone(),
-                                reason: format!("nothing received for {:?} (no heartbeat)", client.watch_idle_timeout),
-                            };
-                        }
-                        Ok(Err(e)) => break ClientError::Watch { addr: addr.clone(), reason: e.to_string() },
-                        Ok(Ok(None)) => break ClientError::Watch { addr: addr.clone(), reason: "stream closed".into() },
-                        Ok(Ok(Some(c))) => c,
-                    };
-                    backoff = Duration::from_millis(100);
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() > MAX_WATCH_EVENT_BYTES {
-                        break ClientError::Watch { addr: addr.clone(), reason: format!("an event over {MAX_WATCH_EVENT_BYTES} bytes") };
+        let err = match EventStream::open(&client, &addr, "/v1/raft/watch", None).await {
+            Err(e) => e,
+            Ok(mut events) => loop {
+                let event = match events.next().await {
+                    Ok(e) => e,
+                    Err(e) => break e,
+                };
+                backoff = Duration::from_millis(100);
+                let item = match parse_raft_event(&event) {
+                    Ok(None) => None,
+                    Ok(Some(e)) => {
+                        client.learn_members(e.members.iter().map(|m| m.addr.clone()).collect());
+                        Some(Ok(e))
                     }
-                    while let Some(end) = find_event_end(&buf) {
-                        let event: Vec<u8> = buf.drain(..end + 2).collect();
-                        let item = match parse_raft_event(&event) {
-                            Ok(None) => continue,
-                            Ok(Some(e)) => {
-                                client.learn_members(e.members.iter().map(|m| m.addr.clone()).collect());
-                                Ok(e)
-                            }
-                            Err(reason) => Err(ClientError::Decode { addr: addr.clone(), reason }),
-                        };
-                        if tx.send(item).await.is_err() {
-                            return;
-                        }
-                    }
-                    if tx.is_closed() {
-                        return;
-                    }
+                    Err(reason) => Some(Err(ClientError::Decode { addr: addr.clone(), reason })),
+                };
+                if let Some(item) = item
+                    && tx.send(item).await.is_err()
+                {
+                    return;
                 }
-            }
+                if tx.is_closed() {
+                    return;
+                }
+            },
         };
         if tx.send(Err(err)).await.is_err() {
             return;
@@ -495,6 +474,55 @@ async fn raft_watch_loop(client: MetaClient, tx: mpsc::Sender<Result<RaftEvent, 
             _ = tx.closed() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One open Server-Sent Events answer of a member (`/v1/watch`,
+/// `/v1/raft/watch`): its complete events, one at a time, heartbeats
+/// included. What both watch loops share: the idle timeout (no heartbeat
+/// for `watch_idle_timeout`), the bound on an event's size, and telling a
+/// [`Following`] when bytes arrive.
+struct EventStream<'a> {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    addr: String,
+    idle: Duration,
+    heard: Option<&'a Following>,
+}
+
+impl<'a> EventStream<'a> {
+    /// `GET {addr}{path}`: the stream, or the member's refusal.
+    async fn open(client: &MetaClient, addr: &str, path: &str, heard: Option<&'a Following>) -> Result<EventStream<'a>, ClientError> {
+        let resp = client.http.get(format!("{addr}{path}")).send().await.map_err(|e| client.transport_error(addr, e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(EventStream { resp, buf: Vec::new(), addr: addr.to_string(), idle: client.watch_idle_timeout, heard })
+    }
+
+    /// The next complete event; an error ends the stream.
+    async fn next(&mut self) -> Result<Vec<u8>, ClientError> {
+        loop {
+            if let Some(end) = find_event_end(&self.buf) {
+                return Ok(self.buf.drain(..end + 2).collect());
+            }
+            let watch_error = |reason: String| ClientError::Watch { addr: self.addr.clone(), reason };
+            let chunk = match tokio::time::timeout(self.idle, self.resp.chunk()).await {
+                Err(_) => return Err(watch_error(format!("nothing received for {:?} (no heartbeat)", self.idle))),
+                Ok(Err(e)) => return Err(watch_error(e.to_string())),
+                Ok(Ok(None)) => return Err(watch_error("stream closed".into())),
+                Ok(Ok(Some(c))) => c,
+            };
+            if let Some(f) = self.heard {
+                f.heard();
+            }
+            self.buf.extend_from_slice(&chunk);
+            if self.buf.len() > MAX_WATCH_EVENT_BYTES {
+                return Err(watch_error(format!("an event over {MAX_WATCH_EVENT_BYTES} bytes")));
+            }
+        }
     }
 }
 
@@ -601,70 +629,44 @@ async fn watch_loop(
     loop {
         let members = client.members();
         let addr = members[index % members.len()].clone();
-        let url = match last {
-            Some(e) => format!("{addr}/v1/watch?from_epoch={e}"),
-            None => format!("{addr}/v1/watch"),
+        let path = match last {
+            Some(e) => format!("/v1/watch?from_epoch={e}"),
+            None => "/v1/watch".to_string(),
         };
-        let err = match client.http.get(&url).send().await {
-            Err(e) => client.transport_error(&addr, e),
-            Ok(resp) if !resp.status().is_success() => {
-                let status = resp.status();
-                let bytes = resp.bytes().await.unwrap_or_default();
-                api_error(status, &bytes)
-            }
-            Ok(mut resp) => {
+        let err = match EventStream::open(&client, &addr, &path, Some(&follow)).await {
+            Err(e) => e,
+            Ok(mut events) => {
                 follow.connected(&addr);
-                let mut buf: Vec<u8> = Vec::new();
                 loop {
-                    let chunk = match tokio::time::timeout(client.watch_idle_timeout, resp.chunk()).await {
-                        Err(_) => {
-                            break ClientError::Watch {
-                                addr: addr.clone(),
-                                reason: format!("nothing received for {:?} (no heartbeat)", client.watch_idle_timeout),
-                            };
-                        }
-                        Ok(Err(e)) => break ClientError::Watch { addr: addr.clone(), reason: e.to_string() },
-                        Ok(Ok(None)) => break ClientError::Watch { addr: addr.clone(), reason: "stream closed".into() },
-                        Ok(Ok(Some(c))) => c,
+                    let event = match events.next().await {
+                        Ok(e) => e,
+                        Err(e) => break e,
                     };
                     backoff = Duration::from_millis(100);
-                    follow.heard();
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() > MAX_WATCH_EVENT_BYTES {
-                        break ClientError::Watch { addr: addr.clone(), reason: format!("an event over {MAX_WATCH_EVENT_BYTES} bytes") };
+                    if let Some(reason) = parse_closing(&event) {
+                        // The member ended the stream on purpose (e.g. it
+                        // lost its leader): on to the next member.
+                        break ClientError::Watch { addr: addr.clone(), reason: format!("{} ({})", reason.error, reason.kind) };
                     }
-                    let mut closing = None;
-                    while let Some(end) = find_event_end(&buf) {
-                        let event: Vec<u8> = buf.drain(..end + 2).collect();
-                        if let Some(reason) = parse_closing(&event) {
-                            closing = Some(reason);
-                            break;
-                        }
-                        if let Some(list) = parse_members(&event) {
-                            client.learn_members(list.into_iter().map(|m| m.addr).collect());
-                            continue;
-                        }
-                        match parse_event(&event) {
-                            Ok(Some(state)) => {
-                                if last.is_none_or(|l| state.epoch > l) {
-                                    last = Some(state.epoch);
-                                    if tx.send(Ok(state)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(reason) => {
-                                if tx.send(Err(ClientError::Decode { addr: addr.clone(), reason })).await.is_err() {
+                    if let Some(list) = parse_members(&event) {
+                        client.learn_members(list.into_iter().map(|m| m.addr).collect());
+                        continue;
+                    }
+                    match parse_event(&event) {
+                        Ok(Some(state)) => {
+                            if last.is_none_or(|l| state.epoch > l) {
+                                last = Some(state.epoch);
+                                if tx.send(Ok(state)).await.is_err() {
                                     return;
                                 }
                             }
                         }
-                    }
-                    if let Some(reason) = closing {
-                        // The member ended the stream on purpose (e.g. it
-                        // lost its leader): on to the next member.
-                        break ClientError::Watch { addr: addr.clone(), reason: format!("{} ({})", reason.error, reason.kind) };
+                        Ok(None) => {}
+                        Err(reason) => {
+                            if tx.send(Err(ClientError::Decode { addr: addr.clone(), reason })).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                     if tx.is_closed() {
                         return;
