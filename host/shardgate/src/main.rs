@@ -56,6 +56,9 @@ enum Command {
     /// Deployment files.
     #[command(subcommand)]
     Config(commands::serve::ConfigCommand),
+    /// Health check without a shell: exit 0 when every role of a deployment
+    /// file (and every --url) answers /readyz with 200.
+    Probe(commands::probe::ProbeArgs),
     // Roles (node, meta, proxy, dev) and ctl are added by their crates' issues.
 }
 
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
         Command::Ctl(args) => commands::ctl::run(args),
         Command::Dev(args) => commands::dev::run(args),
         Command::Config(cmd) => commands::serve::config_command(cmd),
+        Command::Probe(args) => commands::probe::run(args),
     };
     match result {
         Ok(code) => code,

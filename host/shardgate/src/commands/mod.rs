@@ -5,6 +5,7 @@ pub mod ctl;
 pub mod dev;
 pub mod meta;
 pub mod node;
+pub mod probe;
 pub mod proxy;
 pub mod serve;
 pub mod strategy;
