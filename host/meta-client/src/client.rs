@@ -465,16 +465,26 @@ async fn raft_watch_loop(client: MetaClient, tx: mpsc::Sender<Result<RaftEvent, 
                 }
             },
         };
-        if tx.send(Err(err)).await.is_err() {
+        if !report_and_wait(&tx, err, &mut backoff).await {
             return;
         }
         index += 1;
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = tx.closed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// What both watch loops do after a stream ended: report `err` as an item,
+/// then wait out `backoff` (doubled for next time, up to 2 s) before the
+/// next member. `false` when the consumer is gone.
+async fn report_and_wait<T>(tx: &mpsc::Sender<Result<T, ClientError>>, err: ClientError, backoff: &mut Duration) -> bool {
+    if tx.send(Err(err)).await.is_err() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = tx.closed() => return false,
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    true
 }
 
 /// One open Server-Sent Events answer of a member (`/v1/watch`,
@@ -675,15 +685,10 @@ async fn watch_loop(
             }
         };
         follow.lost();
-        if tx.send(Err(err)).await.is_err() {
+        if !report_and_wait(&tx, err, &mut backoff).await {
             return;
         }
         index += 1;
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = tx.closed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

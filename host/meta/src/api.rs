@@ -22,7 +22,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::ReadPolicy;
 use serde::Deserialize;
@@ -658,23 +657,21 @@ async fn status(State(ctx): Ctx) -> Json<RaftStatus> {
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     // The leader knows how far each member is behind and when it last
     // answered (what a promotion checks); followers leave these out.
-    let last = m.last_log_index.unwrap_or(0);
     let members = membership
         .nodes()
         .map(|(id, n)| {
-            let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index());
-            let is_leader = m.replication.is_some();
+            let p = crate::raft::progress(&m, *id);
             MemberView {
                 id: *id,
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
-                matched_index: matched,
-                lag: if is_leader && *id != m.id { Some(matched.map_or(last + 1, |i| last.saturating_sub(i))) } else { None },
-                last_ack_ms: m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten()).map(|at| at.elapsed().as_millis() as u64),
+                matched_index: p.as_ref().and_then(|p| p.matched),
+                lag: p.as_ref().filter(|_| *id != m.id).map(|p| p.lag),
+                last_ack_ms: p.as_ref().and_then(|p| p.ack_age).map(|a| a.as_millis() as u64),
             }
         })
         .collect();
-    let membership_change_pending = m.membership_config.log_id() != m.committed_membership_config.log_id();
+    let membership_change_pending = crate::raft::membership_change_pending(&m);
     let leader_addr = m.current_leader.and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()));
     let state = format!("{:?}", m.state).to_lowercase();
     Json(RaftStatus {

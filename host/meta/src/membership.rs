@@ -28,7 +28,6 @@ use axum::extract::{Path, State};
 use axum::routing::{delete, post};
 use axum::{Json, Router, middleware};
 use openraft::ChangeMembers;
-use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use tracing::{debug, error, info, warn};
 
@@ -76,7 +75,7 @@ fn timed_out(ctx: &MemberContext, what: &str) -> ApiError {
     let t = ctx.config.membership_timeout;
     let m = ctx.raft.metrics().borrow_watched().clone();
     let effective = m.membership_config.membership();
-    let pending = m.membership_config.log_id() != m.committed_membership_config.log_id();
+    let pending = crate::raft::membership_change_pending(&m);
     let message = if pending {
         let configs: Vec<String> = effective
             .get_joint_config()
@@ -210,16 +209,10 @@ async fn add_learner(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>,
 /// refusal when it must not be promoted.
 fn check_caught_up(ctx: &MemberContext, id: NodeId) -> Result<(), ApiError> {
     let m = ctx.raft.metrics().borrow_watched().clone();
-    let (Some(replication), Some(heartbeat)) = (&m.replication, &m.heartbeat) else {
+    let Some(crate::raft::Progress { matched, lag, ack_age }) = crate::raft::progress(&m, id) else {
         return Err(ApiError::NotLeader { leader: ctx.leader().map(|(_, a)| a) });
     };
     let last = m.last_log_index.unwrap_or(0);
-    let matched = replication.get(&id).cloned().flatten().map(|l| l.index());
-    let lag = match matched {
-        Some(i) => last.saturating_sub(i),
-        None => last + 1,
-    };
-    let ack_age = heartbeat.get(&id).cloned().flatten().map(|at| at.elapsed());
     let max_lag = ctx.config.promotion_max_lag;
     let max_age = ctx.config.election_timeout;
     let lag_ok = lag <= max_lag;

@@ -39,6 +39,37 @@ pub use crate::types::*;
 /// The Raft handle of a member: openraft over our [`TypeConfig`] and store.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
+/// How far member `id` is behind the leader, from the leader's metrics
+/// (`None` on a member that is not the leader): what `/v1/raft/status`
+/// shows and what a promotion checks.
+pub struct Progress {
+    /// The last log index the member acknowledged.
+    pub matched: Option<u64>,
+    /// Entries behind the leader's last log index (all of them plus one
+    /// when it acknowledged nothing yet).
+    pub lag: u64,
+    /// Time since it last acknowledged the leader.
+    pub ack_age: Option<std::time::Duration>,
+}
+
+pub fn progress(m: &openraft::RaftMetrics<TypeConfig>, id: NodeId) -> Option<Progress> {
+    use openraft::Instant as _;
+    let (replication, heartbeat) = (m.replication.as_ref()?, m.heartbeat.as_ref()?);
+    let last = m.last_log_index.unwrap_or(0);
+    let matched = replication.get(&id).cloned().flatten().map(|l| l.index());
+    Some(Progress {
+        matched,
+        lag: matched.map_or(last + 1, |i| last.saturating_sub(i)),
+        ack_age: heartbeat.get(&id).cloned().flatten().map(|at| at.elapsed()),
+    })
+}
+
+/// Whether the effective membership is not committed yet (a joint
+/// configuration, or the uniform one after it, still waiting for a quorum).
+pub fn membership_change_pending(m: &openraft::RaftMetrics<TypeConfig>) -> bool {
+    m.membership_config.log_id() != m.committed_membership_config.log_id()
+}
+
 /// Creates one [`PeerClient`] per target member; all share one HTTP
 /// connection pool and one [`FailureLog`].
 #[derive(Clone)]

@@ -12,13 +12,11 @@
 //! connection cap bounds the streams.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
 use openraft::async_runtime::WatchReceiver;
@@ -36,14 +34,9 @@ pub fn raft_watch_routes(ctx: Arc<MemberContext>) -> Router {
 }
 
 async fn raft_watch(State(ctx): State<Arc<MemberContext>>) -> Response {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(stream_raft(ctx, tx));
-    let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))));
-    let mut resp = Response::new(body);
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    crate::watch::event_stream(rx)
 }
 
 /// The part of the metrics a raft event reports (`seq` and `changes` are
@@ -70,7 +63,7 @@ fn view(m: &openraft::RaftMetrics<TypeConfig>) -> RaftEvent {
                 last_ack_ms: None,
             })
             .collect(),
-        membership_change_pending: m.membership_config.log_id() != m.committed_membership_config.log_id(),
+        membership_change_pending: crate::raft::membership_change_pending(m),
     }
 }
 

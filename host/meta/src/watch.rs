@@ -115,8 +115,15 @@ pub async fn watch(
         return ApiError::NoLeaderFor(format!("{reason}; a watch needs a leader: try another member, or ask for ?stale=true"))
             .into_response();
     }
-    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(stream_routing(ctx, from, stale, tx));
+    event_stream(rx)
+}
+
+/// A `text/event-stream` answer whose body is what `rx` receives (the
+/// stream's task writes the events; the body ends when it drops its
+/// sender). Shared with [`crate::raft_watch`].
+pub(crate) fn event_stream(mut rx: mpsc::Receiver<Bytes>) -> Response {
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))));
     let mut resp = Response::new(body);
     let headers = resp.headers_mut();

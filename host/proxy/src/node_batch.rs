@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use shardgate_api::ApiError;
 use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
@@ -19,6 +20,7 @@ use shardgate_api::batch::{self, GetResult, PutItem, PutResult};
 use crate::context::Shared;
 use crate::error::RequestError;
 use crate::nodes::NodeHandle;
+use crate::upstream::UpstreamResponse;
 
 fn batch_headers() -> Vec<(HeaderName, HeaderValue)> {
     vec![(header::CONTENT_TYPE, HeaderValue::from_static(batch::CONTENT_TYPE))]
@@ -43,19 +45,29 @@ pub(crate) fn group(indexes: &[usize], choose: impl Fn(usize) -> Arc<NodeHandle>
 pub(crate) async fn get_batch_from(shared: &Shared, node: &NodeHandle, keys: &[&[u8]]) -> Result<Vec<GetResult>, RequestError> {
     let body = batch::encode_get_request(keys).map_err(ApiError::from)?;
     let r = shared.upstream.send(node, Method::POST, "/v1/batch/get", &batch_headers(), body).await?;
+    let body = batch_answer(node, r)?;
+    let results = batch::decode_get_response(body, &shared.limits).map_err(|e| bad_batch(node, e.to_string()))?;
+    one_result_each(node, results, keys.len(), "keys")
+}
+
+/// A node's batch answer that is not `200 OK` is unreadable for the proxy.
+fn bad_batch(node: &NodeHandle, reason: String) -> RequestError {
+    RequestError::BadUpstreamBatch { node: node.id.clone(), reason }
+}
+
+/// The body of a node's `200 OK` batch answer.
+fn batch_answer(node: &NodeHandle, r: UpstreamResponse) -> Result<Bytes, RequestError> {
     if r.status != StatusCode::OK {
-        return Err(RequestError::BadUpstreamBatch {
-            node: node.id.clone(),
-            reason: format!("HTTP {}: {}", r.status.as_u16(), String::from_utf8_lossy(&r.body).chars().take(200).collect::<String>()),
-        });
+        let text: String = String::from_utf8_lossy(&r.body).chars().take(200).collect();
+        return Err(bad_batch(node, format!("HTTP {}: {text}", r.status.as_u16())));
     }
-    let results = batch::decode_get_response(r.body, &shared.limits)
-        .map_err(|e| RequestError::BadUpstreamBatch { node: node.id.clone(), reason: e.to_string() })?;
-    if results.len() != keys.len() {
-        return Err(RequestError::BadUpstreamBatch {
-            node: node.id.clone(),
-            reason: format!("{} results for {} keys", results.len(), keys.len()),
-        });
+    Ok(r.body)
+}
+
+/// `results`, when the node answered one per entry sent.
+fn one_result_each<T>(node: &NodeHandle, results: Vec<T>, sent: usize, what: &str) -> Result<Vec<T>, RequestError> {
+    if results.len() != sent {
+        return Err(bad_batch(node, format!("{} results for {sent} {what}", results.len())));
     }
     Ok(results)
 }
@@ -64,19 +76,7 @@ pub(crate) async fn get_batch_from(shared: &Shared, node: &NodeHandle, keys: &[&
 pub(crate) async fn put_batch_to(shared: &Shared, node: &NodeHandle, items: &[PutItem]) -> Result<Vec<PutResult>, RequestError> {
     let body = batch::encode_put_request(items).map_err(ApiError::from)?;
     let r = shared.upstream.send(node, Method::POST, "/v1/batch/put", &batch_headers(), body).await?;
-    if r.status != StatusCode::OK {
-        return Err(RequestError::BadUpstreamBatch {
-            node: node.id.clone(),
-            reason: format!("HTTP {}: {}", r.status.as_u16(), String::from_utf8_lossy(&r.body).chars().take(200).collect::<String>()),
-        });
-    }
-    let results = batch::decode_put_response(r.body, &shared.limits)
-        .map_err(|e| RequestError::BadUpstreamBatch { node: node.id.clone(), reason: e.to_string() })?;
-    if results.len() != items.len() {
-        return Err(RequestError::BadUpstreamBatch {
-            node: node.id.clone(),
-            reason: format!("{} results for {} items", results.len(), items.len()),
-        });
-    }
-    Ok(results)
+    let body = batch_answer(node, r)?;
+    let results = batch::decode_put_response(body, &shared.limits).map_err(|e| bad_batch(node, e.to_string()))?;
+    one_result_each(node, results, items.len(), "items")
 }

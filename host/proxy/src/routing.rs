@@ -248,12 +248,12 @@ impl Routing {
 
     /// The `/status` view of the meta watch, judged against `max`.
     pub fn meta_follow(&self, max: Option<Duration>) -> MetaFollow {
-        let staleness = self.meta_staleness().unwrap_or_default();
+        let staleness = self.meta_staleness();
         MetaFollow {
             member: self.following.get().and_then(|f| f.member()),
-            staleness_ms: staleness.as_millis() as u64,
+            staleness_ms: staleness.unwrap_or_default().as_millis() as u64,
             max_staleness_ms: max.map(|m| m.as_millis() as u64),
-            stale: max.is_some_and(|m| self.meta_staleness().is_some_and(|s| s > m)),
+            stale: max.is_some_and(|m| staleness.is_some_and(|s| s > m)),
         }
     }
 

@@ -118,35 +118,35 @@ impl TestCluster {
 
     /// Like `start_joining`; `tweak` adjusts the new member's config.
     pub async fn start_joining_with(&mut self, id: u64, via: &str, tweak: impl Fn(&mut MetaConfig)) {
+        self.start_extra(id, |config| {
+            config.join = Some(via.to_string());
+            tweak(config);
+        })
+        .await;
+    }
+
+    /// One more member on its own 127.0.0.1:0 listener and data directory,
+    /// `tweak`ed; answers its address.
+    async fn start_extra(&mut self, id: u64, tweak: impl FnOnce(&mut MetaConfig)) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = listener.local_addr().unwrap();
         let mut config = test_config();
         config.id = id;
         config.listen = socket;
         config.data_dir = self.dir.path().join(format!("meta-{id}"));
-        config.join = Some(via.to_string());
         config.tls = self.tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));
         tweak(&mut config);
         let (stop, task) = spawn_member(listener, config.clone());
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        self.members
-            .insert(id, RunningMember { id, socket, addr: format!("{scheme}://{socket}"), config, stop: Some(stop), task: Some(task) });
+        let addr = format!("{scheme}://{socket}");
+        self.members.insert(id, RunningMember { id, socket, addr: addr.clone(), config, stop: Some(stop), task: Some(task) });
+        addr
     }
 
     /// Start one more member with no `members` and no `join`: it serves and
     /// waits to be added (`POST /v1/raft/learners`).
     pub async fn start_unattached(&mut self, id: u64) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let socket = listener.local_addr().unwrap();
-        let mut config = test_config();
-        config.id = id;
-        config.listen = socket;
-        config.data_dir = self.dir.path().join(format!("meta-{id}"));
-        config.tls = self.tls.as_ref().map(|ca| ca.member_tls(&format!("meta-{id}")));
-        let (stop, task) = spawn_member(listener, config.clone());
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let addr = format!("{scheme}://{socket}");
-        self.members.insert(id, RunningMember { id, socket, addr: addr.clone(), config, stop: Some(stop), task: Some(task) });
+        let addr = self.start_extra(id, |_| {}).await;
         let http = http();
         poll("the new member serves /v1/raft/status", Duration::from_secs(10), || {
             let (http, addr) = (http.clone(), addr.clone());
