@@ -63,6 +63,20 @@ pub fn load(path: &Path) -> Result<DeploymentConfig, ConfigFileError> {
     parse(&text, &path.display().to_string(), std::env::vars())
 }
 
+/// The config from `SHARDGATE_<TABLE>__<KEY>` variables alone (no file):
+/// `version = 1` plus the overrides, validated like a file.
+pub fn load_env() -> Result<DeploymentConfig, ConfigFileError> {
+    parse(&format!("version = {CONFIG_VERSION}\n"), "environment (SHARDGATE_* variables)", std::env::vars())
+}
+
+/// A deployment file when one is given, else the environment alone.
+pub fn load_or_env(path: Option<&Path>) -> Result<DeploymentConfig, ConfigFileError> {
+    match path {
+        Some(p) => load(p),
+        None => load_env(),
+    }
+}
+
 /// Parses `text` (named `origin` in errors), applies `SHARDGATE_*__*`
 /// overrides from `env`, and validates every role's table.
 pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<DeploymentConfig, ConfigFileError> {
@@ -110,7 +124,7 @@ pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, St
     }
 
     let overrides = env_overrides(env);
-    let config: DeploymentConfig = if overrides.is_empty() {
+    let config: DeploymentConfig = if overrides.is_empty() && !meta_id_from_members(text) {
         toml::from_str(text).map_err(de_error)?
     } else {
         // Check the file on its own first, so file errors keep their lines.
@@ -119,9 +133,16 @@ pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, St
         for (var, path, value) in &overrides {
             set_path(&mut table, path, value.clone()).map_err(|m| invalid(None, format!("{var}: {m}")))?;
         }
+        set_meta_id_from_members(&mut table).map_err(|m| invalid(line_of_key(text, "meta").map(line_of_offset), m))?;
         let names: Vec<&str> = overrides.iter().map(|(v, _, _)| v.as_str()).collect();
-        DeploymentConfig::deserialize(table)
-            .map_err(|e| invalid(None, format!("{} (after environment overrides {})", e.message().trim_end(), names.join(", "))))?
+        DeploymentConfig::deserialize(table).map_err(|e| {
+            let message = e.message().trim_end().to_string();
+            if names.is_empty() {
+                invalid(None, message)
+            } else {
+                invalid(None, format!("{message} (after environment overrides {})", names.join(", ")))
+            }
+        })?
     };
 
     let key_error = |key: &str, message: String| {
@@ -144,6 +165,42 @@ pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, St
         proxy.validate().map_err(|e| key_error(&in_table("proxy", &e.key), e.message.clone()))?;
     }
     Ok(config)
+}
+
+/// Whether the file's `[meta]` leaves `id` out but gives `advertise` and
+/// `members`: the id is then the one `members` lists for that address.
+fn meta_id_from_members(text: &str) -> bool {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else { return false };
+    table.get("meta").and_then(|m| m.as_table()).is_some_and(|m| !m.contains_key("id") && m.contains_key("advertise"))
+}
+
+/// `[meta]` without `id` (after the environment) takes the id that
+/// `members` gives its `advertise` address: a StatefulSet's pods share one
+/// file and differ only in their address (`http://meta-0.meta:7101` is
+/// member 1). Without `advertise` the default id (1) stands.
+fn set_meta_id_from_members(table: &mut toml::Table) -> Result<(), String> {
+    let Some(meta) = table.get_mut("meta").and_then(|m| m.as_table_mut()) else { return Ok(()) };
+    if meta.contains_key("id") {
+        return Ok(());
+    }
+    let Some(advertise) = meta.get("advertise").and_then(|a| a.as_str()).map(str::to_owned) else { return Ok(()) };
+    let Some(members) = meta.get("members").and_then(|m| m.as_array()) else {
+        return Err(format!("meta.id: not set, and without members the id of advertise {advertise:?} cannot be found; set meta.id"));
+    };
+    let ids: Vec<i64> = members
+        .iter()
+        .filter_map(|m| m.as_table())
+        .filter(|m| m.get("addr").and_then(|a| a.as_str()) == Some(advertise.as_str()))
+        .filter_map(|m| m.get("id").and_then(|i| i.as_integer()))
+        .collect();
+    match ids.as_slice() {
+        [id] => {
+            meta.insert("id".to_string(), toml::Value::Integer(*id));
+            Ok(())
+        }
+        [] => Err(format!("meta.id: not set, and members lists no member at advertise {advertise:?}; set meta.id or list it")),
+        _ => Err(format!("meta.id: not set, and members lists advertise {advertise:?} more than once")),
+    }
 }
 
 fn kind_of(v: &toml::de::DeValue<'_>) -> &'static str {
@@ -288,6 +345,35 @@ mod tests {
         assert_eq!(e, "test.toml:2: node: expected a table ([node]), found an array");
         let e = parse_str("version = 1\n[meta]\nmembers = [[1, \"http://a:1\"]]\n").unwrap_err().to_string();
         assert!(e.starts_with("test.toml:3: meta.members[0]: expected a table"), "{e}");
+    }
+
+    #[test]
+    fn meta_id_comes_from_members_by_advertise() {
+        let file = "version = 1\n[meta]\nmembers = [{ id = 1, addr = \"http://meta-0.meta:7101\" }, { id = 2, addr = \"http://meta-1.meta:7101\" }]\n";
+        let env = vec![("SHARDGATE_META__ADVERTISE".to_string(), "http://meta-1.meta:7101".to_string())];
+        assert_eq!(parse(file, "t", env).unwrap().meta.unwrap().id, 2);
+        let in_file = format!("{file}advertise = \"http://meta-0.meta:7101\"\n");
+        assert_eq!(parse(&in_file, "t", Vec::new()).unwrap().meta.unwrap().id, 1);
+        let unknown = vec![("SHARDGATE_META__ADVERTISE".to_string(), "http://meta-9.meta:7101".to_string())];
+        let e = parse(file, "t", unknown).unwrap_err().to_string();
+        assert!(e.contains("meta.id") && e.contains("meta-9.meta"), "{e}");
+        // An explicit id wins.
+        let env = vec![
+            ("SHARDGATE_META__ADVERTISE".to_string(), "http://meta-1.meta:7101".to_string()),
+            ("SHARDGATE_META__ID".to_string(), "1".to_string()),
+        ];
+        assert_eq!(parse(file, "t", env).unwrap().meta.unwrap().id, 1);
+    }
+
+    #[test]
+    fn the_environment_alone_is_a_config() {
+        let env = vec![
+            ("SHARDGATE_NODE__LISTEN".to_string(), "0.0.0.0:7100".to_string()),
+            ("SHARDGATE_NODE__MEMORY_LIMIT".to_string(), "64MiB".to_string()),
+        ];
+        let c = parse("version = 1\n", "environment", env).unwrap();
+        assert_eq!(c.roles(), vec!["node"]);
+        assert_eq!(c.node.unwrap().listen.to_string(), "0.0.0.0:7100");
     }
 
     #[test]

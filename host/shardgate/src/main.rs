@@ -4,6 +4,12 @@
 
 use clap::{Parser, Subcommand};
 
+/// A static musl build (the container image) allocates with mimalloc:
+/// musl's own malloc takes a global lock (README "Container image").
+#[cfg(all(target_env = "musl", not(feature = "musl-system-allocator")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commands;
 mod config;
 mod roles;

@@ -91,9 +91,12 @@ enum StateArg {
 #[derive(Subcommand)]
 enum StrategyCtl {
     List,
-    /// Upload a component file (or a built-in strategy by name).
+    /// Upload component files (or built-in strategies by name), one after another.
     Upload {
-        file: String,
+        /// A component file (.wasm), or the name of a built-in strategy
+        /// (rendezvous, ketama, maglev, jump, pinned).
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<String>,
     },
     /// Make a strategy active (by name: the newest upload of that name; or by hash).
     Activate {
@@ -106,6 +109,10 @@ enum StrategyCtl {
         /// Wait until every --proxy serves the new epoch.
         #[arg(long)]
         wait: bool,
+        /// Change nothing (and exit 0) when a strategy is already active:
+        /// for one-shot setup jobs (compose, Kubernetes) that may run again.
+        #[arg(long)]
+        if_inactive: bool,
     },
     /// Share of keys that would move, and per-node load, for a candidate.
     Preview {
@@ -347,21 +354,43 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
                 t.to_string()
             })
         }
-        StrategyCtl::Upload { file } => {
-            let bytes = match std::fs::read(&file) {
-                Ok(b) => b,
-                Err(e) => match shardgate_builtins::builtin(&file) {
-                    Some(b) => b.component.to_vec(),
-                    None => bail!("cannot read {file}: {e} (nor is it a built-in strategy)"),
-                },
-            };
-            eprintln!("uploading {file} ({} KiB) for admission...", bytes.len().div_ceil(1024));
-            let started = Instant::now();
-            let info = client.upload_strategy(bytes).await?;
-            eprintln!("admitted in {:.1}s", started.elapsed().as_secs_f64());
-            emit(json, &info, || format!("uploaded {} {} sha256:{}", info.name, info.version, info.hash))
+        StrategyCtl::Upload { files } => {
+            let mut uploaded = Vec::with_capacity(files.len());
+            for file in files {
+                let bytes = match std::fs::read(&file) {
+                    Ok(b) => b,
+                    Err(e) => match shardgate_builtins::builtin(&file) {
+                        Some(b) => b.component.to_vec(),
+                        None => bail!("cannot read {file}: {e} (nor is it a built-in strategy)"),
+                    },
+                };
+                eprintln!("uploading {file} ({} KiB) for admission...", bytes.len().div_ceil(1024));
+                let started = Instant::now();
+                let info = client.upload_strategy(bytes).await.with_context(|| format!("uploading {file}"))?;
+                eprintln!("admitted in {:.1}s", started.elapsed().as_secs_f64());
+                uploaded.push(info);
+            }
+            if let [info] = uploaded.as_slice() {
+                return emit(json, info, || format!("uploaded {} {} sha256:{}", info.name, info.version, info.hash));
+            }
+            emit(json, &uploaded, || {
+                uploaded.iter().map(|i| format!("uploaded {} {} sha256:{}", i.name, i.version, i.hash)).collect::<Vec<_>>().join("\n")
+            })
         }
-        StrategyCtl::Activate { strategy, config, replicas, wait } => {
+        StrategyCtl::Activate { strategy, config, replicas, wait, if_inactive } => {
+            if if_inactive {
+                let routing = client.routing().await?;
+                if let Some(active) = &routing.strategy {
+                    let said = format!(
+                        "{} {} ({}) is already active (routing epoch {}): nothing changed (--if-inactive)",
+                        active.name,
+                        active.version,
+                        &active.hash[..12.min(active.hash.len())],
+                        routing.epoch
+                    );
+                    return emit(json, &routing, || said);
+                }
+            }
             let s = resolve(client, &strategy).await?;
             let config = read_config(&config)?;
             let r = client.activate(&s.hash, &Activation { config, replicas }).await?;

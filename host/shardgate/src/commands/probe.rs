@@ -16,8 +16,10 @@ use crate::config;
 
 #[derive(clap::Args)]
 pub struct ProbeArgs {
-    /// Deployment file: probe `/readyz` of each role it enables.
-    #[arg(long, value_name = "FILE")]
+    /// Deployment file: probe `/readyz` of each role it enables. Without it
+    /// and without --url, the roles the SHARDGATE_<TABLE>__<KEY> variables
+    /// enable are probed (as `serve` would run them).
+    #[arg(long, value_name = "FILE", env = "SHARDGATE_CONFIG")]
     config: Option<PathBuf>,
     /// A URL to probe as well (e.g. http://127.0.0.1:7000/readyz).
     #[arg(long, value_name = "URL")]
@@ -42,8 +44,12 @@ fn readyz(tls: bool, listen: SocketAddr) -> String {
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let mut targets = args.url.clone();
-    if let Some(path) = &args.config {
-        let d = config::load(path)?;
+    let deployment = match &args.config {
+        Some(path) => Some(config::load(path)?),
+        None if args.url.is_empty() => Some(config::load_env()?),
+        None => None,
+    };
+    if let Some(d) = &deployment {
         if let Some(m) = &d.meta {
             targets.push(readyz(m.tls.is_some(), m.listen));
         }

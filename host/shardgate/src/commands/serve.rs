@@ -18,8 +18,10 @@ use tokio::net::TcpListener;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Deployment file (TOML): `version = 1` and any of [meta], [node], [proxy].
+    /// Without one, the SHARDGATE_<TABLE>__<KEY> variables alone are the
+    /// config (e.g. SHARDGATE_NODE__LISTEN=0.0.0.0:7100).
     #[arg(long, short, value_name = "FILE", env = "SHARDGATE_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -50,9 +52,14 @@ async fn bind(role: &str, addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config: DeploymentConfig = config::load(&args.config)?;
+    let config: DeploymentConfig = config::load_or_env(args.config.as_deref())?;
     if config.roles().is_empty() {
-        anyhow::bail!("{}: enables no role: add a [meta], [node] or [proxy] table", args.config.display());
+        match &args.config {
+            Some(path) => anyhow::bail!("{}: enables no role: add a [meta], [node] or [proxy] table", path.display()),
+            None => anyhow::bail!(
+                "no config: give --config FILE (or SHARDGATE_CONFIG), or SHARDGATE_<TABLE>__<KEY> variables that enable a role (e.g. SHARDGATE_NODE__LISTEN=0.0.0.0:7100)"
+            ),
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(serve(config))
