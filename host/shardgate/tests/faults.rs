@@ -34,6 +34,8 @@
 //! told otherwise), so a CI machine without `ip` or without the privileges
 //! fails instead of going green, and says so when not root.
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "faults/cluster.rs"]
 mod cluster;
 #[path = "faults/history.rs"]
