@@ -3,6 +3,8 @@
 #
 #   bash config/docker/build-image.sh [TAG]      # default shardgate:latest
 #
+# SHARDGATE_FEATURES=musl-system-allocator builds it with musl's own malloc
+# instead of mimalloc (for config/docker/bench-image.sh only).
 # Needs the x86_64-unknown-linux-musl target (rustup target add, done here)
 # and musl-gcc (Debian: musl-tools) for the C parts (mimalloc, ring). As
 # root it installs musl-tools when missing. Prints how long each step took.
@@ -27,8 +29,9 @@ fi
 want=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 rustup target add --toolchain "$want" "$target" >/dev/null 2>&1 || rustup target add "$target"
 
-step "cargo build --release --target $target -p shardgate (static, stripped)"
-CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --target "$target" -p shardgate
+features=${SHARDGATE_FEATURES:-}
+step "cargo build --release --target $target -p shardgate ${features:+--features $features }(static, stripped)"
+CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --target "$target" -p shardgate ${features:+--features "$features"}
 t1=$(date +%s)
 
 bin="target/$target/release/shardgate"
