@@ -194,6 +194,43 @@ impl AdmissionGate {
     }
 }
 
+impl AdmissionGate {
+    /// The owners (node ids, preference order) of `key` under `current`
+    /// (when a routing is active) and `candidate` (when one is given):
+    /// what `POST /v1/lookup` answers. Shares the preview limit
+    /// (`meta.max_concurrent_previews`).
+    pub async fn lookup(
+        &self,
+        current: Option<(RoutingInput, Arc<Vec<u8>>)>,
+        candidate: Option<(RoutingInput, Arc<Vec<u8>>)>,
+        key: Vec<u8>,
+    ) -> Result<(Option<Vec<String>>, Option<Vec<String>>), ApiError> {
+        let permit = self.previews.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
+            what: "lookup",
+            limit_name: "meta.max_concurrent_previews",
+            limit: self.max_previews,
+        })?;
+        let gate = self.clone();
+        blocking(permit, move || {
+            let owners = |routing: &Option<(RoutingInput, Arc<Vec<u8>>)>| -> Result<Option<Vec<String>>, ApiError> {
+                let Some((input, bytes)) = routing else { return Ok(None) };
+                if input.nodes.is_empty() {
+                    return Ok(None);
+                }
+                let strategy = gate.strategy(&input.hash, bytes)?;
+                let router = match gate.cache.router(input) {
+                    Some(router) => router,
+                    None => gate.cache.configure(&strategy, input).map_err(refused)?,
+                };
+                let positions = router.route(&key).map_err(refused)?;
+                Ok(Some(positions.iter().filter_map(|&p| router.nodes().get(p as usize)).map(|n| n.id.clone()).collect()))
+            };
+            Ok((owners(&current)?, owners(&candidate)?))
+        })
+        .await
+    }
+}
+
 /// The i-th preview sample key.
 pub fn preview_key(i: u32) -> String {
     format!("key-{i}")
