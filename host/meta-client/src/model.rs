@@ -195,16 +195,29 @@ pub struct StrategyInfo {
     pub size: u64,
     /// Raft log index of the upload.
     pub uploaded_at: u64,
+    /// When the leader took the upload (milliseconds since the Unix epoch,
+    /// its clock); absent for components uploaded before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_at_ms: Option<u64>,
 }
 
 /// One routing config in the history (`GET /v1/routing/history`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The epoch at which this config became active.
     pub epoch: u64,
     pub hash: String,
     pub config: String,
     pub replicas: u32,
+    /// When the leader proposed it (milliseconds since the Unix epoch, the
+    /// leader's clock); absent for entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+    /// Share of the admission sample (`meta.admission_sample_keys`) whose
+    /// primary owner changed with it; absent when nothing routed before
+    /// it, and for entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_share: Option<f64>,
 }
 
 /// Body of `POST /v1/preview`: a candidate routing; absent fields default to

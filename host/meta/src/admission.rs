@@ -140,7 +140,16 @@ impl AdmissionGate {
     /// the first node added runs the full admission). Waits up to
     /// `meta.write_timeout` for a place under
     /// `meta.max_concurrent_admissions`, then [`ApiError::Busy`].
-    pub async fn admit_routing(&self, input: RoutingInput, component: Arc<Vec<u8>>) -> Result<(), ApiError> {
+    ///
+    /// With `before` (the routing in force) and nodes on both sides, also
+    /// answers the share of the admission sample whose primary owner the
+    /// change moves (for the routing history).
+    pub async fn admit_routing(
+        &self,
+        input: RoutingInput,
+        component: Arc<Vec<u8>>,
+        before: Option<(RoutingInput, Arc<Vec<u8>>)>,
+    ) -> Result<Option<f64>, ApiError> {
         let permit = tokio::time::timeout(self.admission_wait, self.admissions.clone().acquire_owned())
             .await
             .map_err(|_| self.admissions_busy("routing change admission"))?
@@ -149,9 +158,22 @@ impl AdmissionGate {
         blocking(permit, move || {
             let strategy = gate.strategy(&input.hash, &component)?;
             if input.nodes.is_empty() {
-                return strategy.validate_config(&input.config).map_err(refused);
+                return strategy.validate_config(&input.config).map(|()| None).map_err(refused);
             }
-            shardgate_strategy::admit(&strategy, &input.config, &input.nodes, input.replicas, gate.sample_keys).map(|_| ()).map_err(refused)
+            let (after, _) =
+                shardgate_strategy::admit(&strategy, &input.config, &input.nodes, input.replicas, gate.sample_keys).map_err(refused)?;
+            let Some((before_input, before_bytes)) = before.filter(|(b, _)| !b.nodes.is_empty()) else {
+                return Ok(None);
+            };
+            // The routing in force was admitted when it was committed: a
+            // failure here says nothing about the change, so it only leaves
+            // the share out.
+            let before_router = gate.cache.router(&before_input).map(Ok).unwrap_or_else(|| {
+                let s = gate.strategy(&before_input.hash, &before_bytes)?;
+                gate.cache.configure(&s, &before_input).map_err(refused)
+            });
+            let sample = u32::try_from(gate.sample_keys).unwrap_or(u32::MAX);
+            Ok(before_router.and_then(|b| compare(Some(&b), &after, sample)).ok().map(|r| r.moved_share))
         })
         .await
     }

@@ -174,19 +174,33 @@ impl MemberContext {
             let component = after.as_ref().and_then(|a| next.strategies.get(&a.hash)).map(|s| s.component.clone());
             Ok((s.routing_input(), after, component))
         })?;
+        let mut moved_share = None;
         if before != after
             && let (Some(input), Some(component)) = (after, component)
-            && let Err(e) = self.gate.admit_routing(input, component).await
         {
-            if matches!(e, ApiError::Busy { .. }) {
-                self.metrics.limited("busy_admission");
-                return Err(e);
+            // The share that moves is noted for the history when the
+            // strategy, config or replicas change (what the history lists).
+            let routing_change = changes.iter().any(|c| matches!(c, Change::Activate { .. } | Change::Rollback { .. }));
+            let before = if routing_change {
+                before.and_then(|b| Some((b.clone(), self.sm.read(|s| s.strategies.get(&b.hash).map(|s| s.component.clone()))?)))
+            } else {
+                None
+            };
+            match self.gate.admit_routing(input, component, before).await {
+                Ok(share) => moved_share = share,
+                Err(e) => {
+                    if matches!(e, ApiError::Busy { .. }) {
+                        self.metrics.limited("busy_admission");
+                        return Err(e);
+                    }
+                    self.metrics.admission_refused.inc();
+                    info!(reason = %e, "admission refused a routing change");
+                    return Err(e);
+                }
             }
-            self.metrics.admission_refused.inc();
-            info!(reason = %e, "admission refused a routing change");
-            return Err(e);
         }
-        self.write(Command::Changes { changes }).await
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64);
+        self.write(Command::Changes { changes, at_ms, moved_share }).await
     }
 }
 
@@ -505,6 +519,7 @@ async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiE
         description: meta.description.clone(),
         size: bytes.len() as u64,
         uploaded_at: 0,
+        uploaded_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64),
     };
     let receipt = ctx.write(Command::PutStrategy { info: info.clone(), component: bytes }).await?;
     info.uploaded_at = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.uploaded_at)).unwrap_or(receipt.index);

@@ -177,8 +177,9 @@ mod tests {
         assert_eq!((list[0].id.as_str(), list[0].epoch, list[0].behind, list[0].converged), ("http://p1", 4, 1, false));
         assert_eq!(list[0].age_ms, 1000);
         assert_eq!((list[1].behind, list[1].converged, list[1].silent), (0, true, false));
-        // Three intervals (6 s) without a report: silent; past the TTL: gone.
-        assert!(reg.list(5, t0 + Duration::from_secs(7)).iter().all(|p| p.silent));
+        // Over three intervals (6 s) without a report: silent; past the TTL: gone.
+        assert!(!reg.list(5, t0 + Duration::from_secs(6)).iter().all(|p| p.silent));
+        assert!(reg.list(5, t0 + Duration::from_millis(7001)).iter().all(|p| p.silent));
         assert!(reg.list(5, t0 + PROXY_TTL + Duration::from_secs(1)).is_empty());
         assert!(reg.is_empty());
     }

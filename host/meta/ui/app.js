@@ -156,7 +156,8 @@
       el("span", {}, "last log ", el("b", { text: st.last_log_index ?? "–" })),
       el("span", {}, "committed ", el("b", { text: st.committed_index ?? "–" })),
       el("span", {}, "applied ", el("b", { text: st.applied_index ?? "–" })),
-      st.membership_change_pending ? el("span", { class: "badge warn", text: "membership change pending" }) : null,
+      st.membership_change_pending ? el("span", { class: "badge warn", text: "membership change pending" }) : "",
+      st.state !== "leader" ? el("span", { class: "muted", text: "(matched index, lag and last ack are known to the leader only)" }) : "",
     );
     fillBody("members", st.members.map((m) => el("tr", { "data-member": m.id },
       el("td", {}, String(m.id), m.id === st.leader ? el("span", { class: "badge ok", text: "leader" }) : null,
@@ -261,7 +262,7 @@
       el("td", { text: s.version }),
       el("td", { class: "mono", title: s.hash, text: shortHash(s.hash) }),
       el("td", { text: fmtBytes(s.size) }),
-      el("td", { text: `log index ${s.uploaded_at}` }),
+      el("td", { text: (s.uploaded_at_ms ? new Date(s.uploaded_at_ms).toLocaleString() + " · " : "") + `log index ${s.uploaded_at}` }),
       el("td", {}, el("button", { type: "button", text: "preview…", onclick: () => {
         S.candidateHash = s.hash;
         renderCandidateStrategies(true);
