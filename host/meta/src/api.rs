@@ -632,6 +632,14 @@ pub const MAX_LOOKUP_KEY_BYTES: usize = shardgate_api::limits::DEFAULT_MAX_KEY_S
 
 async fn lookup(State(ctx): Ctx, body: Bytes) -> Result<Json<LookupReport>, ApiError> {
     let req: LookupRequest = parse_json(&body)?;
+    // serde takes a struct from an array too: the candidate and its nodes
+    // must be JSON objects, as the top level must.
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(c) = v.get("candidate")
+        && (!c.is_object() || c.get("nodes").and_then(|n| n.as_array()).is_some_and(|n| n.iter().any(|n| !n.is_object())))
+    {
+        return Err(ApiError::BadRequest("malformed JSON body: candidate and its nodes must be JSON objects `{...}`".into()));
+    }
     if req.key.is_empty() {
         return Err(ApiError::BadRequest("key is empty".into()));
     }

@@ -420,6 +420,22 @@ async fn error_answers_are_the_documented_ones() {
         case(
             Method::POST,
             "/v1/lookup",
+            r#"{"key":"k","candidate":[null,null]}"#,
+            ("/v1/lookup", "post"),
+            StatusCode::BAD_REQUEST,
+            "JSON objects",
+        ),
+        case(
+            Method::POST,
+            "/v1/lookup",
+            r#"{"key":"k","candidate":{"nodes":[["a","http://h:1"]]}}"#,
+            ("/v1/lookup", "post"),
+            StatusCode::BAD_REQUEST,
+            "JSON objects",
+        ),
+        case(
+            Method::POST,
+            "/v1/lookup",
             json!({"key": "k".repeat(1025)}).to_string(),
             ("/v1/lookup", "post"),
             StatusCode::BAD_REQUEST,
