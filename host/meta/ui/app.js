@@ -4,7 +4,9 @@
 // in this tab's sessionStorage only). Live updates: the Raft event stream
 // (GET /v1/raft/watch) and the routing watch (GET /v1/watch), with polling
 // for what they do not carry (commit and applied indexes, proxies) and as a
-// fallback while a stream is down.
+// fallback while a stream is down. Reads are linearizable (forwarded to the
+// leader), so a list read right after a write of this page shows the write
+// even when the page came from a follower.
 "use strict";
 
 (function () {
@@ -240,7 +242,7 @@
 
   async function refreshRouting() {
     try {
-      onRouting(await api("GET", "/v1/routing?stale=true"));
+      onRouting(await api("GET", "/v1/routing"));
     } catch (e) {
       refused("cluster-msg", e);
     }
@@ -250,7 +252,7 @@
 
   async function refreshStrategies() {
     try {
-      S.strategies = await api("GET", "/v1/strategies?stale=true");
+      S.strategies = await api("GET", "/v1/strategies");
     } catch (e) {
       refused("strategies-msg", e);
       return;
@@ -401,7 +403,7 @@
 
   async function refreshHistory() {
     try {
-      S.history = await api("GET", "/v1/routing/history?stale=true");
+      S.history = await api("GET", "/v1/routing/history");
     } catch (e) {
       refused("history-msg", e);
       return;

@@ -16,6 +16,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -40,7 +41,10 @@ for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-
     options.add_argument(a)
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(args.chromedriver), options=options)
-wait = WebDriverWait(driver, args.timeout, poll_frequency=0.1)
+# The page re-renders its tables as data arrives: an element read a moment
+# ago may be gone; a wait tries again.
+wait = WebDriverWait(driver, args.timeout, poll_frequency=0.1,
+                     ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
 log = []  # every browser log entry seen, for the report
 
 
@@ -113,10 +117,12 @@ try:
 
     # 4. Strategies: upload through the file picker.
     view("strategies")
-    before = len(rows("strategies"))
+    until("the registry listed", lambda: len(rows("strategies")) >= 1)
+    if any(r.text.startswith(args.candidate + " ") for r in rows("strategies")):
+        raise AssertionError(f"{args.candidate} is listed before its upload")
     driver.find_element(By.ID, "upload-file").send_keys(os.path.abspath(args.component))
     until("the upload message", lambda: "stored as" in text("strategies-msg"))
-    until("the uploaded strategy listed", lambda: len(rows("strategies")) == before + 1)
+    until("the uploaded strategy listed", lambda: any(r.text.startswith(args.candidate + " ") for r in rows("strategies")))
     until("the active badge", lambda: any("active" in r.text for r in rows("strategies")))
     shot("strategies")
 
@@ -154,9 +160,9 @@ try:
     # 7. History: the activation is the routing in force.
     view("history")
     until("two history entries", lambda: len(rows("history")) >= 2)
-    top = rows("history")[0]
-    if top.get_attribute("data-epoch") != str(epoch) or args.candidate not in top.text:
-        raise AssertionError(f"history starts with {top.text!r}")
+    top = until("the history's first row", lambda: (rows("history")[0].get_attribute("data-epoch"), rows("history")[0].text))
+    if top[0] != str(epoch) or args.candidate not in top[1]:
+        raise AssertionError(f"history starts with {top!r}")
     shot("history")
 
     # 8. Key lookup: owners under the active routing and the candidate.
