@@ -373,6 +373,55 @@ impl MetaClient {
         decode("/v1/preview", &out)
     }
 
+    /// Owners of `req.key` under the active routing (and a candidate).
+    /// Changes nothing: safe to retry.
+    pub async fn lookup(&self, req: &LookupRequest) -> Result<LookupReport, ClientError> {
+        let bytes = serde_json::to_vec(req).map_err(|e| ClientError::Decode { addr: String::new(), reason: e.to_string() })?;
+        let out = self.call(Method::POST, "/v1/lookup", Some(Body { bytes: bytes.into(), content_type: "application/json" }), true).await?;
+        decode("/v1/lookup", &out)
+    }
+
+    /// The proxies that report to the first member that answers (every
+    /// proxy reports to every member it knows; see [`MetaClient::report_proxy`]).
+    pub async fn proxies(&self) -> Result<ProxyList, ClientError> {
+        let bytes = self.call(Method::GET, "/v1/proxies", None, true).await?;
+        decode("/v1/proxies", &bytes)
+    }
+
+    /// Send `report` to every member this client knows, at once (each
+    /// member keeps the proxies that report to it; nothing goes through
+    /// Raft). Answers each member's outcome; never retries.
+    pub async fn report_proxy(&self, report: &ProxyReport) -> Vec<(String, Result<(), ClientError>)> {
+        let bytes: Bytes = match serde_json::to_vec(report) {
+            Ok(b) => b.into(),
+            Err(e) => return vec![(String::new(), Err(ClientError::Decode { addr: String::new(), reason: e.to_string() }))],
+        };
+        let members = self.members();
+        let sends = members.iter().map(|addr| {
+            let mut rb = self
+                .http
+                .post(format!("{addr}/v1/proxies/report"))
+                .timeout(self.request_timeout)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(bytes.clone());
+            if let Some(auth) = &self.authorization {
+                rb = rb.header(http::header::AUTHORIZATION, auth.as_ref());
+            }
+            async move {
+                let outcome = match rb.send().await {
+                    Err(e) => Err(self.transport_error(addr, e)),
+                    Ok(resp) if resp.status().is_success() => Ok(()),
+                    Ok(resp) => {
+                        let status = resp.status();
+                        Err(api_error(status, &resp.bytes().await.unwrap_or_default()))
+                    }
+                };
+                (addr.clone(), outcome)
+            }
+        });
+        futures::future::join_all(sends).await
+    }
+
     /// Raft status of the first member that answers (each member reports its own view).
     pub async fn status(&self) -> Result<RaftStatus, ClientError> {
         let bytes = self.call(Method::GET, "/v1/raft/status", None, true).await?;

@@ -195,16 +195,29 @@ pub struct StrategyInfo {
     pub size: u64,
     /// Raft log index of the upload.
     pub uploaded_at: u64,
+    /// When the leader took the upload (milliseconds since the Unix epoch,
+    /// its clock); absent for components uploaded before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_at_ms: Option<u64>,
 }
 
 /// One routing config in the history (`GET /v1/routing/history`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The epoch at which this config became active.
     pub epoch: u64,
     pub hash: String,
     pub config: String,
     pub replicas: u32,
+    /// When the leader proposed it (milliseconds since the Unix epoch, the
+    /// leader's clock); absent for entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+    /// Share of the admission sample (`meta.admission_sample_keys`) whose
+    /// primary owner changed with it; absent when nothing routed before
+    /// it, and for entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_share: Option<f64>,
 }
 
 /// Body of `POST /v1/preview`: a candidate routing; absent fields default to
@@ -246,6 +259,100 @@ pub struct PreviewReport {
     /// Share of sampled keys whose owner set (all replicas) changes.
     pub replica_set_changed_share: f64,
     pub load: Vec<NodeLoad>,
+}
+
+/// Body of `POST /v1/lookup`: which nodes own `key` under the active
+/// routing and, when `candidate` is given, under that candidate (the same
+/// fields as a preview's, absent ones defaulting to the active routing;
+/// `sample` has no meaning here and is refused).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    /// The key as UTF-8 text (the key API's keys are bytes; the console and
+    /// `ctl` look up text keys).
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<PreviewRequest>,
+}
+
+/// Answer of `POST /v1/lookup`: owners as node ids in preference order
+/// (the first is the primary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookupReport {
+    pub key: String,
+    /// The routing epoch the active owners were computed at.
+    pub epoch: u64,
+    /// Owners under the active routing; `None` when no strategy is active
+    /// or no node is active.
+    pub active: Option<Vec<String>>,
+    /// Owners under the candidate, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Vec<String>>,
+}
+
+/// Body of `POST /v1/proxies/report`: a proxy telling a meta member which
+/// routing epoch it serves (sent to every member, on every swap and
+/// periodically).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyReport {
+    /// The proxy's identity: its advertised URL (`proxy.advertise`).
+    pub id: String,
+    /// The epoch serving requests.
+    pub epoch: u64,
+    /// The newest epoch meta has announced to the proxy (above `epoch`
+    /// while a swap is in progress or failing).
+    #[serde(default)]
+    pub meta_epoch: u64,
+    /// Milliseconds since the proxy's routing watch last heard from a meta
+    /// member with a leader.
+    #[serde(default)]
+    pub staleness_ms: u64,
+    /// The meta member whose watch the proxy follows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub following: Option<String>,
+    /// Why the newest announced epoch is not serving, if it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// How often the proxy reports (milliseconds); a proxy silent for three
+    /// intervals is shown as `silent`.
+    #[serde(default)]
+    pub interval_ms: u64,
+}
+
+/// One proxy in `GET /v1/proxies`: its last report to this member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyView {
+    /// The fields of its [`ProxyReport`].
+    pub id: String,
+    pub epoch: u64,
+    pub meta_epoch: u64,
+    pub staleness_ms: u64,
+    pub following: Option<String>,
+    pub last_error: Option<String>,
+    pub interval_ms: u64,
+    /// Milliseconds since this member received the report.
+    pub age_ms: u64,
+    /// Epochs the proxy serves behind this member's routing epoch (0 when
+    /// it is on it, or ahead of a lagging member).
+    pub behind: u64,
+    /// `true` when the proxy serves this member's routing epoch (or a newer one).
+    pub converged: bool,
+    /// `true` when no report came for three of the proxy's intervals.
+    pub silent: bool,
+}
+
+/// Answer of `GET /v1/proxies`: the proxies that report to this member
+/// (each proxy reports to every member; not replicated through Raft).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyList {
+    /// The member answering.
+    pub member: u64,
+    /// Its routing epoch, what `behind` and `converged` compare with.
+    pub epoch: u64,
+    /// A proxy silent for this long is forgotten.
+    pub ttl_ms: u64,
+    pub proxies: Vec<ProxyView>,
 }
 
 /// Body of `POST /v1/raft/learners`.

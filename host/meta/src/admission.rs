@@ -140,7 +140,16 @@ impl AdmissionGate {
     /// the first node added runs the full admission). Waits up to
     /// `meta.write_timeout` for a place under
     /// `meta.max_concurrent_admissions`, then [`ApiError::Busy`].
-    pub async fn admit_routing(&self, input: RoutingInput, component: Arc<Vec<u8>>) -> Result<(), ApiError> {
+    ///
+    /// With `before` (the routing in force) and nodes on both sides, also
+    /// answers the share of the admission sample whose primary owner the
+    /// change moves (for the routing history).
+    pub async fn admit_routing(
+        &self,
+        input: RoutingInput,
+        component: Arc<Vec<u8>>,
+        before: Option<(RoutingInput, Arc<Vec<u8>>)>,
+    ) -> Result<Option<f64>, ApiError> {
         let permit = tokio::time::timeout(self.admission_wait, self.admissions.clone().acquire_owned())
             .await
             .map_err(|_| self.admissions_busy("routing change admission"))?
@@ -149,9 +158,22 @@ impl AdmissionGate {
         blocking(permit, move || {
             let strategy = gate.strategy(&input.hash, &component)?;
             if input.nodes.is_empty() {
-                return strategy.validate_config(&input.config).map_err(refused);
+                return strategy.validate_config(&input.config).map(|()| None).map_err(refused);
             }
-            shardgate_strategy::admit(&strategy, &input.config, &input.nodes, input.replicas, gate.sample_keys).map(|_| ()).map_err(refused)
+            let (after, _) =
+                shardgate_strategy::admit(&strategy, &input.config, &input.nodes, input.replicas, gate.sample_keys).map_err(refused)?;
+            let Some((before_input, before_bytes)) = before.filter(|(b, _)| !b.nodes.is_empty()) else {
+                return Ok(None);
+            };
+            // The routing in force was admitted when it was committed: a
+            // failure here says nothing about the change, so it only leaves
+            // the share out.
+            let before_router = gate.cache.router(&before_input).map(Ok).unwrap_or_else(|| {
+                let s = gate.strategy(&before_input.hash, &before_bytes)?;
+                gate.cache.configure(&s, &before_input).map_err(refused)
+            });
+            let sample = u32::try_from(gate.sample_keys).unwrap_or(u32::MAX);
+            Ok(before_router.and_then(|b| compare(Some(&b), &after, sample)).ok().map(|r| r.moved_share))
         })
         .await
     }
@@ -189,6 +211,43 @@ impl AdmissionGate {
             }
             let after = router(&candidate.0, &candidate.1)?;
             compare(before.as_ref(), &after, sample)
+        })
+        .await
+    }
+}
+
+impl AdmissionGate {
+    /// The owners (node ids, preference order) of `key` under `current`
+    /// (when a routing is active) and `candidate` (when one is given):
+    /// what `POST /v1/lookup` answers. Shares the preview limit
+    /// (`meta.max_concurrent_previews`).
+    pub async fn lookup(
+        &self,
+        current: Option<(RoutingInput, Arc<Vec<u8>>)>,
+        candidate: Option<(RoutingInput, Arc<Vec<u8>>)>,
+        key: Vec<u8>,
+    ) -> Result<(Option<Vec<String>>, Option<Vec<String>>), ApiError> {
+        let permit = self.previews.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
+            what: "lookup",
+            limit_name: "meta.max_concurrent_previews",
+            limit: self.max_previews,
+        })?;
+        let gate = self.clone();
+        blocking(permit, move || {
+            let owners = |routing: &Option<(RoutingInput, Arc<Vec<u8>>)>| -> Result<Option<Vec<String>>, ApiError> {
+                let Some((input, bytes)) = routing else { return Ok(None) };
+                if input.nodes.is_empty() {
+                    return Ok(None);
+                }
+                let strategy = gate.strategy(&input.hash, bytes)?;
+                let router = match gate.cache.router(input) {
+                    Some(router) => router,
+                    None => gate.cache.configure(&strategy, input).map_err(refused)?,
+                };
+                let positions = router.route(&key).map_err(refused)?;
+                Ok(Some(positions.iter().filter_map(|&p| router.nodes().get(p as usize)).map(|n| n.id.clone()).collect()))
+            };
+            Ok((owners(&current)?, owners(&candidate)?))
         })
         .await
     }

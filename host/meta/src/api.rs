@@ -67,6 +67,8 @@ pub struct MemberContext {
     pub http: reqwest::Client,
     pub gate: AdmissionGate,
     pub metrics: MetaMetrics,
+    /// The proxies that report to this member ([`crate::proxies`]).
+    pub proxies: crate::proxies::ProxyRegistry,
     /// Turns `true` when the member shuts down; ends watch streams.
     pub stopping: watch::Receiver<bool>,
 }
@@ -172,19 +174,33 @@ impl MemberContext {
             let component = after.as_ref().and_then(|a| next.strategies.get(&a.hash)).map(|s| s.component.clone());
             Ok((s.routing_input(), after, component))
         })?;
+        let mut moved_share = None;
         if before != after
             && let (Some(input), Some(component)) = (after, component)
-            && let Err(e) = self.gate.admit_routing(input, component).await
         {
-            if matches!(e, ApiError::Busy { .. }) {
-                self.metrics.limited("busy_admission");
-                return Err(e);
+            // The share that moves is noted for the history when the
+            // strategy, config or replicas change (what the history lists).
+            let routing_change = changes.iter().any(|c| matches!(c, Change::Activate { .. } | Change::Rollback { .. }));
+            let before = if routing_change {
+                before.and_then(|b| Some((b.clone(), self.sm.read(|s| s.strategies.get(&b.hash).map(|s| s.component.clone()))?)))
+            } else {
+                None
+            };
+            match self.gate.admit_routing(input, component, before).await {
+                Ok(share) => moved_share = share,
+                Err(e) => {
+                    if matches!(e, ApiError::Busy { .. }) {
+                        self.metrics.limited("busy_admission");
+                        return Err(e);
+                    }
+                    self.metrics.admission_refused.inc();
+                    info!(reason = %e, "admission refused a routing change");
+                    return Err(e);
+                }
             }
-            self.metrics.admission_refused.inc();
-            info!(reason = %e, "admission refused a routing change");
-            return Err(e);
         }
-        self.write(Command::Changes { changes }).await
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64);
+        self.write(Command::Changes { changes, at_ms, moved_share }).await
     }
 }
 
@@ -325,7 +341,8 @@ pub fn router(ctx: Arc<MemberContext>) -> Router {
         .route("/v1/routing", get(get_routing).route_layer(leader.clone()))
         .route("/v1/routing/history", get(get_history).route_layer(leader.clone()))
         .route("/v1/routing/rollback", post(rollback).route_layer(leader.clone()))
-        .route("/v1/preview", post(preview).route_layer(leader));
+        .route("/v1/preview", post(preview).route_layer(leader.clone()))
+        .route("/v1/lookup", post(lookup).route_layer(leader));
     Router::new()
         .merge(leader_routes)
         .route("/v1/raft/status", get(status))
@@ -502,6 +519,7 @@ async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiE
         description: meta.description.clone(),
         size: bytes.len() as u64,
         uploaded_at: 0,
+        uploaded_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64),
     };
     let receipt = ctx.write(Command::PutStrategy { info: info.clone(), component: bytes }).await?;
     info.uploaded_at = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.uploaded_at)).unwrap_or(receipt.index);
@@ -532,73 +550,125 @@ async fn rollback(State(ctx): Ctx, body: Bytes) -> Result<Json<WriteReceipt>, Ap
     Ok(Json(ctx.commit_changes(vec![Change::Rollback { epoch: r.epoch }]).await?))
 }
 
+/// A strategy's input and component bytes.
+type Routed = (RoutingInput, Arc<Vec<u8>>);
+
+/// The active routing (if any) and the candidate `req` describes: absent
+/// fields default to the active routing, `req.nodes` replaces the node list.
+fn candidate(s: &MetaState, req: &PreviewRequest) -> Result<(Option<Routed>, Routed), ApiError> {
+    let current = s.routing_input().and_then(|input| {
+        let bytes = s.strategies.get(&input.hash)?.component.clone();
+        Some((input, bytes))
+    });
+    let hash = req
+        .hash
+        .clone()
+        .or_else(|| s.routing.as_ref().map(|r| r.hash.clone()))
+        .ok_or_else(|| ApiError::BadRequest("no strategy is active: name one with \"hash\"".into()))?;
+    let bytes = s.strategies.get(&hash).ok_or_else(|| Rejection::UnknownStrategy(hash.clone()))?.component.clone();
+    let same_strategy = s.routing.as_ref().is_some_and(|r| r.hash == hash);
+    let config = match (&req.config, &s.routing) {
+        (Some(c), _) => c.clone(),
+        (None, Some(r)) if same_strategy => r.config.clone(),
+        _ => String::new(),
+    };
+    let replicas = req.replicas.or(s.routing.as_ref().map(|r| r.replicas)).unwrap_or(1);
+    validate_replicas(replicas)?;
+    if let Some(c) = &req.config
+        && c.len() > MAX_CONFIG_BYTES
+    {
+        return Err(Rejection::Invalid(format!("strategy config is {} bytes; the limit is {MAX_CONFIG_BYTES}", c.len())).into());
+    }
+    // The candidate is the routing state activating (hash, config,
+    // replicas) would produce, seen through the same function as
+    // every proxy, with the node list replaced when one is given.
+    let mut candidate = s.routing_state(None);
+    candidate.strategy = Some(StrategyRef { hash: hash.clone(), name: String::new(), version: String::new() });
+    candidate.config = config;
+    candidate.replicas = replicas;
+    let mut input =
+        RoutingInput::from_state(&candidate).ok_or_else(|| ApiError::Internal("the candidate routing names no strategy".into()))?;
+    if let Some(list) = &req.nodes {
+        if list.len() > MAX_PREVIEW_NODES {
+            return Err(ApiError::BadRequest(format!(
+                "{} candidate nodes; a preview takes at most {MAX_PREVIEW_NODES} (MAX_PREVIEW_NODES)",
+                list.len()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for n in list {
+            crate::state::validate_node_id(&n.id)?;
+            validate_addr("addr", &n.addr)?;
+            validate_weight(n.weight)?;
+            validate_zone(&n.zone)?;
+            if !seen.insert(n.id.clone()) {
+                return Err(Rejection::DuplicateNode(n.id.clone()).into());
+            }
+        }
+        input.nodes =
+            list.iter().map(|n| shardgate_strategy::NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }).collect();
+    }
+    Ok((current, (input, bytes)))
+}
+
 async fn preview(State(ctx): Ctx, body: Bytes) -> Result<Json<PreviewReport>, ApiError> {
     let req: PreviewRequest = if body.is_empty() { PreviewRequest::default() } else { parse_json(&body)? };
     let sample = req.sample.unwrap_or(DEFAULT_PREVIEW_SAMPLE);
     if sample == 0 || sample > MAX_PREVIEW_SAMPLE {
         return Err(ApiError::BadRequest(format!("sample {sample} must be between 1 and {MAX_PREVIEW_SAMPLE} (MAX_PREVIEW_SAMPLE)")));
     }
-    let (current, candidate) = ctx.sm.read(|s: &MetaState| -> Result<_, ApiError> {
-        let current = s.routing_input().and_then(|input| {
-            let bytes = s.strategies.get(&input.hash)?.component.clone();
-            Some((input, bytes))
-        });
-        let hash = req
-            .hash
-            .clone()
-            .or_else(|| s.routing.as_ref().map(|r| r.hash.clone()))
-            .ok_or_else(|| ApiError::BadRequest("no strategy is active: name one with \"hash\"".into()))?;
-        let bytes = s.strategies.get(&hash).ok_or_else(|| Rejection::UnknownStrategy(hash.clone()))?.component.clone();
-        let same_strategy = s.routing.as_ref().is_some_and(|r| r.hash == hash);
-        let config = match (&req.config, &s.routing) {
-            (Some(c), _) => c.clone(),
-            (None, Some(r)) if same_strategy => r.config.clone(),
-            _ => String::new(),
-        };
-        let replicas = req.replicas.or(s.routing.as_ref().map(|r| r.replicas)).unwrap_or(1);
-        validate_replicas(replicas)?;
-        if let Some(c) = &req.config
-            && c.len() > MAX_CONFIG_BYTES
-        {
-            return Err(Rejection::Invalid(format!("strategy config is {} bytes; the limit is {MAX_CONFIG_BYTES}", c.len())).into());
-        }
-        // The candidate is the routing state activating (hash, config,
-        // replicas) would produce, seen through the same function as
-        // every proxy, with the node list replaced when one is given.
-        let mut candidate = s.routing_state(None);
-        candidate.strategy = Some(StrategyRef { hash: hash.clone(), name: String::new(), version: String::new() });
-        candidate.config = config;
-        candidate.replicas = replicas;
-        let mut input =
-            RoutingInput::from_state(&candidate).ok_or_else(|| ApiError::Internal("the candidate routing names no strategy".into()))?;
-        if let Some(list) = &req.nodes {
-            if list.len() > MAX_PREVIEW_NODES {
-                return Err(ApiError::BadRequest(format!(
-                    "{} candidate nodes; a preview takes at most {MAX_PREVIEW_NODES} (MAX_PREVIEW_NODES)",
-                    list.len()
-                )));
-            }
-            let mut seen = BTreeSet::new();
-            for n in list {
-                crate::state::validate_node_id(&n.id)?;
-                validate_addr("addr", &n.addr)?;
-                validate_weight(n.weight)?;
-                validate_zone(&n.zone)?;
-                if !seen.insert(n.id.clone()) {
-                    return Err(Rejection::DuplicateNode(n.id.clone()).into());
-                }
-            }
-            input.nodes =
-                list.iter().map(|n| shardgate_strategy::NodeSpec { id: n.id.clone(), weight: n.weight, zone: n.zone.clone() }).collect();
-        }
-        Ok((current, (input, bytes)))
-    })?;
+    let (current, candidate) = ctx.sm.read(|s: &MetaState| candidate(s, &req))?;
     let report = ctx.gate.preview(current, candidate, sample).await.inspect_err(|e| {
         if matches!(e, ApiError::Busy { .. }) {
             ctx.metrics.limited("busy_preview");
         }
     })?;
     Ok(Json(report))
+}
+
+/// Longest key `POST /v1/lookup` takes, in bytes: the key API's default
+/// `max_key_size`.
+pub const MAX_LOOKUP_KEY_BYTES: usize = shardgate_api::limits::DEFAULT_MAX_KEY_SIZE as usize;
+
+async fn lookup(State(ctx): Ctx, body: Bytes) -> Result<Json<LookupReport>, ApiError> {
+    let req: LookupRequest = parse_json(&body)?;
+    // serde takes a struct from an array too: the candidate and its nodes
+    // must be JSON objects, as the top level must.
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(c) = v.get("candidate")
+        && (!c.is_object() || c.get("nodes").and_then(|n| n.as_array()).is_some_and(|n| n.iter().any(|n| !n.is_object())))
+    {
+        return Err(ApiError::BadRequest("malformed JSON body: candidate and its nodes must be JSON objects `{...}`".into()));
+    }
+    if req.key.is_empty() {
+        return Err(ApiError::BadRequest("key is empty".into()));
+    }
+    if req.key.len() > MAX_LOOKUP_KEY_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "key is {} bytes; the limit is {MAX_LOOKUP_KEY_BYTES} (MAX_LOOKUP_KEY_BYTES, the key API's default max_key_size)",
+            req.key.len()
+        )));
+    }
+    if req.candidate.as_ref().is_some_and(|c| c.sample.is_some()) {
+        return Err(ApiError::BadRequest("candidate.sample has no meaning in a lookup: leave it out".into()));
+    }
+    let (epoch, current, candidate) = ctx.sm.read(|s: &MetaState| -> Result<_, ApiError> {
+        let current = s.routing_input().and_then(|input| {
+            let bytes = s.strategies.get(&input.hash)?.component.clone();
+            Some((input, bytes))
+        });
+        let candidate = match &req.candidate {
+            Some(c) => Some(candidate(s, c)?.1),
+            None => None,
+        };
+        Ok((s.epoch, current, candidate))
+    })?;
+    let (active, candidate) = ctx.gate.lookup(current, candidate, req.key.clone().into_bytes()).await.inspect_err(|e| {
+        if matches!(e, ApiError::Busy { .. }) {
+            ctx.metrics.limited("busy_preview");
+        }
+    })?;
+    Ok(Json(LookupReport { key: req.key, epoch, active, candidate }))
 }
 
 /// `GET /healthz`: 200 whenever the process serves requests.

@@ -3,11 +3,14 @@
 //! forwards to the leader) and demands `Authorization: Bearer <token>` on:
 //! - every write of the JSON API: POST/PATCH/DELETE under `/v1/` (node
 //!   changes, uploads, activation, rollback, Raft learners and members),
-//!   except `POST /v1/preview`, which only reads;
+//!   except `POST /v1/preview` and `POST /v1/lookup`, which only read, and
+//!   `POST /v1/proxies/report`, a proxy's soft-state report that changes
+//!   no cluster state ([`crate::proxies`]; proxies hold no admin token);
 //! - every Raft RPC (`/raft/*`): members send the token to each other
 //!   ([`crate::raft::PeerClient`]), so a stranger cannot vote or append.
 //!
-//! Reads (`GET`), `/v1/watch`, `/metrics` and `/openapi.json` stay open. A
+//! Reads (`GET`), `/v1/watch`, `/metrics`, `/openapi.json` and the console
+//! (`/ui`, whose writes send the token like any client) stay open. A
 //! missing token answers 401 (`WWW-Authenticate: Bearer`, kind
 //! `unauthorized`), another token 403 (kind `forbidden`); nothing is
 //! forwarded, proposed or applied for a refused request.
@@ -54,7 +57,7 @@ pub fn needs_admin(method: &Method, path: &str) -> bool {
         return true;
     }
     let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    path.starts_with("/v1/") && !read && path != "/v1/preview"
+    path.starts_with("/v1/") && !read && !matches!(path, "/v1/preview" | "/v1/lookup" | "/v1/proxies/report")
 }
 
 /// What [`require_admin`] needs: the token (none: everything is open) and
@@ -108,6 +111,10 @@ mod tests {
             (Method::GET, "/v1/watch"),
             (Method::GET, "/v1/raft/status"),
             (Method::POST, "/v1/preview"),
+            (Method::POST, "/v1/lookup"),
+            (Method::POST, "/v1/proxies/report"),
+            (Method::GET, "/v1/proxies"),
+            (Method::GET, "/ui"),
             (Method::GET, "/metrics"),
             (Method::GET, "/openapi.json"),
         ] {

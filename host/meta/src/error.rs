@@ -93,6 +93,10 @@ pub enum ApiError {
     /// The request body did not arrive within `meta.body_read_timeout`: 408.
     #[error("request body not received within meta.body_read_timeout ({})", humantime_serde::re::humantime::format_duration(*.0))]
     BodyTimeout(std::time::Duration),
+    /// A report from a new proxy while [`crate::proxies::MAX_PROXIES`]
+    /// live ones are kept: 503.
+    #[error("this member already keeps {limit} proxies (MAX_PROXIES); a new one is kept once a silent one expires")]
+    TooManyProxies { limit: usize },
     /// A request body over the limit of its endpoint (`limit_name`): 413.
     #[error("request body is over the limit of {limit} bytes ({limit_name})")]
     BodyTooLarge { limit: u64, limit_name: &'static str },
@@ -123,7 +127,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy { .. } | ApiError::TooManyProxies { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -156,6 +160,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
             ApiError::Busy { .. } => "busy",
+            ApiError::TooManyProxies { .. } => "too_many_proxies",
             ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::BodyTooLarge { .. } => "too_large",
         }

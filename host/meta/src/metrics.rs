@@ -45,6 +45,11 @@ pub struct MetaMetrics {
     /// `/v1/watch` streams refused (outcome `refused`) or ended (`closed`)
     /// because this member heard from no leader within the election timeout.
     pub watch_no_leader: Family<OutcomeLabel, Counter>,
+    /// Proxy reports received (`POST /v1/proxies/report`), by outcome:
+    /// kept, bad_request, too_many_proxies.
+    pub proxy_reports: Family<OutcomeLabel, Counter>,
+    /// Proxies this member keeps (reported within the TTL).
+    pub proxies: Gauge,
     term: Gauge,
     is_leader: Gauge,
     last_log_index: Gauge,
@@ -83,6 +88,10 @@ impl Default for MetaMetrics {
             "/v1/watch streams refused or ended because no leader was heard from within meta.election_timeout, by outcome",
             watch_no_leader.clone(),
         );
+        let proxy_reports = Family::<OutcomeLabel, Counter>::default();
+        registry.register("proxy_reports", "Proxy reports received, by outcome", proxy_reports.clone());
+        let proxies = Gauge::default();
+        registry.register("proxies", "Proxies kept (reported within the TTL)", proxies.clone());
         let term = Gauge::default();
         registry.register("raft_term", "Current Raft term", term.clone());
         let is_leader = Gauge::default();
@@ -105,6 +114,8 @@ impl Default for MetaMetrics {
             connections_open,
             connections_rejected,
             watch_no_leader,
+            proxy_reports,
+            proxies,
             term,
             is_leader,
             last_log_index,
@@ -117,6 +128,11 @@ impl Default for MetaMetrics {
 impl MetaMetrics {
     pub fn write(&self, outcome: &str) {
         self.writes.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+    }
+
+    /// Counts a proxy report by outcome.
+    pub fn proxy_report(&self, outcome: &str) {
+        self.proxy_reports.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
     }
 
     /// Counts a request refused by a limit (see [`MetaMetrics::limited`]).

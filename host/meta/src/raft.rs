@@ -347,6 +347,13 @@ async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     if let Err(reason) = raft_check::check_append(&req.vote, req.prev_log_id.as_ref(), &req.entries, req.leader_commit.as_ref()) {
         return refused(reason);
     }
+    let committed = {
+        use openraft::async_runtime::WatchReceiver;
+        raft.metrics().borrow_watched().local_committed.clone()
+    };
+    if let Err(reason) = raft_check::check_append_against_committed(committed.as_ref(), req.prev_log_id.as_ref(), &req.entries) {
+        return refused(reason);
+    }
     encode(&raft.append_entries(req).await)
 }
 

@@ -131,6 +131,32 @@ pub fn check_append(vote: &Vote, prev_log_id: Option<&LogId>, entries: &[Entry],
     Ok(())
 }
 
+/// What only the receiver can check of an AppendEntries: a leader holds
+/// every committed entry (Leader Completeness), so an entry or
+/// `prev_log_id` at an index this member has committed carries a log id no
+/// later than its committed one (openraft asserts this, and a debug build
+/// panics on a message that breaks it). `committed` is this member's
+/// committed log id as its metrics last reported it (never ahead of the
+/// core's).
+pub fn check_append_against_committed(committed: Option<&LogId>, prev_log_id: Option<&LogId>, entries: &[Entry]) -> Result<(), String> {
+    let Some(committed) = committed else { return Ok(()) };
+    for (what, id) in std::iter::once(("prev_log_id".to_string(), prev_log_id))
+        .chain(entries.iter().enumerate().map(|(i, e)| (format!("entries[{i}]"), Some(&e.log_id))))
+    {
+        if let Some(id) = id
+            && id.index <= committed.index
+            && (log_leader(id), id.index) > (log_leader(committed), committed.index)
+        {
+            return Err(format!(
+                "{what} {} is at or below this member's committed {} with a later leader: a leader holds every committed entry",
+                show(id),
+                show(committed)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A snapshot a leader could have sent: a committed vote, its last log id and membership are
 /// not beyond the sender's vote, the membership is not beyond the last log
 /// id, and the bytes are a state this member can install.
@@ -194,6 +220,20 @@ mod tests {
         assert!(err(check_append(&v, None, &[], Some(&log_id(9, 1, 0)))).contains("leader_commit"));
         assert!(err(check_append(&vote(u64::MAX, 1, true), None, &[], None)).contains("above"));
         assert!(err(check_append(&v, Some(&log_id(1, 1, u64::MAX)), &[], None)).contains("above"));
+    }
+
+    #[test]
+    fn appends_that_rewrite_committed_entries_are_refused() {
+        let committed = log_id(2, 1, 13);
+        let ok = |prev: Option<LogId>, entries: &[Entry]| check_append_against_committed(Some(&committed), prev.as_ref(), entries);
+        // The committed entries themselves, earlier leaders below, and
+        // anything past the committed index pass.
+        assert_eq!(ok(Some(log_id(2, 1, 12)), &[blank(2, 1, 13), blank(9, 1, 14)]), Ok(()));
+        assert_eq!(ok(None, &[blank(1, 1, 0), blank(2, 1, 1)]), Ok(()));
+        assert_eq!(check_append_against_committed(None, None, &[blank(9, 9, 0)]), Ok(()));
+        let e = ok(None, &[blank(751, 7, 0)]).unwrap_err();
+        assert!(e.contains("entries[0] T751-N7.0") && e.contains("committed T2-N1.13"), "{e}");
+        assert!(ok(Some(log_id(3, 1, 5)), &[]).unwrap_err().contains("prev_log_id"));
     }
 
     #[test]

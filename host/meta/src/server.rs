@@ -107,12 +107,15 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
         config: config.clone(),
         http,
         metrics: MetaMetrics::default(),
+        proxies: Default::default(),
         stopping: stopping.clone(),
     });
     let routes = api::router(ctx.clone())
         .merge(crate::watch::watch_routes(ctx.clone()))
         .merge(crate::membership::membership_routes(ctx.clone()))
         .merge(crate::raft_watch::raft_watch_routes(ctx.clone()))
+        .merge(crate::proxies::proxy_routes(ctx.clone()))
+        .merge(crate::console::console_routes())
         .merge(raft::raft_routes(raft.clone()))
         // Layers run bottom-up: the token check, then the body read (so a
         // refused client's body is never read).

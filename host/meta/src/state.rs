@@ -66,8 +66,17 @@ pub enum Rejection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
-    /// Nodes and routing changes, applied together or not at all.
-    Changes { changes: Vec<Change> },
+    /// Nodes and routing changes, applied together or not at all, and
+    /// what the leader noted when it proposed them: its clock and the share
+    /// of keys a routing change moves (both for the history; old entries
+    /// and old binaries leave them out).
+    Changes {
+        changes: Vec<Change>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moved_share: Option<f64>,
+    },
     /// Store a strategy component (admitted by the leader before proposing).
     PutStrategy {
         info: StrategyInfo,
@@ -76,10 +85,17 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// A batch of changes with nothing noted (tests, tools).
+    pub fn changes(changes: Vec<Change>) -> Self {
+        Command::Changes { changes, at_ms: None, moved_share: None }
+    }
+}
+
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Changes { changes } => {
+            Command::Changes { changes, .. } => {
                 f.write_str("changes[")?;
                 for (i, c) in changes.iter().enumerate() {
                     if i > 0 {
@@ -152,8 +168,12 @@ impl MetaState {
                     .or_insert_with(|| StoredStrategy { info: info.clone(), component: component.clone() });
                 Ok(self.epoch)
             }
-            Command::Changes { changes } => {
-                let next = self.simulate(index, changes)?;
+            Command::Changes { changes, at_ms, moved_share } => {
+                let mut next = self.simulate(index, changes)?;
+                if let Some(h) = next.history.last_mut().filter(|h| h.epoch == index) {
+                    h.at_ms = *at_ms;
+                    h.moved_share = *moved_share;
+                }
                 *self = next;
                 Ok(self.epoch)
             }
@@ -248,6 +268,8 @@ impl MetaState {
             hash: routing.hash.clone(),
             config: routing.config.clone(),
             replicas: routing.replicas,
+            at_ms: None,
+            moved_share: None,
         });
         if self.history.len() > HISTORY_LIMIT {
             let excess = self.history.len() - HISTORY_LIMIT;
@@ -404,8 +426,15 @@ mod tests {
 
     fn with_strategy() -> MetaState {
         let mut s = MetaState::default();
-        let info =
-            StrategyInfo { hash: "ab".into(), name: "x".into(), version: "1".into(), description: String::new(), size: 3, uploaded_at: 1 };
+        let info = StrategyInfo {
+            hash: "ab".into(),
+            name: "x".into(),
+            version: "1".into(),
+            description: String::new(),
+            size: 3,
+            uploaded_at: 1,
+            uploaded_at_ms: None,
+        };
         s.apply(1, &Command::PutStrategy { info, component: Arc::new(vec![1, 2, 3]) }).unwrap();
         s
     }
@@ -413,9 +442,9 @@ mod tests {
     #[test]
     fn a_batch_with_one_bad_change_changes_nothing() {
         let mut s = with_strategy();
-        s.apply(2, &Command::Changes { changes: vec![add("a", 1)] }).unwrap();
+        s.apply(2, &Command::changes(vec![add("a", 1)])).unwrap();
         let before = s.clone();
-        let err = s.apply(3, &Command::Changes { changes: vec![add("b", 2), Change::RemoveNode { id: "nope".into() }] }).unwrap_err();
+        let err = s.apply(3, &Command::changes(vec![add("b", 2), Change::RemoveNode { id: "nope".into() }])).unwrap_err();
         assert_eq!(err, Rejection::UnknownNode("nope".into()));
         assert_eq!(s, before);
     }
@@ -424,7 +453,7 @@ mod tests {
     fn epoch_is_the_index_of_the_last_routing_change_and_uploads_do_not_bump_it() {
         let mut s = with_strategy();
         assert_eq!(s.epoch, 0);
-        assert_eq!(s.apply(5, &Command::Changes { changes: vec![add("a", 1)] }).unwrap(), 5);
+        assert_eq!(s.apply(5, &Command::changes(vec![add("a", 1)])).unwrap(), 5);
         let again = with_strategy().strategies["ab"].clone();
         assert_eq!(s.apply(6, &Command::PutStrategy { info: again.info, component: again.component }).unwrap(), 5);
         assert_eq!(s.epoch, 5);
@@ -433,15 +462,11 @@ mod tests {
     #[test]
     fn nodes_keep_join_order_within_and_across_batches() {
         let mut s = MetaState::default();
-        s.apply(2, &Command::Changes { changes: vec![add("z", 1), add("a", 2)] }).unwrap();
-        s.apply(3, &Command::Changes { changes: vec![add("m", 3)] }).unwrap();
+        s.apply(2, &Command::changes(vec![add("z", 1), add("a", 2)])).unwrap();
+        s.apply(3, &Command::changes(vec![add("m", 3)])).unwrap();
         let order: Vec<_> = s.nodes_in_join_order().iter().map(|n| n.id.clone()).collect();
         assert_eq!(order, ["z", "a", "m"]);
-        s.apply(
-            4,
-            &Command::Changes { changes: vec![Change::UpdateNode { id: "a".into(), weight: None, state: Some(NodeState::Draining) }] },
-        )
-        .unwrap();
+        s.apply(4, &Command::changes(vec![Change::UpdateNode { id: "a".into(), weight: None, state: Some(NodeState::Draining) }])).unwrap();
         let active: Vec<_> = s.routing_state(None).active_nodes().map(|n| n.id.clone()).collect();
         assert_eq!(active, ["z", "m"]);
     }
@@ -449,7 +474,7 @@ mod tests {
     #[test]
     fn duplicate_ids_unknown_hashes_and_bad_fields_are_refused() {
         let mut s = with_strategy();
-        s.apply(2, &Command::Changes { changes: vec![add("a", 1)] }).unwrap();
+        s.apply(2, &Command::changes(vec![add("a", 1)])).unwrap();
         let cases: Vec<(Change, &str)> = vec![
             (add("a", 9), "already exists"),
             (add("b", 1), "already used"),
@@ -474,7 +499,7 @@ mod tests {
         ];
         for (change, needle) in cases {
             let before = s.clone();
-            let err = s.apply(3, &Command::Changes { changes: vec![change.clone()] }).unwrap_err();
+            let err = s.apply(3, &Command::changes(vec![change.clone()])).unwrap_err();
             assert!(err.to_string().contains(needle), "{change:?}: {err}");
             assert_eq!(s, before);
         }
@@ -501,11 +526,9 @@ mod tests {
     #[test]
     fn rollback_reactivates_an_earlier_config_at_a_new_epoch() {
         let mut s = with_strategy();
-        s.apply(2, &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: "a = 1".into(), replicas: 1 }] })
-            .unwrap();
-        s.apply(3, &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: "a = 2".into(), replicas: 2 }] })
-            .unwrap();
-        s.apply(4, &Command::Changes { changes: vec![Change::Rollback { epoch: 2 }] }).unwrap();
+        s.apply(2, &Command::changes(vec![Change::Activate { hash: "ab".into(), config: "a = 1".into(), replicas: 1 }])).unwrap();
+        s.apply(3, &Command::changes(vec![Change::Activate { hash: "ab".into(), config: "a = 2".into(), replicas: 2 }])).unwrap();
+        s.apply(4, &Command::changes(vec![Change::Rollback { epoch: 2 }])).unwrap();
         assert_eq!(s.routing, Some(ActiveRouting { hash: "ab".into(), config: "a = 1".into(), replicas: 1 }));
         assert_eq!(s.epoch, 4);
         assert_eq!(s.history.iter().map(|h| h.epoch).collect::<Vec<_>>(), [2, 3, 4]);
@@ -515,11 +538,7 @@ mod tests {
     fn history_is_capped() {
         let mut s = with_strategy();
         for i in 0..(HISTORY_LIMIT as u64 + 10) {
-            s.apply(
-                10 + i,
-                &Command::Changes { changes: vec![Change::Activate { hash: "ab".into(), config: String::new(), replicas: 1 }] },
-            )
-            .unwrap();
+            s.apply(10 + i, &Command::changes(vec![Change::Activate { hash: "ab".into(), config: String::new(), replicas: 1 }])).unwrap();
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         assert_eq!(s.history[0].epoch, 20);

@@ -365,17 +365,45 @@ async fn membership_and_routing_change_atomically_and_roll_back() {
     assert_eq!(routing.epoch, one.index);
     assert_eq!(routing.nodes.len(), 2);
     assert_eq!(routing.replicas, 2);
+    let history = client.history().await.unwrap();
+    // The leader noted when; nothing routed before, so no share moved.
+    let at_ms = history[0].at_ms.expect("the history notes when the leader proposed the change");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(at_ms <= now_ms && now_ms - at_ms < 600_000, "at_ms {at_ms}, now {now_ms}");
     assert_eq!(
-        client.history().await.unwrap(),
-        [HistoryEntry { epoch: one.index, hash: r.hash.clone(), config: String::new(), replicas: 2 }]
+        history,
+        [HistoryEntry {
+            epoch: one.index,
+            hash: r.hash.clone(),
+            config: String::new(),
+            replicas: 2,
+            at_ms: Some(at_ms),
+            moved_share: None
+        }]
     );
 
     // jump cannot weight nodes: admission refuses it while b weighs 2.
     let msg = expect_api(client.activate(&jump.hash, &Activation { config: String::new(), replicas: 1 }).await, 422, "admission");
     assert!(msg.contains("weight"), "{msg}");
     client.update_node("b", &NodeUpdate { weight: Some(1.0), state: None }).await.unwrap();
+    // The history notes the share the activation moved: what a preview
+    // over the admission sample predicts, exactly.
+    let sample = cluster.members[&1].config.admission_sample_keys as u32;
+    let predicted = client
+        .preview(&PreviewRequest {
+            hash: Some(jump.hash.clone()),
+            config: Some(String::new()),
+            replicas: Some(1),
+            nodes: None,
+            sample: Some(sample),
+        })
+        .await
+        .unwrap();
     let two = client.activate(&jump.hash, &Activation { config: String::new(), replicas: 1 }).await.unwrap();
     assert_eq!(client.routing().await.unwrap().strategy.unwrap().name, "jump");
+    let noted = client.history().await.unwrap().last().unwrap().clone();
+    assert_eq!((noted.epoch, noted.moved_share), (two.epoch, Some(predicted.moved_share)));
+    assert!(predicted.moved_share > 0.0);
     let back = client.rollback(one.index).await.unwrap();
     assert!(back.epoch > two.epoch);
     let routing = client.routing().await.unwrap();

@@ -26,6 +26,8 @@ const RAFT_SOURCE: &str = include_str!("../src/raft.rs");
 const WATCH_SOURCE: &str = include_str!("../src/watch.rs");
 const MEMBERSHIP_SOURCE: &str = include_str!("../src/membership.rs");
 const RAFT_WATCH_SOURCE: &str = include_str!("../src/raft_watch.rs");
+const PROXIES_SOURCE: &str = include_str!("../src/proxies.rs");
+const CONSOLE_SOURCE: &str = include_str!("../src/console.rs");
 
 /// Every route the member serves (`api::router` merged with
 /// `raft::raft_routes`), by hand: (axum path, methods). Kept in step with
@@ -42,6 +44,11 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/routing/history", &["GET"]),
     ("/v1/routing/rollback", &["POST"]),
     ("/v1/preview", &["POST"]),
+    ("/v1/lookup", &["POST"]),
+    ("/v1/proxies", &["GET"]),
+    ("/v1/proxies/report", &["POST"]),
+    ("/ui", &["GET"]),
+    ("/ui/{asset}", &["GET"]),
     ("/v1/raft/learners", &["POST"]),
     ("/v1/raft/members/{id}/promote", &["POST"]),
     ("/v1/raft/members/{id}", &["DELETE"]),
@@ -70,6 +77,8 @@ fn router_routes_are_exactly_the_documented_ones() {
     scanned.extend(routes_in_source(WATCH_SOURCE, "watch_routes", &[]));
     scanned.extend(routes_in_source(MEMBERSHIP_SOURCE, "membership_routes", &[]));
     scanned.extend(routes_in_source(RAFT_WATCH_SOURCE, "raft_watch_routes", &[]));
+    scanned.extend(routes_in_source(PROXIES_SOURCE, "proxy_routes", &[]));
+    scanned.extend(routes_in_source(CONSOLE_SOURCE, "console_routes", &[]));
     let kept: BTreeSet<(String, String)> =
         ROUTES.iter().flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string()))).collect();
     assert_eq!(
@@ -206,7 +215,7 @@ async fn every_documented_operation_answers_a_documented_status() {
     let order = ["PUT", "POST", "GET", "HEAD", "PATCH", "DELETE", "OPTIONS"];
     let mut operations: Vec<(String, String)> = documented_operations(&doc).into_iter().collect();
     operations.sort_by_key(|(path, method)| (order.iter().position(|m| m == method), path.clone()));
-    assert_eq!(operations.len(), 30);
+    assert_eq!(operations.len(), 35);
     let mut successes = 0;
     for (path, method) in &operations {
         let item = &doc["paths"][path];
@@ -407,6 +416,64 @@ async fn error_answers_are_the_documented_ones() {
         case(Method::GET, "/v1/watch?from_epoch=x", "", ("/v1/watch", "get"), StatusCode::BAD_REQUEST, "from_epoch"),
         case(Method::POST, "/raft/vote", "{}", ("/raft/vote", "post"), StatusCode::BAD_REQUEST, "malformed raft rpc body"),
         case(Method::POST, "/raft/append", three_mib, ("/raft/append", "post"), StatusCode::BAD_REQUEST, "malformed raft rpc body"),
+        case(Method::POST, "/v1/lookup", r#"{"key":""}"#, ("/v1/lookup", "post"), StatusCode::BAD_REQUEST, "key is empty"),
+        case(
+            Method::POST,
+            "/v1/lookup",
+            r#"{"key":"k","candidate":[null,null]}"#,
+            ("/v1/lookup", "post"),
+            StatusCode::BAD_REQUEST,
+            "JSON objects",
+        ),
+        case(
+            Method::POST,
+            "/v1/lookup",
+            r#"{"key":"k","candidate":{"nodes":[["a","http://h:1"]]}}"#,
+            ("/v1/lookup", "post"),
+            StatusCode::BAD_REQUEST,
+            "JSON objects",
+        ),
+        case(
+            Method::POST,
+            "/v1/lookup",
+            json!({"key": "k".repeat(1025)}).to_string(),
+            ("/v1/lookup", "post"),
+            StatusCode::BAD_REQUEST,
+            "MAX_LOOKUP_KEY_BYTES",
+        ),
+        case(
+            Method::POST,
+            "/v1/lookup",
+            r#"{"key":"k","candidate":{"sample":5}}"#,
+            ("/v1/lookup", "post"),
+            StatusCode::BAD_REQUEST,
+            "candidate.sample",
+        ),
+        case(
+            Method::POST,
+            "/v1/lookup",
+            json!({"key": "k", "candidate": {"hash": "0".repeat(64)}}).to_string(),
+            ("/v1/lookup", "post"),
+            StatusCode::NOT_FOUND,
+            "upload it first",
+        ),
+        case(
+            Method::POST,
+            "/v1/proxies/report",
+            json!({"id": "p".repeat(513), "epoch": 1}).to_string(),
+            ("/v1/proxies/report", "post"),
+            StatusCode::BAD_REQUEST,
+            "MAX_PROXY_ID_BYTES",
+        ),
+        case(
+            Method::POST,
+            "/v1/proxies/report",
+            r#"{"id":"p","epoch":1,"colour":2}"#,
+            ("/v1/proxies/report", "post"),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        case(Method::GET, "/ui/nope.js", "", ("/ui/{asset}", "get"), StatusCode::NOT_FOUND, "no console asset"),
     ];
     for c in cases {
         let reply = send(&http, c.method.clone(), &format!("{base}{}", c.path), &[], c.body).await;

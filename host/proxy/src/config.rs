@@ -212,6 +212,12 @@ pub struct ProxyConfig {
     /// default): writes go on by the last epoch however old it is.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub max_staleness: Option<Duration>,
+    /// The proxy's own URL (`http://host:port` or `https://host:port`), its
+    /// identity in the reports to meta (`GET /v1/proxies`, the console).
+    /// Unset (the default): the scheme and the address it listens on; set
+    /// it when that is an unspecified address (`0.0.0.0`) or not reachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -252,6 +258,7 @@ impl Default for ProxyConfig {
             rate_limit: None,
             tls: None,
             max_staleness: None,
+            advertise: None,
         }
     }
 }
@@ -277,6 +284,17 @@ impl ProxyConfig {
             });
             if !ok {
                 return Err(err(&format!("meta[{i}]"), format!("{m:?} is not http://host:port or https://host:port")));
+            }
+        }
+        if let Some(a) = &self.advertise {
+            let ok = a.len() <= 512
+                && a.parse::<http::Uri>().ok().is_some_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.host().is_some()
+                        && u.path_and_query().is_none_or(|p| p.as_str() == "/")
+                });
+            if !ok {
+                return Err(err("advertise", format!("{a:?} is not http://host:port or https://host:port (at most 512 bytes)")));
             }
         }
         if self.meta_ca.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {

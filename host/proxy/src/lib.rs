@@ -19,7 +19,7 @@
 //! Imports point one way, down this list (a module imports only modules
 //! listed after it; Rust would allow cycles, `tests/layers.rs` does not):
 //! [`server`] > [`keys`], [`batches`] > [`migration`] > [`replication`],
-//! [`node_batch`], [`status`] > [`context`] > [`auth`], [`rate_limit`] >
+//! [`node_batch`], [`status`], [`meta_report`] > [`context`] > [`auth`], [`rate_limit`] >
 //! [`error`] > [`routing`], [`upstream`] > [`nodes`] > [`h1`] >
 //! [`pipeline`] > [`wire`]; [`metrics`], [`tls`] and [`config`] at the
 //! bottom.
@@ -37,6 +37,7 @@ pub mod context;
 pub mod error;
 pub mod h1;
 pub mod keys;
+pub mod meta_report;
 pub mod metrics;
 pub mod migration;
 pub mod node_batch;

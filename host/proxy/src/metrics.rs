@@ -46,6 +46,8 @@ pub struct ProxyMetrics {
     pub epoch: Gauge,
     pub swaps: Counter,
     pub swap_failures: Counter,
+    /// Reports to a meta member (`POST /v1/proxies/report`) that failed.
+    pub meta_report_failures: Counter,
     pub migration_lookups: Counter,
     pub migration_hits: Counter,
     pub strategy_faults: Counter,
@@ -90,6 +92,8 @@ impl ProxyMetrics {
         registry.register("epoch", "Routing epoch serving requests", epoch.clone());
         let swaps = Counter::default();
         registry.register("swaps", "Routing states installed", swaps.clone());
+        let meta_report_failures = Counter::default();
+        registry.register("meta_report_failures", "Reports of the served epoch to a meta member that failed", meta_report_failures.clone());
         let swap_failures = Counter::default();
         registry.register(
             "swap_failures",
@@ -160,6 +164,7 @@ impl ProxyMetrics {
             epoch,
             swaps,
             swap_failures,
+            meta_report_failures,
             migration_lookups,
             migration_hits,
             strategy_faults,

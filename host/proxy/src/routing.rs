@@ -196,6 +196,8 @@ pub struct Routing {
     pub(crate) metrics: Arc<ProxyMetrics>,
     /// Woken on every install (for the detour builder).
     installed: tokio::sync::Notify,
+    /// Woken on every install (for the report to meta, [`crate::meta_report`]).
+    pub(crate) swapped: tokio::sync::Notify,
     /// What the meta watch follows (set when [`follow`] starts).
     following: std::sync::OnceLock<Arc<shardgate_meta_client::Following>>,
 }
@@ -236,6 +238,7 @@ impl Routing {
             board,
             metrics,
             installed: tokio::sync::Notify::new(),
+            swapped: tokio::sync::Notify::new(),
             following: std::sync::OnceLock::new(),
         }
     }
@@ -434,6 +437,7 @@ impl Routing {
             "routing epoch installed"
         );
         self.installed.notify_one();
+        self.swapped.notify_one();
         Ok(())
     }
 

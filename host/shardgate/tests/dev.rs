@@ -113,6 +113,26 @@ fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
     assert!(epoch > first_epoch);
     assert_eq!(epoch, meta_epoch());
 
+    // `ctl proxies`: the proxy reported the new epoch (it reports on every
+    // swap); `ctl lookup`: the owners the proxy routes the key to.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&ctl(&["proxies", "--json"])).unwrap();
+        let p = &v["proxies"][0];
+        if p["epoch"] == epoch && p["converged"] == true {
+            assert_eq!(p["id"], PROXY, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proxy never reported epoch {epoch}: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ctl(&["proxies"]).contains("converged"));
+    let lookup: serde_json::Value = serde_json::from_str(&ctl(&["lookup", "greeting", "--json"])).unwrap();
+    let owners: serde_json::Value = client().get(format!("{PROXY}/v1/owners/greeting")).send().unwrap().json().unwrap();
+    assert_eq!((&lookup["epoch"], &lookup["active"]), (&owners["epoch"], &owners["owners"]), "{lookup} {owners}");
+    let shown = ctl(&["lookup", "greeting", "--strategy", "rendezvous", "--replicas", "2"]);
+    assert!(shown.contains("greeting under epoch") && shown.contains("candidate: node-"), "{shown}");
+
     // Bad input: a file that is not a component is a one-line error.
     let tmp = tempfile::tempdir().unwrap();
     let junk = tmp.path().join("notes.wasm");

@@ -13,7 +13,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{Table, presets};
 use serde::Serialize;
 use shardgate_meta_client::MetaClient;
-use shardgate_meta_client::model::{Activation, HistoryEntry, NewNode, NodeState, NodeUpdate, PreviewRequest, StrategyInfo, WriteReceipt};
+use shardgate_meta_client::model::{
+    Activation, HistoryEntry, LookupRequest, NewNode, NodeState, NodeUpdate, PreviewRequest, StrategyInfo, WriteReceipt,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -56,6 +58,23 @@ enum CtlCommand {
     Members(MembersCommand),
     /// Leader, term, epoch, active strategy and each proxy's epoch.
     Status,
+    /// The proxies that report to meta: epoch served, epochs behind,
+    /// converged, staleness (`GET /v1/proxies`, what the console shows).
+    Proxies,
+    /// Which nodes own a key under the active routing (`POST /v1/lookup`),
+    /// and under a candidate strategy with --strategy.
+    Lookup {
+        key: String,
+        /// A candidate strategy (name or hash) to look the key up under too.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// The candidate's TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The candidate's replicas (default: the active routing's).
+        #[arg(long)]
+        replicas: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -312,6 +331,49 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
             }
         },
         CtlCommand::Status => status(&client, &args.proxy, json, args.timeout).await,
+        CtlCommand::Proxies => {
+            let list = client.proxies().await?;
+            emit(json, &list, || {
+                let mut t = table(&["proxy", "epoch", "behind", "state", "meta staleness", "last report", "follows"]);
+                for p in &list.proxies {
+                    let state = if p.silent {
+                        "silent".to_string()
+                    } else if p.converged {
+                        "converged".to_string()
+                    } else {
+                        format!("behind{}", p.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())
+                    };
+                    t.add_row(vec![
+                        p.id.clone(),
+                        p.epoch.to_string(),
+                        p.behind.to_string(),
+                        state,
+                        format!("{}ms", p.staleness_ms),
+                        format!("{}ms ago", p.age_ms),
+                        p.following.clone().unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                format!("member {} at epoch {}: {} proxies\n{t}", list.member, list.epoch, list.proxies.len())
+            })
+        }
+        CtlCommand::Lookup { key, strategy, config, replicas } => {
+            let candidate = match strategy {
+                Some(s) => {
+                    let s = resolve(&client, &s).await?;
+                    Some(PreviewRequest { hash: Some(s.hash), config: Some(read_config(&config)?), replicas, nodes: None, sample: None })
+                }
+                None => None,
+            };
+            let report = client.lookup(&LookupRequest { key, candidate }).await?;
+            emit(json, &report, || {
+                let show = |o: &Option<Vec<String>>| o.as_ref().map_or("none (no active strategy or node)".to_string(), |o| o.join(", "));
+                let mut text = format!("{} under epoch {}: {}", report.key, report.epoch, show(&report.active));
+                if report.candidate.is_some() {
+                    text.push_str(&format!("\ncandidate: {}", show(&report.candidate)));
+                }
+                text
+            })
+        }
     }
 }
 
@@ -427,12 +489,16 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
         StrategyCtl::History => {
             let history: Vec<HistoryEntry> = client.history().await?;
             emit(json, &history, || {
-                let mut t = table(&["epoch", "hash", "replicas", "config"]);
+                let mut t = table(&["epoch", "time", "hash", "replicas", "moved", "config"]);
                 for h in &history {
+                    let at =
+                        h.at_ms.map(|ms| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string());
                     t.add_row(vec![
                         h.epoch.to_string(),
+                        at.unwrap_or_else(|| "-".into()),
                         h.hash[..12.min(h.hash.len())].to_string(),
                         h.replicas.to_string(),
+                        h.moved_share.map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0)),
                         h.config.replace('\n', "; "),
                     ]);
                 }
