@@ -62,12 +62,13 @@ const HEAD: u8 = 2;
 const PUT: u8 = 4;
 const DELETE: u8 = 8;
 const POST: u8 = 16;
+const PATCH: u8 = 32;
 
 impl Methods {
     /// GET and HEAD (HEAD is answered as GET without a body, like a node).
     pub const READ: Methods = Methods { bits: GET | HEAD, allow: "GET,HEAD" };
     /// The key API on one key.
-    pub const KEY: Methods = Methods { bits: GET | HEAD | PUT | DELETE, allow: "GET,HEAD,PUT,DELETE" };
+    pub const KEY: Methods = Methods { bits: GET | HEAD | PUT | DELETE | PATCH, allow: "GET,HEAD,PUT,DELETE,PATCH" };
     pub const POST: Methods = Methods { bits: POST, allow: "POST" };
 
     #[inline]
@@ -78,6 +79,7 @@ impl Methods {
             Method::PUT => PUT,
             Method::DELETE => DELETE,
             Method::POST => POST,
+            Method::PATCH => PATCH,
             _ => 0,
         };
         self.bits & bit != 0
@@ -325,6 +327,7 @@ async fn serve(shared: &Shared, route: &Route, req: Request<Incoming>) -> (&'sta
             Method::HEAD => ("head", keys::get_key(shared, &epoch, req).await),
             Method::PUT => ("put", keys::put_key(shared, &epoch, req).await),
             Method::DELETE => ("delete", keys::delete_key(shared, &epoch, req).await),
+            Method::PATCH => ("patch", keys::patch_key(shared, &epoch, req).await),
             _ => ("other", Err(not_allowed(&method, route.methods).into())),
         };
         return (label, with_epoch(result.unwrap_or_else(IntoResponse::into_response), &epoch));
