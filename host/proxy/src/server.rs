@@ -184,7 +184,24 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
+    run_with_resp(listener, None, config, shutdown).await
+}
+
+/// [`run`], with the RESP front (`proxy.resp_listen`) on `resp` when the
+/// caller bound it (tests bind `127.0.0.1:0`); with `None` and
+/// `proxy.resp_listen` set, the proxy binds that address itself.
+pub async fn run_with_resp(
+    listener: TcpListener,
+    resp: Option<TcpListener>,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError> {
     config.validate()?;
+    let resp = match (resp, config.resp_listen) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => Some(TcpListener::bind(addr).await.map_err(ProxyError::Listener)?),
+        (None, None) => None,
+    };
     let node_token = config.resolve_node_token()?;
     let client_token = config.resolve_data_token()?.map(|t| ClientToken::new(&t));
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
@@ -255,7 +272,38 @@ pub async fn run(
     };
     let connections: Arc<dyn ConnectionMetrics> = shared.metrics.clone();
     let http = hyper::server::conn::http1::Builder::new();
-    shardgate_role::serve::serve(listener, serve_config, http, service_for, connections, shutdown).await;
+    let limit = shardgate_role::serve::connection_limit(shared.config.max_connections);
+    // Both fronts stop on the one shutdown signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let resp_task = resp.map(|resp| {
+        let addr = resp.local_addr().ok();
+        info!(addr = ?addr, "proxy RESP listening");
+        let for_resp = shared.clone();
+        let handle = move |io: Box<dyn shardgate_role::serve::Stream>, peer: SocketAddr, stopping| {
+            crate::resp::serve(for_resp.clone(), io, peer, stopping)
+        };
+        let refusal = crate::resp::refusal(shared.config.max_connections);
+        tokio::spawn(shardgate_role::serve::serve_streams(
+            resp,
+            ServeConfig { role: "proxy-resp", ..serve_config.clone() },
+            limit.clone(),
+            refusal,
+            handle,
+            connections.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    shardgate_role::serve::serve_with_limit(listener, serve_config, http, service_for, limit, connections, shutdown).await;
+    if let Some(task) = resp_task {
+        let _ = task.await;
+    }
     for task in background {
         task.abort();
     }
