@@ -48,6 +48,16 @@ pub enum ApiError {
     BodyTooLarge { limit_name: String, limit: usize },
     #[error("query parameter ttl: {reason}")]
     InvalidTtl { reason: String },
+    /// A known query parameter with a value it does not take, or a
+    /// combination that does not go together: 400.
+    #[error("query parameter {name}: {reason}")]
+    InvalidQuery { name: &'static str, reason: String },
+    /// `PATCH ?incr=` on a value that is not a decimal 64-bit integer: 409.
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    /// `PATCH ?incr=` whose result does not fit 64 bits: 409.
+    #[error("increment or decrement would overflow")]
+    IncrementOverflow,
     #[error("unknown query parameter {:?}; this endpoint accepts {accepted}", echo(name))]
     UnknownQueryParameter { name: String, accepted: &'static str },
     #[error("header {name}: {reason}")]
@@ -89,7 +99,9 @@ impl ApiError {
             | ApiError::InvalidTtl { .. }
             | ApiError::UnknownQueryParameter { .. }
             | ApiError::InvalidHeader { .. }
+            | ApiError::InvalidQuery { .. }
             | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotAnInteger | ApiError::IncrementOverflow => StatusCode::CONFLICT,
             ApiError::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::ValueTooLarge { .. } | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,

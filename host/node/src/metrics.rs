@@ -45,10 +45,12 @@ pub enum Endpoint {
     Delete,
     BatchGet,
     BatchPut,
+    Patch,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 6] = [Endpoint::Get, Endpoint::Head, Endpoint::Put, Endpoint::Delete, Endpoint::BatchGet, Endpoint::BatchPut];
+    const ALL: [Endpoint; 7] =
+        [Endpoint::Get, Endpoint::Head, Endpoint::Put, Endpoint::Delete, Endpoint::BatchGet, Endpoint::BatchPut, Endpoint::Patch];
 
     fn label(self) -> &'static str {
         match self {
@@ -58,6 +60,7 @@ impl Endpoint {
             Endpoint::Delete => "delete",
             Endpoint::BatchGet => "batch_get",
             Endpoint::BatchPut => "batch_put",
+            Endpoint::Patch => "patch",
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct NodeMetrics {
     pub misses: Counter,
     pub sets: Counter,
     pub deletes: Counter,
+    /// TTLs changed by `PATCH` (`EXPIRE`, `PERSIST`, `GETEX`).
+    pub touches: Counter,
     pub evictions: Counter,
     pub expirations: Counter,
     pub condition_failures: Counter,
@@ -85,7 +90,7 @@ pub struct NodeMetrics {
     bytes_used: Gauge,
     items: Gauge,
     memory_limit: Gauge,
-    latency: [Histogram; 6],
+    latency: [Histogram; 7],
 }
 
 impl Default for NodeMetrics {
@@ -106,6 +111,7 @@ impl NodeMetrics {
         let misses = m(&mut registry, "misses", "Reads that found no live value (per key in batches)");
         let sets = m(&mut registry, "sets", "Values stored");
         let deletes = m(&mut registry, "deletes", "Values deleted by request");
+        let touches = m(&mut registry, "touches", "TTLs changed by PATCH");
         let evictions = m(&mut registry, "evictions", "Entries evicted to stay within node.memory_limit");
         let expirations = m(&mut registry, "expirations", "Entries removed because their TTL passed");
         let condition_failures = m(&mut registry, "condition_failures", "Conditional writes refused (answered 412)");
@@ -139,6 +145,7 @@ impl NodeMetrics {
             misses,
             sets,
             deletes,
+            touches,
             evictions,
             expirations,
             condition_failures,

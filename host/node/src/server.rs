@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use hyper_util::service::TowerToHyperService;
 use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
 use tokio::net::TcpListener;
@@ -30,8 +30,8 @@ use crate::key::{KEY_PATH_PREFIX, decode_key_segment};
 use crate::limits::{Limits, MAX_CONTENT_TYPE_LEN};
 use crate::metrics::{Endpoint, NodeMetrics};
 use crate::registration::{NODE_ID_HEADER, Registration, RegistrationState};
-use crate::store::{Clock, DeleteResult, Store};
-use crate::ttl::{check_ttl_seconds, ttl_from_query};
+use crate::store::{Clock, DeleteResult, Expiry, IncrError, Item, Store};
+use crate::ttl::{PatchQuery, TTL_MS_HEADER, WriteTtl, check_ttl_seconds, delete_query, patch_query, write_query};
 use shardgate_api::ApiError;
 use shardgate_api::body::{check_transfer_encoding, content_length, read_body};
 
@@ -157,8 +157,8 @@ impl ConnectionMetrics for NodeState {
 
 fn router(state: Arc<NodeState>) -> Router {
     Router::new()
-        .route(KEY_PATH_PREFIX, get(empty_key).put(empty_key).delete(empty_key).fallback(not_allowed(KEY_METHODS)))
-        .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete).fallback(not_allowed(KEY_METHODS)))
+        .route(KEY_PATH_PREFIX, get(empty_key).put(empty_key).delete(empty_key).patch(empty_key).fallback(not_allowed(KEY_METHODS)))
+        .route("/v1/keys/{*key}", get(key_get).put(key_put).delete(key_delete).patch(key_patch).fallback(not_allowed(KEY_METHODS)))
         .route("/v1/batch/get", post(batch_get).fallback(not_allowed("POST")))
         .route("/v1/batch/put", post(batch_put).fallback(not_allowed("POST")))
         .route("/healthz", get(healthz).fallback(not_allowed(READ_METHODS)))
@@ -175,7 +175,7 @@ async fn empty_key() -> ApiError {
 }
 
 /// The `Allow` of a key path (the proxy's is the same).
-const KEY_METHODS: &str = "GET,HEAD,PUT,DELETE";
+const KEY_METHODS: &str = "GET,HEAD,PUT,DELETE,PATCH";
 /// The `Allow` of a read-only path (GET routes answer HEAD too).
 const READ_METHODS: &str = "GET,HEAD";
 
@@ -221,16 +221,24 @@ fn get_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response,
     if condition.not_modified(item.version()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
+    Ok(value_response(node, &item, StatusCode::OK))
+}
+
+/// An answer carrying `item`: its value, content type, version and the
+/// time it has left (`shardgate-ttl-ms`).
+fn value_response(node: &NodeState, item: &Item, status: StatusCode) -> Response {
     let content_type = match item.content_type() {
         [] => OCTET_STREAM,
         ct => HeaderValue::from_bytes(ct).unwrap_or(OCTET_STREAM),
     };
     let mut response = Response::new(Body::from(item.value_bytes()));
+    *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
-    h.insert(header::ETAG, etag);
+    h.insert(header::ETAG, format_etag(item.version()));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(item.value().len()));
-    Ok(response)
+    h.insert(TTL_MS_HEADER, HeaderValue::from(node.store.remaining(item).as_millis() as u64));
+    response
 }
 
 async fn key_put(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
@@ -240,7 +248,7 @@ async fn key_put(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMa
 
 async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let key = decode_key_segment(key_segment(uri), &node.limits)?;
-    let ttl = ttl_from_query(uri.query(), &node.limits)?;
+    let query = write_query(uri.query(), &node.limits)?;
     let condition = WriteCondition::from_headers(headers)?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => &[][..],
@@ -259,21 +267,31 @@ async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -
         return Err(ApiError::ValueTooLarge { size, limit, limit_name: node.limits.name("max_value_size") });
     }
     let value = read_body(body, limit, &node.limits, "max_value_size", node.body_read_timeout).await?;
-    let result = node.store.put(&key, content_type, &value, ttl, &condition);
-    Ok(match result {
-        PutResult::Created { version } => {
-            node.metrics.sets.inc();
-            (StatusCode::CREATED, [(header::ETAG, format_etag(version))]).into_response()
-        }
-        PutResult::Replaced { version } => {
-            node.metrics.sets.inc();
-            (StatusCode::NO_CONTENT, [(header::ETAG, format_etag(version))]).into_response()
-        }
+    let expiry = match query.ttl {
+        WriteTtl::After(ttl) => Expiry::After(ttl),
+        WriteTtl::Keep => Expiry::Keep { otherwise: node.limits.default_ttl },
+    };
+    let (result, old) = node.store.put_with(&key, content_type, &value, expiry, &condition);
+    let (status, version) = match result {
+        PutResult::Created { version } => (StatusCode::CREATED, version),
+        PutResult::Replaced { version } => (StatusCode::NO_CONTENT, version),
         PutResult::ConditionFailed => {
             node.metrics.condition_failures.inc();
             return Err(ApiError::PreconditionFailed(condition.failure_reason()));
         }
-    })
+    };
+    node.metrics.sets.inc();
+    if query.get
+        && let Some(old) = old
+    {
+        // `get=true` and a value was replaced: it is the answer (200), with
+        // the new version as the ETag.
+        let mut r = value_response(node, &old, StatusCode::OK);
+        r.headers_mut().insert(header::ETAG, format_etag(version));
+        r.headers_mut().remove(TTL_MS_HEADER);
+        return Ok(r);
+    }
+    Ok((status, [(header::ETAG, format_etag(version))]).into_response())
 }
 
 async fn key_delete(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap) -> Response {
@@ -283,23 +301,59 @@ async fn key_delete(State(node): State<Arc<NodeState>>, uri: Uri, headers: Heade
 
 fn delete_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
     let key = decode_key_segment(key_segment(uri), &node.limits)?;
-    if uri.query().is_some_and(|q| !q.is_empty()) {
-        return Err(ApiError::UnknownQueryParameter {
-            name: uri.query().unwrap_or_default().chars().take(64).collect(),
-            accepted: "nothing",
-        });
-    }
+    let get = delete_query(uri.query())?;
     let condition = WriteCondition::from_headers(headers)?;
-    match node.store.delete(&key, &condition) {
-        DeleteResult::Deleted => {
+    match node.store.delete_with(&key, &condition) {
+        (DeleteResult::Deleted, old) => {
             node.metrics.deletes.inc();
-            Ok(StatusCode::NO_CONTENT.into_response())
+            match old {
+                Some(old) if get => {
+                    let mut r = value_response(node, &old, StatusCode::OK);
+                    r.headers_mut().remove(TTL_MS_HEADER);
+                    Ok(r)
+                }
+                _ => Ok(StatusCode::NO_CONTENT.into_response()),
+            }
         }
-        DeleteResult::NotFound => Err(ApiError::NotFound),
-        DeleteResult::ConditionFailed => {
+        (DeleteResult::NotFound, _) => Err(ApiError::NotFound),
+        (DeleteResult::ConditionFailed, _) => {
             node.metrics.condition_failures.inc();
             Err(ApiError::PreconditionFailed(condition.failure_reason()))
         }
+    }
+}
+
+async fn key_patch(State(node): State<Arc<NodeState>>, uri: Uri) -> Response {
+    let _timer = node.metrics.start(Endpoint::Patch);
+    respond(patch_one(&node, &uri))
+}
+
+/// `PATCH /v1/keys/{key}`: a new TTL (`EXPIRE`, `PERSIST`, `GETEX`) or an
+/// atomic increment (`INCRBY`).
+fn patch_one(node: &NodeState, uri: &Uri) -> Result<Response, ApiError> {
+    let key = decode_key_segment(key_segment(uri), &node.limits)?;
+    match patch_query(uri.query(), &node.limits)? {
+        PatchQuery::Expire { ttl, get } => {
+            let Some(item) = node.store.touch(&key, ttl) else {
+                node.metrics.misses.inc();
+                return Err(ApiError::NotFound);
+            };
+            node.metrics.touches.inc();
+            if get {
+                return Ok(value_response(node, &item, StatusCode::OK));
+            }
+            let ttl_ms = HeaderValue::from(node.store.remaining(&item).as_millis() as u64);
+            Ok((StatusCode::NO_CONTENT, [(header::ETAG, format_etag(item.version())), (HeaderName::from_static(TTL_MS_HEADER), ttl_ms)])
+                .into_response())
+        }
+        PatchQuery::Incr(by) => match node.store.incr(&key, by, node.limits.default_ttl) {
+            Ok((_, item)) => {
+                node.metrics.sets.inc();
+                Ok(value_response(node, &item, StatusCode::OK))
+            }
+            Err(IncrError::NotAnInteger) => Err(ApiError::NotAnInteger),
+            Err(IncrError::Overflow) => Err(ApiError::IncrementOverflow),
+        },
     }
 }
 

@@ -186,6 +186,48 @@ impl Item {
     }
 }
 
+/// How long a written entry lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// This long from now.
+    After(Duration),
+    /// As long as the entry it replaces had left (`SET ... KEEPTTL`);
+    /// `otherwise` when there is none.
+    Keep { otherwise: Duration },
+}
+
+/// Why [`Store::incr`] changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IncrError {
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    #[error("increment or decrement would overflow")]
+    Overflow,
+}
+
+/// A stored value as a signed 64-bit integer, as Redis reads one: decimal,
+/// an optional `-`, no spaces, no `+`, no leading zeros.
+pub fn parse_integer(value: &[u8]) -> Option<i64> {
+    if value.is_empty() || value.len() > 20 {
+        return None;
+    }
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || (digits.len() > 1 && digits[0] == b'0') || value == b"-0" {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn expires_after(now_ms: u64, ttl: Duration) -> u64 {
+    now_ms.saturating_add((ttl.as_millis() as u64).max(1))
+}
+
+/// The whole seconds (at least 1) from `now_ms` to `expires_at`, as an
+/// item records its TTL.
+fn ttl_seconds_until(now_ms: u64, expires_at: u64) -> u32 {
+    expires_at.saturating_sub(now_ms).div_ceil(1000).clamp(1, u64::from(u32::MAX)) as u32
+}
+
 fn fill(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
     for (d, s) in dst.iter_mut().zip(src) {
         d.write(*s);
@@ -587,43 +629,107 @@ impl Store {
 
     /// Stores `value` under `key` if `condition` allows, with a new version.
     pub fn put(&self, key: &[u8], content_type: &[u8], value: &[u8], ttl: Duration, condition: &WriteCondition) -> PutResult {
+        self.put_with(key, content_type, value, Expiry::After(ttl), condition).0
+    }
+
+    /// [`Store::put`] with the expiry chosen by `expiry` (a TTL, or the
+    /// replaced entry's own remaining time); also answers the live entry it
+    /// replaced (or that refused the condition), for `SET ... GET`.
+    pub fn put_with(
+        &self,
+        key: &[u8],
+        content_type: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+        condition: &WriteCondition,
+    ) -> (PutResult, Option<Item>) {
         let shared = &*self.shared;
         let version = shared.next_version.fetch_add(1, Ordering::Relaxed);
-        let ttl_seconds = ttl.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
-        let now = shared.clock.now_ms();
-        let expires_at = now.saturating_add(u64::from(ttl_seconds) * 1000);
-        let item = Item::new(version, ttl_seconds, expires_at, key, content_type, value);
         let serial = shared.lock_key(key);
-        let current = shared.live(key, now).map(|item| item.version());
+        let now = shared.clock.now_ms();
+        let old = shared.live(key, now);
+        let current = old.as_ref().map(Item::version);
         if !condition.allows(current) {
-            return PutResult::ConditionFailed;
+            return (PutResult::ConditionFailed, old);
         }
+        let expires_at = match (expiry, &old) {
+            (Expiry::Keep { .. }, Some(old)) => old.u64_at(EXPIRES_AT),
+            (Expiry::After(ttl) | Expiry::Keep { otherwise: ttl }, _) => expires_after(now, ttl),
+        };
+        let item = Item::new(version, ttl_seconds_until(now, expires_at), expires_at, key, content_type, value);
         let mut removals = Removals { replaced_version: current, ..Removals::default() };
         shared.cache.insert_with_lifecycle(ItemKey(item.clone()), item, &mut removals);
         drop(serial);
         drop(removals);
-        match current {
+        let result = match current {
             Some(_) => PutResult::Replaced { version },
             None => PutResult::Created { version },
-        }
+        };
+        (result, old)
+    }
+
+    /// Time `item` has left to live (zero once expired).
+    pub fn remaining(&self, item: &Item) -> Duration {
+        Duration::from_millis(item.u64_at(EXPIRES_AT).saturating_sub(self.shared.clock.now_ms()))
     }
 
     /// Removes `key` if `condition` allows.
     pub fn delete(&self, key: &[u8], condition: &WriteCondition) -> DeleteResult {
+        self.delete_with(key, condition).0
+    }
+
+    /// [`Store::delete`], also answering the entry removed (for `GETDEL`).
+    pub fn delete_with(&self, key: &[u8], condition: &WriteCondition) -> (DeleteResult, Option<Item>) {
         let shared = &*self.shared;
         let _serial = shared.lock_key(key);
         let Some(current) = shared.live(key, shared.clock.now_ms()) else {
-            return DeleteResult::NotFound;
+            return (DeleteResult::NotFound, None);
         };
         let version = current.version();
         if !condition.allows(Some(version)) {
-            return DeleteResult::ConditionFailed;
+            return (DeleteResult::ConditionFailed, None);
         }
         match shared.cache.remove_if(&KeyQuery(key), |item| item.version() == version) {
-            Some(_) => DeleteResult::Deleted,
+            Some(_) => (DeleteResult::Deleted, Some(current)),
             // Evicted between the check and the removal.
-            None => DeleteResult::NotFound,
+            None => (DeleteResult::NotFound, None),
         }
+    }
+
+    /// Gives the live entry under `key` a new time to live (`EXPIRE`,
+    /// `PERSIST`, `GETEX`); value and version stay. `None`: no such entry.
+    pub fn touch(&self, key: &[u8], ttl: Duration) -> Option<Item> {
+        let shared = &*self.shared;
+        let _serial = shared.lock_key(key);
+        let now = shared.clock.now_ms();
+        let old = shared.live(key, now)?;
+        let expires_at = expires_after(now, ttl);
+        let item = Item::new(old.version(), ttl_seconds_until(now, expires_at), expires_at, key, old.content_type(), old.value());
+        let mut removals = Removals { replaced_version: Some(old.version()), ..Removals::default() };
+        shared.cache.insert_with_lifecycle(ItemKey(item.clone()), item.clone(), &mut removals);
+        Some(item)
+    }
+
+    /// Adds `by` to the decimal integer stored under `key`, atomically (the
+    /// key's write stripe is held from the read to the write): an absent
+    /// key counts as 0 and is created with `ttl`; an existing one keeps its
+    /// expiry and content type. Answers the new value and entry.
+    pub fn incr(&self, key: &[u8], by: i64, ttl: Duration) -> Result<(i64, Item), IncrError> {
+        let shared = &*self.shared;
+        let version = shared.next_version.fetch_add(1, Ordering::Relaxed);
+        let _serial = shared.lock_key(key);
+        let now = shared.clock.now_ms();
+        let old = shared.live(key, now);
+        let (current, expires_at, content_type) = match &old {
+            Some(old) => (parse_integer(old.value()).ok_or(IncrError::NotAnInteger)?, old.u64_at(EXPIRES_AT), old.content_type()),
+            None => (0, expires_after(now, ttl), &b""[..]),
+        };
+        let next = current.checked_add(by).ok_or(IncrError::Overflow)?;
+        let text = next.to_string();
+        let item = Item::new(version, ttl_seconds_until(now, expires_at), expires_at, key, content_type, text.as_bytes());
+        let mut removals = Removals { replaced_version: old.as_ref().map(Item::version), ..Removals::default() };
+        shared.cache.insert_with_lifecycle(ItemKey(item.clone()), item.clone(), &mut removals);
+        Ok((next, item))
     }
 
     /// Removes every expired entry now, in one full pass (the sweeper does

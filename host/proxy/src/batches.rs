@@ -58,8 +58,27 @@ async fn read_batch_body(shared: &Shared, req: Request<Incoming>) -> Result<Byte
 pub(crate) async fn batch_get(shared: &Shared, epoch: &RoutingEpoch, req: Request<Incoming>) -> Result<Response, RequestError> {
     let body = read_batch_body(shared, req).await?;
     let keys = batch::decode_get_request(body, &shared.limits).map_err(ApiError::from)?;
-    let n = keys.len();
     let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+    let results = get_many(shared, epoch, &refs).await?;
+    let mut encoder = GetResponseEncoder::new(results.len(), shared.limits.max_batch_size);
+    for r in &results {
+        match r {
+            GetResult::Hit { version, content_type, value } => {
+                encoder.push_hit(*version, content_type, value);
+            }
+            GetResult::Miss => encoder.push_miss(),
+            GetResult::Omitted => encoder.push_omitted(),
+        }
+    }
+    Ok(batch_response(encoder.finish()))
+}
+
+/// Reads many keys (checked already, at most `<role>.max_batch_keys`) the
+/// way every front end does: one batch per owner node in parallel, a
+/// failed node's keys retried on their next owner, misses looked up in the
+/// migration window. Results in the order of `refs`.
+pub(crate) async fn get_many(shared: &Shared, epoch: &RoutingEpoch, refs: &[&[u8]]) -> Result<Vec<GetResult>, RequestError> {
+    let n = refs.len();
     let positions = if n == 0 { Vec::new() } else { shared.routing.route_batch(epoch, &refs)? };
     let width = epoch.width();
     let mut candidates: Vec<Vec<Arc<NodeHandle>>> = Vec::with_capacity(n);
@@ -102,20 +121,10 @@ pub(crate) async fn batch_get(shared: &Shared, epoch: &RoutingEpoch, req: Reques
     if !chain.is_empty() {
         let missed: Vec<usize> = (0..n).filter(|&i| results[i] == GetResult::Miss).collect();
         if !missed.is_empty() {
-            migrate_batch(shared, epoch, &chain, &refs, &positions, &candidates, &missed, &mut results).await;
+            migrate_batch(shared, epoch, &chain, refs, &positions, &candidates, &missed, &mut results).await;
         }
     }
-    let mut encoder = GetResponseEncoder::new(n, shared.limits.max_batch_size);
-    for r in &results {
-        match r {
-            GetResult::Hit { version, content_type, value } => {
-                encoder.push_hit(*version, content_type, value);
-            }
-            GetResult::Miss => encoder.push_miss(),
-            GetResult::Omitted => encoder.push_omitted(),
-        }
-    }
-    Ok(batch_response(encoder.finish()))
+    Ok(results)
 }
 
 /// The (entry, owner index) pairs sent to one node.
@@ -142,9 +151,20 @@ pub(crate) async fn batch_put(shared: &Shared, epoch: &RoutingEpoch, req: Reques
             check_ttl_seconds(secs.into(), &shared.limits)?;
         }
     }
+    let out = put_many(shared, epoch, &items).await?;
+    Ok(batch_response(batch::encode_put_response(&out)))
+}
+
+/// Writes many entries (checked already) the way every front end does:
+/// conditional entries decided by their first healthy owner, then every
+/// entry written to its other owners, one batch per node in parallel;
+/// each entry needs `proxy.write_ack` acknowledgements (else the whole
+/// call fails naming the entry). Results in the order of `items`.
+pub(crate) async fn put_many(shared: &Shared, epoch: &RoutingEpoch, items: &[PutItem]) -> Result<Vec<PutResult>, RequestError> {
+    crate::replication::check_fresh(shared, epoch)?;
     let n = items.len();
     if n == 0 {
-        return Ok(batch_response(batch::encode_put_response(&[])));
+        return Ok(Vec::new());
     }
     let refs: Vec<&[u8]> = items.iter().map(|i| i.key.as_ref()).collect();
     let positions = shared.routing.route_batch(epoch, &refs)?;
@@ -243,5 +263,5 @@ pub(crate) async fn batch_put(shared: &Shared, epoch: &RoutingEpoch, req: Reques
         }
         out.push(acked[0]);
     }
-    Ok(batch_response(batch::encode_put_response(&out)))
+    Ok(out)
 }

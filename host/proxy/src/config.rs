@@ -193,6 +193,12 @@ pub struct ProxyConfig {
     /// Like `data_token`, read from this file when the proxy starts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_token_file: Option<PathBuf>,
+    /// Where the Redis protocol (RESP) front listens, when set (unset, the
+    /// default: no RESP listener). Its connections count against
+    /// `max_connections` with the HTTP ones; `tls`, `data_token` (`AUTH`)
+    /// and `rate_limit` (per command) apply to it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp_listen: Option<SocketAddr>,
     /// Client connections served at once; one more gets a 503 naming this
     /// limit and is closed.
     pub max_connections: u32,
@@ -254,6 +260,7 @@ impl Default for ProxyConfig {
             node_token_file: None,
             data_token: None,
             data_token_file: None,
+            resp_listen: None,
             max_connections: 1024,
             rate_limit: None,
             tls: None,
@@ -333,6 +340,12 @@ impl ProxyConfig {
         }
         if self.max_connections == 0 {
             return Err(err("max_connections", "must be at least 1"));
+        }
+        if let Some(resp) = self.resp_listen
+            && resp == self.listen
+            && resp.port() != 0
+        {
+            return Err(err("resp_listen", format!("{resp} is proxy.listen too; give the RESP front a port of its own")));
         }
         if let Some(limit) = &self.rate_limit {
             if limit.requests_per_second == 0 {

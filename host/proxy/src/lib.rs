@@ -14,11 +14,13 @@
 //! writes under the write-ack policy in [`replication`]; earlier owners in
 //! the [`migration`] window -> [`upstream`] (the forwarder; per-node batch
 //! legs in [`node_batch`]) over the pools of the [`nodes`] board -> nodes.
-//! What every request shares is in [`context`].
+//! What every request shares is in [`context`]. The Redis protocol front
+//! ([`resp`], `proxy.resp_listen`) enters beside [`server`] and calls the
+//! same [`keys`] and [`batches`] routing code.
 //!
 //! Imports point one way, down this list (a module imports only modules
 //! listed after it; Rust would allow cycles, `tests/layers.rs` does not):
-//! [`server`] > [`keys`], [`batches`] > [`migration`] > [`replication`],
+//! [`server`] > [`resp`] > [`keys`], [`batches`] > [`migration`] > [`replication`],
 //! [`node_batch`], [`status`], [`meta_report`] > [`context`] > [`auth`], [`rate_limit`] >
 //! [`error`] > [`routing`], [`upstream`] > [`nodes`] > [`h1`] >
 //! [`pipeline`] > [`wire`]; [`metrics`], [`tls`] and [`config`] at the
@@ -45,6 +47,7 @@ pub mod nodes;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod replication;
+pub mod resp;
 pub mod routing;
 pub mod server;
 pub mod status;
@@ -56,5 +59,5 @@ pub use config::{ConfigError, OwnerDownPolicy, ProxyConfig, RateLimit, TlsConfig
 pub use context::EPOCH_HEADER;
 pub use error::{ProxyError, RequestError};
 pub use keys::{OWNERS_PATH_PREFIX, Owners};
-pub use server::run;
+pub use server::{run, run_with_resp};
 pub use status::Status;

@@ -34,6 +34,13 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
+/// Label set of the RESP command metrics: the command's name, lower case
+/// (one of the commands the proxy serves, or `unknown`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: &'static str,
+}
+
 /// Every metric of one proxy instance.
 pub struct ProxyMetrics {
     registry: Registry,
@@ -66,6 +73,12 @@ pub struct ProxyMetrics {
     pub meta_staleness_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Writes refused because the routing may be stale (`proxy.max_staleness`).
     pub stale_writes_refused: Counter,
+    /// RESP commands served, by command.
+    pub resp_commands: Family<CommandLabels, Counter>,
+    /// RESP commands answered with an error, by command.
+    pub resp_errors: Family<CommandLabels, Counter>,
+    /// Time from a RESP command parsed to its reply ready, by command.
+    pub resp_seconds: Family<CommandLabels, Histogram>,
 }
 
 impl Default for ProxyMetrics {
@@ -150,7 +163,17 @@ impl ProxyMetrics {
             "Writes refused because the routing may be stale (proxy.max_staleness)",
             stale_writes_refused.clone(),
         );
+        let resp_commands = Family::<CommandLabels, Counter>::default();
+        registry.register("resp_commands", "RESP commands served, by command", resp_commands.clone());
+        let resp_errors = Family::<CommandLabels, Counter>::default();
+        registry.register("resp_errors", "RESP commands answered with an error, by command", resp_errors.clone());
+        let resp_seconds =
+            Family::<CommandLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_01, 2.0, 18)));
+        registry.register("resp_command_seconds", "Time from a RESP command parsed to its reply ready, by command", resp_seconds.clone());
         ProxyMetrics {
+            resp_commands,
+            resp_errors,
+            resp_seconds,
             meta_staleness_seconds,
             stale_writes_refused,
             pipelined_requests,

@@ -62,12 +62,13 @@ const HEAD: u8 = 2;
 const PUT: u8 = 4;
 const DELETE: u8 = 8;
 const POST: u8 = 16;
+const PATCH: u8 = 32;
 
 impl Methods {
     /// GET and HEAD (HEAD is answered as GET without a body, like a node).
     pub const READ: Methods = Methods { bits: GET | HEAD, allow: "GET,HEAD" };
     /// The key API on one key.
-    pub const KEY: Methods = Methods { bits: GET | HEAD | PUT | DELETE, allow: "GET,HEAD,PUT,DELETE" };
+    pub const KEY: Methods = Methods { bits: GET | HEAD | PUT | DELETE | PATCH, allow: "GET,HEAD,PUT,DELETE,PATCH" };
     pub const POST: Methods = Methods { bits: POST, allow: "POST" };
 
     #[inline]
@@ -78,6 +79,7 @@ impl Methods {
             Method::PUT => PUT,
             Method::DELETE => DELETE,
             Method::POST => POST,
+            Method::PATCH => PATCH,
             _ => 0,
         };
         self.bits & bit != 0
@@ -182,7 +184,24 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
+    run_with_resp(listener, None, config, shutdown).await
+}
+
+/// [`run`], with the RESP front (`proxy.resp_listen`) on `resp` when the
+/// caller bound it (tests bind `127.0.0.1:0`); with `None` and
+/// `proxy.resp_listen` set, the proxy binds that address itself.
+pub async fn run_with_resp(
+    listener: TcpListener,
+    resp: Option<TcpListener>,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError> {
     config.validate()?;
+    let resp = match (resp, config.resp_listen) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => Some(TcpListener::bind(addr).await.map_err(ProxyError::Listener)?),
+        (None, None) => None,
+    };
     let node_token = config.resolve_node_token()?;
     let client_token = config.resolve_data_token()?.map(|t| ClientToken::new(&t));
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
@@ -256,7 +275,38 @@ pub async fn run(
     };
     let connections: Arc<dyn ConnectionMetrics> = shared.metrics.clone();
     let http = hyper::server::conn::http1::Builder::new();
-    shardgate_role::serve::serve(listener, serve_config, http, service_for, connections, shutdown).await;
+    let limit = shardgate_role::serve::connection_limit(shared.config.max_connections);
+    // Both fronts stop on the one shutdown signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let resp_task = resp.map(|resp| {
+        let addr = resp.local_addr().ok();
+        info!(addr = ?addr, "proxy RESP listening");
+        let for_resp = shared.clone();
+        let handle = move |io: Box<dyn shardgate_role::serve::Stream>, peer: SocketAddr, stopping| {
+            crate::resp::serve(for_resp.clone(), io, peer, stopping)
+        };
+        let refusal = crate::resp::refusal(shared.config.max_connections);
+        tokio::spawn(shardgate_role::serve::serve_streams(
+            resp,
+            ServeConfig { role: "proxy-resp", ..serve_config.clone() },
+            limit.clone(),
+            refusal,
+            handle,
+            connections.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    shardgate_role::serve::serve_with_limit(listener, serve_config, http, service_for, limit, connections, shutdown).await;
+    if let Some(task) = resp_task {
+        let _ = task.await;
+    }
     for task in background {
         task.abort();
     }
@@ -328,6 +378,7 @@ async fn serve(shared: &Shared, route: &Route, req: Request<Incoming>) -> (&'sta
             Method::HEAD => ("head", keys::get_key(shared, &epoch, req).await),
             Method::PUT => ("put", keys::put_key(shared, &epoch, req).await),
             Method::DELETE => ("delete", keys::delete_key(shared, &epoch, req).await),
+            Method::PATCH => ("patch", keys::patch_key(shared, &epoch, req).await),
             _ => ("other", Err(not_allowed(&method, route.methods).into())),
         };
         return (label, with_epoch(result.unwrap_or_else(IntoResponse::into_response), &epoch));

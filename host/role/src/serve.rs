@@ -111,8 +111,38 @@ pub enum Drained {
 pub async fn serve<F, S, B>(
     listener: TcpListener,
     config: ServeConfig,
+    http: http1::Builder,
+    service_for: F,
+    metrics: Arc<dyn ConnectionMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Drained
+where
+    F: FnMut(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limit = connection_limit(config.max_connections);
+    serve_with_limit(listener, config, http, service_for, limit, metrics, shutdown).await
+}
+
+/// The cap on connections served at once: one per role, shared by every
+/// listener of it ([`serve_with_limit`], [`serve_streams`]).
+pub fn connection_limit(max_connections: u32) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max_connections as usize))
+}
+
+/// [`serve`] counting its connections against `connections`, a limit
+/// other listeners of the role share (from [`connection_limit`]).
+pub async fn serve_with_limit<F, S, B>(
+    listener: TcpListener,
+    config: ServeConfig,
     mut http: http1::Builder,
     mut service_for: F,
+    connections: Arc<Semaphore>,
     metrics: Arc<dyn ConnectionMetrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Drained
@@ -129,7 +159,6 @@ where
     let local = listener.local_addr().ok();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(config.max_connections as usize));
     // Flips to true at shutdown: handshakes still in progress are abandoned.
     let (stopping_tx, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -211,6 +240,108 @@ where
         }
         () = tokio::time::sleep(config.drain_timeout) => {
             warn!(role, addr = ?local, timeout = ?config.drain_timeout, "stopped with requests still in flight");
+            Drained::TimedOut
+        }
+    }
+}
+
+/// A client connection of [`serve_streams`]: plain TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// Serves a protocol other than HTTP (the proxy's RESP listener) through
+/// the same accept loop: the same connection cap (`connections`, shared
+/// with the role's HTTP listener), `TCP_NODELAY`, optional TLS handshake
+/// bounded by `header_read_timeout`, and the same drain on shutdown. A
+/// connection over the cap gets `refusal` written raw and is closed.
+/// `handle` serves one connection until it ends; its `stopping` receiver
+/// turns true at shutdown (stop taking new commands, answer what was read,
+/// return).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_streams<H, Fut>(
+    listener: TcpListener,
+    config: ServeConfig,
+    connections: Arc<Semaphore>,
+    refusal: Arc<[u8]>,
+    handle: H,
+    metrics: Arc<dyn ConnectionMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Drained
+where
+    H: Fn(Box<dyn Stream>, SocketAddr, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let role = config.role;
+    let local = listener.local_addr().ok();
+    let handle = Arc::new(handle);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
+                Err(error) => {
+                    warn!(role, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.rejected();
+            debug!(role, %peer, limit = config.max_connections, key = config.max_connections_key, "rejecting connection");
+            let refusal = refusal.clone();
+            tokio::spawn(async move {
+                let write = async {
+                    stream.write_all(&refusal).await?;
+                    stream.shutdown().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (handle, metrics, mut stopping) = (handle.clone(), metrics.clone(), stopping.clone());
+        let tls = config.tls.clone();
+        let handshake_timeout = config.header_read_timeout;
+        metrics.opened();
+        tokio::spawn(async move {
+            let io: Option<Box<dyn Stream>> = match tls {
+                None => Some(Box::new(stream)),
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(tls)) => Some(Box::new(tls) as Box<dyn Stream>),
+                            Ok(Err(error)) => {
+                                debug!(role, %peer, %error, "tls handshake failed");
+                                None
+                            }
+                            Err(_) => None,
+                        },
+                        _ = stopping.wait_for(|s| *s) => None,
+                    }
+                }
+            };
+            if let Some(io) = io {
+                handle(io, peer, stopping).await;
+            }
+            metrics.closed();
+            drop(permit);
+        });
+    }
+    let _ = stopping_tx.send(true);
+    drop(stopping);
+    drop(listener);
+    info!(role, addr = ?local, "shutting down; finishing in-flight commands");
+    // Every connection task holds a receiver: closed once all have ended.
+    match tokio::time::timeout(config.drain_timeout, stopping_tx.closed()).await {
+        Ok(()) => Drained::Finished,
+        Err(_) => {
+            warn!(role, addr = ?local, timeout = ?config.drain_timeout, "stopped with commands still in flight");
             Drained::TimedOut
         }
     }

@@ -31,6 +31,9 @@ pub struct DevArgs {
     /// The proxy's port (clients talk to it).
     #[arg(long, default_value_t = 7000)]
     proxy_port: u16,
+    /// The proxy's Redis protocol (RESP) port (`redis-cli -p 7379`).
+    #[arg(long, default_value_t = 7379)]
+    resp_port: u16,
     /// The meta member's port (`shardgate ctl` talks to it).
     #[arg(long, default_value_t = 7101)]
     meta_port: u16,
@@ -83,6 +86,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     let proxy_addr = at(args.proxy_port);
     let proxy_listener = bind("proxy", proxy_addr).await?;
+    let resp_addr = at(args.resp_port);
+    let resp_listener = bind("resp", resp_addr).await?;
 
     let mut roles = RoleSet::new();
     let meta_config = MetaConfig {
@@ -99,8 +104,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         node_addrs.push((id, addr));
         roles.spawn("node", shardgate_node::run(listener, config, roles.stopped()));
     }
-    let proxy_config = ProxyConfig { listen: proxy_addr, meta: vec![url(meta_addr)], ..ProxyConfig::default() };
-    roles.spawn("proxy", shardgate_proxy::run(proxy_listener, proxy_config, roles.stopped()));
+    let proxy_config =
+        ProxyConfig { listen: proxy_addr, resp_listen: Some(resp_addr), meta: vec![url(meta_addr)], ..ProxyConfig::default() };
+    roles.spawn("proxy", shardgate_proxy::run_with_resp(proxy_listener, Some(resp_listener), proxy_config, roles.stopped()));
 
     let meta = MetaClient::new(vec![url(meta_addr)]).with_retry_for(Duration::from_secs(30));
     let bootstrap = async {
@@ -130,6 +136,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let strategy = routing.strategy.as_ref().map(|s| format!("{} {}", s.name, s.version)).unwrap_or_default();
     println!("shardgate dev: a local cluster is running (routing epoch {epoch}, strategy {strategy})\n");
     println!("  proxy    {}        <- clients: the key API", url(proxy_addr));
+    println!("  resp     redis://{resp_addr}     <- Redis clients: redis-cli -h {} -p {}", resp_addr.ip(), resp_addr.port());
     println!("  meta     {}        <- shardgate ctl (SHARDGATE_META)", url(meta_addr));
     for (id, addr) in &node_addrs {
         println!("  {id:<8} {}", url(*addr));
