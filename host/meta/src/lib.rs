@@ -10,6 +10,10 @@
 //! entry ([`raft`], [`store`]) -> applied on every member -> `/v1/watch`
 //! ([`watch`]) pushes the new `RoutingState`.
 //!
+//! Beside it: proxies report the epoch they serve to every member
+//! ([`proxies`], soft state, not replicated), and every member serves the
+//! operator console at `/ui` ([`console`]), which uses the same API.
+//!
 //! Transport: plain HTTP, or TLS with `meta.tls` (crate `shardgate-tls`)
 //! for clients and members alike.
 //!

@@ -349,7 +349,7 @@ async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     }
     let committed = {
         use openraft::async_runtime::WatchReceiver;
-        raft.metrics().borrow_watched().local_committed.clone()
+        raft.metrics().borrow_watched().local_committed
     };
     if let Err(reason) = raft_check::check_append_against_committed(committed.as_ref(), req.prev_log_id.as_ref(), &req.entries) {
         return refused(reason);

@@ -9,7 +9,8 @@
 //! action without the token is refused and meta's refusal shown; a
 //! component uploads through the file picker; a preview chart renders; the
 //! activation shows the new epoch and the proxy converged on it; history
-//! and key lookup answer. This test then checks through the API that the
+//! and key lookup answer; a rollback, confirmed in the dialog, shows its
+//! epoch. This test then checks through the API that the
 //! refused action changed nothing and the activation happened. Screenshots
 //! of each view: `target/ui-screenshots/` (or `SHARDGATE_UI_SCREENSHOTS`).
 //!
@@ -140,15 +141,22 @@ async fn console_in_headless_chromium() {
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("drive.py printed no JSON line ({e}): {stdout}"));
 
-    // What the browser showed is what the cluster holds.
+    // What the browser showed is what the cluster holds: jump activated at
+    // `epoch` (its moved share noted), then rendezvous again by the rollback.
     let routing = admin.routing().await.unwrap();
-    assert_eq!(routing.strategy.as_ref().map(|s| s.name.as_str()), Some("jump"));
-    assert_eq!(report["epoch"].as_u64(), Some(routing.epoch), "{report}");
+    assert_eq!(routing.strategy.as_ref().map(|s| s.name.as_str()), Some("rendezvous"));
+    assert_eq!(report["rollback_epoch"].as_u64(), Some(routing.epoch), "{report}");
+    let history = admin.history().await.unwrap();
+    let activated = history.iter().find(|h| Some(h.epoch) == report["epoch"].as_u64()).unwrap();
+    let jump = admin.strategies().await.unwrap().into_iter().find(|s| s.name == "jump").unwrap();
+    assert_eq!(activated.hash, jump.hash);
+    let shown = format!("{:.1}%", activated.moved_share.unwrap() * 100.0);
+    assert_eq!(report["moved"].as_str(), Some(shown.as_str()), "{report}");
     let refused = report["refused_node"].as_str().unwrap();
     let node = routing.nodes.iter().find(|n| n.id == refused).unwrap();
     assert_eq!(node.state, NodeState::Active, "the refused drain changed {refused}");
     cluster.wait_for_epoch(routing.epoch, Duration::from_secs(30)).await.unwrap();
-    for shot in ["cluster", "cluster-refused", "strategies", "preview", "proxies", "history", "lookup"] {
+    for shot in ["cluster", "cluster-refused", "strategies", "preview", "proxies", "history", "lookup", "history-rollback"] {
         assert!(out.join(format!("{shot}.png")).is_file(), "no screenshot {shot}.png in {}", out.display());
     }
     eprintln!("screenshots of each view: {}", out.display());

@@ -233,6 +233,7 @@
     renderNodes();
     renderSummary();
     if (changed) {
+      refreshStatus();
       renderCandidateNodes();
       refreshStrategies();
       refreshHistory();

@@ -459,6 +459,11 @@ mod tests {
         assert_eq!(ProxyConfig::default().rate_limit, None);
         let c = parse("meta = [\"https://m1:7101\", \"http://m2:7101\"]\nmeta_ca = \"/etc/shardgate/ca.pem\"\n").unwrap();
         assert_eq!(c.meta_ca.as_deref(), Some(std::path::Path::new("/etc/shardgate/ca.pem")));
+        assert_eq!(ProxyConfig::default().advertise, None);
+        assert_eq!(
+            parse("advertise = \"https://proxy-1.example:7000\"\n").unwrap().advertise.as_deref(),
+            Some("https://proxy-1.example:7000")
+        );
     }
 
     #[test]
@@ -470,6 +475,8 @@ mod tests {
             ("meta = [\"127.0.0.1:1\"]", "proxy.meta[0]"),
             ("meta = [\"ftp://a:1\"]", "proxy.meta[0]: \"ftp://a:1\" is not http://host:port or https://host:port"),
             ("meta_ca = \"\"", "proxy.meta_ca: must be the path"),
+            ("advertise = \"10.0.0.7:7000\"", "proxy.advertise: \"10.0.0.7:7000\" is not http://host:port"),
+            ("advertise = \"http://p:7000/x\"", "proxy.advertise"),
             ("request_timeout = \"0s\"", "proxy.request_timeout"),
             ("eject_after_failures = 0", "proxy.eject_after_failures"),
             ("probe_backoff_max = \"1ms\"", "proxy.probe_backoff_max"),

@@ -134,6 +134,7 @@ const PROXY_KEYS: &[&str] = &[
     "max_ttl",
     "max_batch_size",
     "max_staleness",
+    "advertise",
     "nodes",
 ];
 

@@ -175,10 +175,28 @@ try:
         raise AssertionError(f"lookup shows {text('lookup-result')!r}")
     shot("lookup")
 
+    # 9. Roll back to the first routing, confirming the dialog.
+    view("history")
+    moved = until("the activation's moved share", lambda: rows("history")[0].find_elements(By.TAG_NAME, "td")[5].text)
+    if not moved.endswith("%"):
+        raise AssertionError(f"moved share shown as {moved!r}")
+    until("a rollback button", lambda: rows("history")[1].find_element(By.TAG_NAME, "button")).click()
+    alert = wait.until(lambda d: d.switch_to.alert)
+    if "Roll back to the routing of epoch" not in alert.text:
+        raise AssertionError(f"confirmation reads {alert.text!r}")
+    alert.accept()
+    until("the rollback receipt", lambda: "rolled back" in text("history-msg"))
+    rollback_epoch = int(text("history-msg").rsplit("now epoch ", 1)[1].split()[0])
+    until(f"epoch {rollback_epoch} in the header",
+          lambda: driver.find_element(By.ID, "summary").get_attribute("data-epoch") == str(rollback_epoch))
+    until("the rollback in the history", lambda: rows("history")[0].get_attribute("data-epoch") == str(rollback_epoch))
+    shot("history-rollback")
+
     view("cluster")
     shot("cluster-after")
     expect_no_errors("after the token")
-    print(json.dumps({"epoch": epoch, "refused_node": node_id, "log_entries": len(log)}))
+    print(json.dumps({"epoch": epoch, "rollback_epoch": rollback_epoch, "moved": moved, "refused_node": node_id,
+                      "log_entries": len(log)}))
 except Exception:
     try:
         shot("failure")
