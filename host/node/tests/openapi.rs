@@ -30,8 +30,8 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// step with the source by
 /// `router_routes_are_exactly_the_documented_ones`.
 const ROUTES: &[(&str, &[&str])] = &[
-    ("/v1/keys/", &["GET", "PUT", "DELETE"]),
-    ("/v1/keys/{*key}", &["GET", "PUT", "DELETE"]),
+    ("/v1/keys/", &["GET", "PUT", "DELETE", "PATCH"]),
+    ("/v1/keys/{*key}", &["GET", "PUT", "DELETE", "PATCH"]),
     ("/v1/batch/get", &["POST"]),
     ("/v1/batch/put", &["POST"]),
     ("/healthz", &["GET"]),
