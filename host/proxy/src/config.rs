@@ -441,6 +441,8 @@ mod tests {
         assert_eq!(ProxyConfig::default().rate_limit, None);
         let c = parse("meta = [\"https://m1:7101\", \"http://m2:7101\"]\nmeta_ca = \"/etc/shardgate/ca.pem\"\n").unwrap();
         assert_eq!(c.meta_ca.as_deref(), Some(std::path::Path::new("/etc/shardgate/ca.pem")));
+        assert_eq!(ProxyConfig::default().resp_listen, None);
+        assert_eq!(parse("resp_listen = \"127.0.0.1:7379\"\n").unwrap().resp_listen, Some(SocketAddr::from(([127, 0, 0, 1], 7379))));
     }
 
     #[test]
@@ -464,6 +466,8 @@ mod tests {
             ("rate_limit = { requests_per_second = 5, burst = 5, per = 1 }", "per"),
             ("tls = { cert = \"\", key = \"k.pem\" }", "proxy.tls.cert"),
             ("tls = { cert = \"c.pem\" }", "key"),
+            ("resp_listen = \"127.0.0.1:7000\"", "proxy.resp_listen: 127.0.0.1:7000 is proxy.listen too"),
+            ("resp_listen = \"localhost\"", "resp_listen"),
         ];
         for (line, needle) in cases {
             let e = parse(&format!("{line}\n")).unwrap_err();
