@@ -30,8 +30,8 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// step with the source by
 /// `router_routes_are_exactly_the_documented_ones`.
 const ROUTES: &[(&str, &[&str])] = &[
-    ("/v1/keys/", &["GET", "PUT", "DELETE"]),
-    ("/v1/keys/{*key}", &["GET", "PUT", "DELETE"]),
+    ("/v1/keys/", &["GET", "PUT", "DELETE", "PATCH"]),
+    ("/v1/keys/{*key}", &["GET", "PUT", "DELETE", "PATCH"]),
     ("/v1/batch/get", &["POST"]),
     ("/v1/batch/put", &["POST"]),
     ("/healthz", &["GET"]),
@@ -281,7 +281,7 @@ async fn error_answers_are_the_documented_ones() {
         case(Method::DELETE, format!("/v1/keys/{long_key}"), (key_op, "delete"), StatusCode::URI_TOO_LONG, Some("node.max_key_size")),
         case(Method::PUT, "/v1/keys/a?ttl=0", (key_op, "put"), StatusCode::BAD_REQUEST, Some("node.max_ttl")),
         case(Method::PUT, "/v1/keys/a?tll=5", (key_op, "put"), StatusCode::BAD_REQUEST, Some("accepts ttl")),
-        case(Method::DELETE, "/v1/keys/present?x=1", (key_op, "delete"), StatusCode::BAD_REQUEST, Some("accepts nothing")),
+        case(Method::DELETE, "/v1/keys/present?x=1", (key_op, "delete"), StatusCode::BAD_REQUEST, Some("this endpoint accepts get")),
         case(Method::DELETE, "/v1/keys/absent", (key_op, "delete"), StatusCode::NOT_FOUND, Some("key not found")),
         case(Method::GET, "/v1/keys/", ("/v1/keys/", "get"), StatusCode::BAD_REQUEST, Some("key must not be empty")),
         case(Method::PUT, "/v1/keys/", ("/v1/keys/", "put"), StatusCode::BAD_REQUEST, Some("key must not be empty")),

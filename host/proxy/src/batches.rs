@@ -79,7 +79,7 @@ pub(crate) async fn batch_get(shared: &Shared, epoch: &RoutingEpoch, req: Reques
 /// migration window. Results in the order of `refs`.
 pub(crate) async fn get_many(shared: &Shared, epoch: &RoutingEpoch, refs: &[&[u8]]) -> Result<Vec<GetResult>, RequestError> {
     let n = refs.len();
-    let positions = if n == 0 { Vec::new() } else { shared.routing.route_batch(epoch, &refs)? };
+    let positions = if n == 0 { Vec::new() } else { shared.routing.route_batch(epoch, refs)? };
     let width = epoch.width();
     let mut candidates: Vec<Vec<Arc<NodeHandle>>> = Vec::with_capacity(n);
     for (i, key) in refs.iter().enumerate() {

@@ -464,6 +464,9 @@ mod tests {
             parse("advertise = \"https://proxy-1.example:7000\"\n").unwrap().advertise.as_deref(),
             Some("https://proxy-1.example:7000")
         );
+
+        assert_eq!(ProxyConfig::default().resp_listen, None);
+        assert_eq!(parse("resp_listen = \"127.0.0.1:7379\"\n").unwrap().resp_listen, Some(SocketAddr::from(([127, 0, 0, 1], 7379))));
     }
 
     #[test]
@@ -489,6 +492,8 @@ mod tests {
             ("rate_limit = { requests_per_second = 5, burst = 5, per = 1 }", "per"),
             ("tls = { cert = \"\", key = \"k.pem\" }", "proxy.tls.cert"),
             ("tls = { cert = \"c.pem\" }", "key"),
+            ("resp_listen = \"127.0.0.1:7000\"", "proxy.resp_listen: 127.0.0.1:7000 is proxy.listen too"),
+            ("resp_listen = \"localhost\"", "resp_listen"),
         ];
         for (line, needle) in cases {
             let e = parse(&format!("{line}\n")).unwrap_err();

@@ -212,6 +212,18 @@ impl LocalCluster {
         Ok(self.proxies.len() - 1)
     }
 
+    /// Starts one more proxy with its own config and its Redis protocol
+    /// front on a port of its own; answers (index, RESP address).
+    pub async fn start_proxy_with_resp(&mut self, config: ProxyConfig) -> Result<(usize, std::net::SocketAddr), ClusterError> {
+        let (listener, addr) = bind().await?;
+        let resp = TcpListener::bind("127.0.0.1:0").await?;
+        let resp_addr = resp.local_addr()?;
+        let id = format!("proxy-{}", self.proxies.len() + 1);
+        let config = ProxyConfig { meta: self.metas.iter().map(|m| m.addr.clone()).collect(), resp_listen: Some(resp_addr), ..config };
+        self.proxies.push(Member::spawn(id, addr, move |rx| shardgate_proxy::run_with_resp(listener, Some(resp), config, stop_signal(rx))));
+        Ok((self.proxies.len() - 1, resp_addr))
+    }
+
     /// Adds every running node to meta (one atomic change); answers the epoch.
     pub async fn register_nodes(&self) -> Result<WriteReceipt, ClusterError> {
         let changes = self

@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn parses_arrays_inline_and_partial_input() {
         assert_eq!(one(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap().unwrap(), vec![Bytes::from("GET"), Bytes::from("k")]);
-        for cut in 1..21 {
+        for cut in 1..20 {
             assert_eq!(one(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..cut]).unwrap(), None, "{cut}");
         }
         assert_eq!(one(b"set a \"b c\\x41\" 'd'\r\n").unwrap().unwrap(), vec![Bytes::from("set"), "a".into(), "b cA".into(), "d".into()]);

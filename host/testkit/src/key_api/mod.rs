@@ -38,6 +38,12 @@
 //!   ones 431; entity tags containing commas, invalid percent-encoding in
 //!   keys (400), transfer codings other than `chunked` (501), methods a key
 //!   path does not serve (405 with `Allow`).
+//! - [`Suite::redis_style_operations`]: what the Redis protocol front
+//!   needs, over HTTP: `shardgate-ttl-ms` on reads, `PUT ?ttl_ms=`,
+//!   `?keep_ttl=true`, `?get=true`, `DELETE ?get=true`, `PATCH` with a new
+//!   TTL (`ttl`, `ttl_ms`, `persist=true`, `get=true`) or `incr=N`
+//!   (32 clients increment one key at once: none is lost), and the 400s
+//!   and 409s of bad ones, which change nothing.
 //! - [`Suite::batches`] and [`Suite::batch_limits`]: `/v1/batch/put` and
 //!   `/v1/batch/get` round trips with conditions, and refusals naming
 //!   `<role>.max_batch_keys`, `max_value_size`, `max_ttl`,
@@ -178,6 +184,7 @@ pub const CHECKS: &[Check] = &[
     ("malformed_requests", Suite::malformed_requests),
     ("answers_before_closing", Suite::answers_before_closing),
     ("protocol_edge_cases", Suite::protocol_edge_cases),
+    ("redis_style_operations", Suite::redis_style_operations),
     ("batches", Suite::batches),
     ("batch_limits", Suite::batch_limits),
     ("random_bytes_are_refused", Suite::random_bytes_are_refused),
@@ -489,6 +496,89 @@ impl Suite {
             assert_eq!(self.get(&long).await.status, StatusCode::OK);
             clock.advance(Duration::from_secs(1));
             assert_eq!(self.get(&long).await.status, StatusCode::NOT_FOUND, "long expired after its rewrite");
+        })
+    }
+
+    /// The Redis-style single-key operations over HTTP (see the module docs).
+    pub fn redis_style_operations(&self) {
+        self.block_on(async {
+            let key = Self::key("redis", &self.unique());
+            let path = key_path(&key);
+            let ttl_ms = |r: &Answer| r.header("shardgate-ttl-ms").parse::<u64>().unwrap_or_else(|_| panic!("shardgate-ttl-ms in {r:?}"));
+            // PUT ?ttl_ms, and the time left on reads.
+            let r = self.request(Method::PUT, &format!("{path}?ttl_ms=5000"), &[], "v1").await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+            let got = self.get(&key).await;
+            assert!((1..=5000).contains(&ttl_ms(&got)), "{got:?}");
+            let head = self.request(Method::HEAD, &path, &[], Bytes::new()).await;
+            assert!(ttl_ms(&head) <= 5000);
+            // keep_ttl keeps it; get=true answers the value replaced.
+            let r = self.request(Method::PUT, &format!("{path}?keep_ttl=true&get=true"), &[("content-type", "text/x-old")], "v2").await;
+            assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"v1"[..]), "{}", r.text());
+            assert!(ttl_ms(&self.get(&key).await) <= 5000, "keep_ttl kept the TTL");
+            let fresh = Self::key("redis", &self.unique());
+            let r = self.request(Method::PUT, &format!("{}?get=true", key_path(&fresh)), &[], "new").await;
+            assert_eq!(r.status, StatusCode::CREATED, "nothing replaced: 201 as usual");
+            // PATCH: a new TTL, persist, get.
+            let r = self.request(Method::PATCH, &format!("{path}?ttl=100"), &[], Bytes::new()).await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+            assert!((99_000..=100_000).contains(&ttl_ms(&r)), "{r:?}");
+            assert!(ttl_ms(&self.get(&key).await) > 5000, "the new TTL holds");
+            let r = self.request(Method::PATCH, &format!("{path}?persist=true"), &[], Bytes::new()).await;
+            assert!(ttl_ms(&r) > self.target.limits.max_ttl.as_millis() as u64 - 5000, "{r:?}");
+            let r = self.request(Method::PATCH, &format!("{path}?ttl_ms=7000&get=true"), &[], Bytes::new()).await;
+            assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"v2"[..]));
+            assert!(ttl_ms(&r) <= 7000);
+            let absent = key_path(&Self::key("redis", b"absent"));
+            let r = self.request(Method::PATCH, &format!("{absent}?ttl=5"), &[], Bytes::new()).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND);
+            // DELETE ?get=true.
+            let r = self.request(Method::DELETE, &format!("{path}?get=true"), &[], Bytes::new()).await;
+            assert_eq!((r.status, &r.body[..], r.content_type().as_str()), (StatusCode::OK, &b"v2"[..], "text/x-old"));
+            assert_eq!(self.request(Method::DELETE, &format!("{path}?get=true"), &[], Bytes::new()).await.status, StatusCode::NOT_FOUND);
+            // PATCH ?incr: atomic, absent counts as 0, errors change nothing.
+            let counter = key_path(&Self::key("redis", &self.unique()));
+            let r = self.request(Method::PATCH, &format!("{counter}?incr=5"), &[], Bytes::new()).await;
+            assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "5"));
+            let r = self.request(Method::PATCH, &format!("{counter}?incr=-7"), &[], Bytes::new()).await;
+            assert_eq!(r.text(), "-2");
+            let incr = format!("{counter}?incr=1");
+            let incrs = (0..32).map(|_| self.request(Method::PATCH, &incr, &[], Bytes::new()));
+            for r in futures::future::join_all(incrs).await {
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            }
+            assert_eq!(self.request(Method::GET, &counter, &[], Bytes::new()).await.text(), "30", "no increment lost");
+            let text = key_path(&fresh);
+            let r = self.request(Method::PATCH, &format!("{text}?incr=1"), &[], Bytes::new()).await;
+            assert_eq!((r.status, r.json_error()), (StatusCode::CONFLICT, "value is not an integer or out of range".to_string()));
+            let max = key_path(&Self::key("redis", &self.unique()));
+            self.request(Method::PUT, &max, &[], i64::MAX.to_string()).await;
+            let r = self.request(Method::PATCH, &format!("{max}?incr=1"), &[], Bytes::new()).await;
+            assert_eq!((r.status, r.json_error()), (StatusCode::CONFLICT, "increment or decrement would overflow".to_string()));
+            assert_eq!(self.request(Method::GET, &max, &[], Bytes::new()).await.text(), i64::MAX.to_string());
+            // Bad queries: 400, nothing changed.
+            for (method, query) in [
+                (Method::PATCH, ""),
+                (Method::PATCH, "?incr=x"),
+                (Method::PATCH, "?incr=1&ttl=5"),
+                (Method::PATCH, "?ttl=5&persist=true"),
+                (Method::PATCH, "?get=true"),
+                (Method::PATCH, "?ttl=0"),
+                (Method::PATCH, "?nope=1"),
+                (Method::PUT, "?keep_ttl=yes"),
+                (Method::PUT, "?ttl=1&ttl_ms=1000"),
+                (Method::PUT, "?ttl_ms=0"),
+                (Method::PUT, "?ttl_ms=abc"),
+                (Method::PUT, "?get=1"),
+                (Method::DELETE, "?get=false"),
+            ] {
+                let r = self.request(method.clone(), &format!("{counter}{query}"), &[], "changed").await;
+                assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {query}: {}", r.text());
+            }
+            let over = format!("?ttl_ms={}", self.target.limits.max_ttl.as_millis() + 1);
+            let r = self.request(Method::PUT, &format!("{counter}{over}"), &[], "changed").await;
+            assert!(r.text().contains(&self.target.limits.name("max_ttl")), "{}", r.text());
+            assert_eq!(self.request(Method::GET, &counter, &[], Bytes::new()).await.text(), "30", "refusals changed nothing");
         })
     }
 

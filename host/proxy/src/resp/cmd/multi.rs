@@ -50,7 +50,7 @@ pub async fn mget(ctx: &Ctx<'_>, keys: &[Bytes]) -> Reply {
 
 /// `MSET key value...` (`nx`: `MSETNX`).
 pub async fn mset(ctx: &Ctx<'_>, pairs: &[Bytes], nx: bool) -> Reply {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return wrong_arity(if nx { "msetnx" } else { "mset" });
     }
     if let Some(reply) = too_many(ctx, pairs.len() / 2) {
