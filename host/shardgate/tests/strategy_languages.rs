@@ -140,7 +140,7 @@ fn a_python_strategy_builds_checks_and_routes_through_a_cluster() {
         let status = cluster.proxy_status(0).await.unwrap();
         let strategy = status.strategy.as_ref().expect("a strategy is active");
         assert_eq!((strategy.name.as_str(), strategy.table.as_deref()), ("python-hrw", Some("slots")), "{status:?}");
-        let http = reqwest::Client::new();
+        let http = shardgate_tls::http_client_system_roots().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
         let proxy = &cluster.proxies[0].addr;
         for i in 0..50 {
             let url = format!("{proxy}/v1/keys/py-{i}");
