@@ -218,7 +218,8 @@ async fn admission_refuses_bad_components_and_commits_nothing() {
     assert_eq!(after_upload.epoch, before.epoch, "an upload does not change the routing epoch");
 
     for (config, needle) in [
-        ("fault = \"trap\"", "trap"),
+        // The panic message the strategy wrote to stderr is in the answer.
+        ("fault = \"trap\"", "misbehave: trap requested"),
         ("fault = \"loop\"", "fuel"),
         ("fault = \"out-of-range\"", ""),
         ("fault = \"reject-config\"", "rejects this config"),

@@ -30,6 +30,10 @@ pub enum StrategyCommand {
         /// The language of the project.
         #[arg(long, value_enum, default_value_t = Lang::Rust)]
         lang: Lang,
+        /// Rust: a slots-table skeleton (its imports, a row helper, a test
+        /// that the table and `route` agree) instead of the per-key example.
+        #[arg(long)]
+        table: bool,
     },
 }
 
@@ -48,7 +52,7 @@ const WIT: &str = include_str!("../../../../wit/strategy.wit");
 /// The Python example, the template of `strategy new --lang python`.
 const PYTHON_APP: &str = include_str!("../../../../strategies/examples/python-hrw/app.py");
 
-fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang) -> anyhow::Result<ExitCode> {
+fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang, table: bool) -> anyhow::Result<ExitCode> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -60,6 +64,9 @@ fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang) -> anyhow::Result<Exit
         anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
     }
     let crate_name = name.replace('-', "_");
+    if lang == Lang::Python && table {
+        anyhow::bail!("--table is for --lang rust; the Python example already returns a slots table");
+    }
     if lang == Lang::Python {
         let files = [
             ("app.py", PYTHON_APP.replace("python-hrw", name)),
@@ -78,7 +85,7 @@ fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang) -> anyhow::Result<Exit
     let files: [(&str, String); 5] = [
         // An empty [workspace] keeps the crate standalone even inside another workspace.
         ("Cargo.toml", fill(include_str!("scaffold/Cargo.toml.tmpl")) + "\n[workspace]\n"),
-        ("src/lib.rs", fill(include_str!("scaffold/lib.rs.tmpl"))),
+        ("src/lib.rs", fill(if table { include_str!("scaffold/lib_table.rs.tmpl") } else { include_str!("scaffold/lib.rs.tmpl") })),
         ("wit/strategy.wit", WIT.to_string()),
         ("README.md", fill(include_str!("scaffold/README.md.tmpl"))),
         (".gitignore", "/target\n".to_string()),
@@ -168,7 +175,7 @@ pub fn run(cmd: StrategyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StrategyCommand::Check(args) => check_command(args),
-        StrategyCommand::New { name, dir, lang } => scaffold(&name, dir, lang),
+        StrategyCommand::New { name, dir, lang, table } => scaffold(&name, dir, lang, table),
     }
 }
 
