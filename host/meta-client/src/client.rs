@@ -72,6 +72,10 @@ impl ClientError {
     }
 }
 
+/// Longest wait for a strategy upload's answer: admission compiles the
+/// component, 10+ s for a large runtime the first time (more in a debug build).
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Client of the metadata API. Cheap to clone.
 #[derive(Clone)]
 pub struct MetaClient {
@@ -204,6 +208,18 @@ impl MetaClient {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Body>, retry_unknown: bool) -> Result<Bytes, ClientError> {
+        self.call_within(method, path, body, retry_unknown, self.request_timeout).await
+    }
+
+    /// [`MetaClient::call`] with its own per-request timeout.
+    async fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        retry_unknown: bool,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
         let members = self.members();
         let n = members.len();
         if n == 0 {
@@ -215,7 +231,7 @@ impl MetaClient {
         let mut pause = Duration::from_millis(20);
         loop {
             let addr = hint.take().unwrap_or_else(|| members[index % n].clone());
-            let mut rb = self.http.request(method.clone(), format!("{addr}{path}")).timeout(self.request_timeout);
+            let mut rb = self.http.request(method.clone(), format!("{addr}{path}")).timeout(timeout);
             if let Some(auth) = &self.authorization {
                 rb = rb.header(http::header::AUTHORIZATION, auth.as_ref());
             }
@@ -227,7 +243,7 @@ impl MetaClient {
                     let status = resp.status();
                     let bytes = match resp.bytes().await {
                         Ok(b) => b,
-                        Err(e) => return Err(self.transport_error(&addr, e)),
+                        Err(e) => return Err(self.transport_error(&addr, e, timeout)),
                     };
                     if status.is_success() {
                         if let Some(i) = members.iter().position(|m| *m == addr) {
@@ -250,7 +266,7 @@ impl MetaClient {
                     err
                 }
                 Err(e) => {
-                    let err = self.transport_error(&addr, e);
+                    let err = self.transport_error(&addr, e, timeout);
                     // Connection refused: nothing was sent. Other failures
                     // (timeouts) leave a write's outcome unknown.
                     let not_sent = matches!(&err, ClientError::Unreachable { .. });
@@ -274,9 +290,9 @@ impl MetaClient {
         }
     }
 
-    fn transport_error(&self, addr: &str, e: reqwest::Error) -> ClientError {
+    fn transport_error(&self, addr: &str, e: reqwest::Error, timeout: Duration) -> ClientError {
         if e.is_timeout() {
-            ClientError::Timeout { addr: addr.to_string(), after: self.request_timeout }
+            ClientError::Timeout { addr: addr.to_string(), after: timeout }
         } else {
             let mut reason = e.to_string();
             let mut source = std::error::Error::source(&e);
@@ -337,9 +353,13 @@ impl MetaClient {
 
     /// Upload a component; answers its registry entry (also when it was
     /// already stored).
+    /// Admission compiles the component: a large runtime (CPython) takes
+    /// 10+ s the first time, so the request may take up to
+    /// [`UPLOAD_TIMEOUT`] (or the request timeout, if longer).
     pub async fn upload_strategy(&self, component: Vec<u8>) -> Result<StrategyInfo, ClientError> {
         let body = Body { bytes: component.into(), content_type: "application/wasm" };
-        let out = self.call(Method::POST, "/v1/strategies", Some(body), false).await?;
+        let timeout = self.request_timeout.max(UPLOAD_TIMEOUT);
+        let out = self.call_within(Method::POST, "/v1/strategies", Some(body), false, timeout).await?;
         decode("/v1/strategies", &out)
     }
 
@@ -552,7 +572,8 @@ struct EventStream<'a> {
 impl<'a> EventStream<'a> {
     /// `GET {addr}{path}`: the stream, or the member's refusal.
     async fn open(client: &MetaClient, addr: &str, path: &str, heard: Option<&'a Following>) -> Result<EventStream<'a>, ClientError> {
-        let resp = client.http.get(format!("{addr}{path}")).send().await.map_err(|e| client.transport_error(addr, e))?;
+        let resp =
+            client.http.get(format!("{addr}{path}")).send().await.map_err(|e| client.transport_error(addr, e, client.request_timeout))?;
         if !resp.status().is_success() {
             let status = resp.status();
             let bytes = resp.bytes().await.unwrap_or_default();

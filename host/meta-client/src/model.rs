@@ -193,12 +193,12 @@ pub struct StrategyInfo {
     pub description: String,
     /// Size of the component in bytes.
     pub size: u64,
-    /// Raft log index of the upload.
+    /// Raft log index of the upload: later uploads have larger ones.
     pub uploaded_at: u64,
-    /// When the leader took the upload (milliseconds since the Unix epoch,
-    /// its clock); absent for components uploaded before it was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uploaded_at_ms: Option<u64>,
+    /// When it was uploaded, in milliseconds since the Unix epoch by the
+    /// leader's clock (0 for uploads older than this field).
+    #[serde(default)]
+    pub uploaded_unix_ms: u64,
 }
 
 /// One routing config in the history (`GET /v1/routing/history`).

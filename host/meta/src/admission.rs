@@ -117,17 +117,21 @@ impl AdmissionGate {
     /// Admit an upload: size, wasm, component, imports, world, compiles,
     /// metadata; and, when the strategy accepts an empty config, configure
     /// it twice over three test nodes and route the sample through both.
+    /// A strategy that needs a config it cannot have yet (it rejects the
+    /// empty one, in `validate-config` or in `configure`) is admitted: its
+    /// activation, which carries the config, runs the full admission. A
+    /// trap, an exhausted budget or a bad answer refuses it.
     /// Over `meta.max_concurrent_admissions`: [`ApiError::Busy`] at once.
     pub async fn admit_upload(&self, bytes: Arc<Vec<u8>>) -> Result<Strategy, ApiError> {
         let permit = self.admissions.clone().try_acquire_owned().map_err(|_| self.admissions_busy("strategy upload"))?;
         let gate = self.clone();
         blocking(permit, move || {
             let strategy = gate.cache.sandbox().load(&bytes).map_err(refused)?;
-            if strategy.validate_config("").is_ok() {
-                let nodes: Vec<NodeSpec> =
-                    (0..UPLOAD_CHECK_NODES).map(|i| NodeSpec { id: format!("admission-{i}"), weight: 1.0, zone: String::new() }).collect();
-                shardgate_strategy::admit(&strategy, "", &nodes, 1, gate.sample_keys)
-                    .map_err(|e| ApiError::Admission(format!("{e} (empty config, {UPLOAD_CHECK_NODES} test nodes)")))?;
+            let nodes: Vec<NodeSpec> =
+                (0..UPLOAD_CHECK_NODES).map(|i| NodeSpec { id: format!("admission-{i}"), weight: 1.0, zone: String::new() }).collect();
+            match shardgate_strategy::admit(&strategy, "", &nodes, 1, gate.sample_keys) {
+                Ok(_) | Err(StrategyError::ConfigRejected(_)) => {}
+                Err(e) => return Err(ApiError::Admission(format!("{e} (empty config, {UPLOAD_CHECK_NODES} test nodes)"))),
             }
             gate.cache.keep(strategy.clone());
             Ok(strategy)

@@ -162,12 +162,18 @@ impl MemberContext {
     /// Without it a leader cut off from the majority answered from its stale
     /// state (409 for an id the majority had removed), and a new leader from
     /// a state missing the last entries of the old one (fault scenario 7).
-    pub async fn commit_changes(&self, changes: Vec<Change>) -> Result<WriteReceipt, ApiError> {
+    pub async fn commit_changes(&self, mut changes: Vec<Change>) -> Result<WriteReceipt, ApiError> {
         if let Err(e) = self.ensure_quorum().await {
             self.metrics.write("no_quorum");
             return Err(e);
         }
         let (before, after, component) = self.sm.read(|s| -> Result<_, Rejection> {
+            // A hash prefix or `sha256:` form is committed as the full hash.
+            for change in &mut changes {
+                if let Change::Activate { hash, .. } = change {
+                    *hash = s.resolve_hash(hash)?;
+                }
+            }
             let placeholder_index = self.sm.applied_index().unwrap_or(0) + 1;
             let next = s.simulate(placeholder_index, &changes)?;
             let after = next.routing_input();
@@ -463,11 +469,11 @@ async fn list_strategies(State(ctx): Ctx) -> Json<Vec<StrategyInfo>> {
 }
 
 async fn get_strategy(State(ctx): Ctx, Path(hash): Path<String>) -> Result<Json<StrategyInfo>, ApiError> {
-    ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.clone())).map(Json).ok_or_else(|| Rejection::UnknownStrategy(hash).into())
+    Ok(Json(ctx.sm.read(|s| s.resolve_hash(&hash).map(|h| s.strategies[&h].info.clone()))?))
 }
 
 async fn get_component(State(ctx): Ctx, Path(hash): Path<String>) -> Result<Response, ApiError> {
-    let bytes = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.component.clone())).ok_or(Rejection::UnknownStrategy(hash))?;
+    let bytes = ctx.sm.read(|s| s.resolve_hash(&hash).map(|h| s.strategies[&h].component.clone()))?;
     let mut resp = Response::new(Body::from(bytes.as_ref().clone()));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
     Ok(resp)
@@ -519,7 +525,7 @@ async fn upload_strategy(State(ctx): Ctx, req: Request) -> Result<Response, ApiE
         description: meta.description.clone(),
         size: bytes.len() as u64,
         uploaded_at: 0,
-        uploaded_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64),
+        uploaded_unix_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     };
     let receipt = ctx.write(Command::PutStrategy { info: info.clone(), component: bytes }).await?;
     info.uploaded_at = ctx.sm.read(|s| s.strategies.get(&hash).map(|s| s.info.uploaded_at)).unwrap_or(receipt.index);
@@ -560,11 +566,14 @@ fn candidate(s: &MetaState, req: &PreviewRequest) -> Result<(Option<Routed>, Rou
         let bytes = s.strategies.get(&input.hash)?.component.clone();
         Some((input, bytes))
     });
-    let hash = req
-        .hash
-        .clone()
-        .or_else(|| s.routing.as_ref().map(|r| r.hash.clone()))
-        .ok_or_else(|| ApiError::BadRequest("no strategy is active: name one with \"hash\"".into()))?;
+    let hash = match &req.hash {
+        Some(h) => s.resolve_hash(h)?,
+        None => s
+            .routing
+            .as_ref()
+            .map(|r| r.hash.clone())
+            .ok_or_else(|| ApiError::BadRequest("no strategy is active: name one with \"hash\"".into()))?,
+    };
     let bytes = s.strategies.get(&hash).ok_or_else(|| Rejection::UnknownStrategy(hash.clone()))?.component.clone();
     let same_strategy = s.routing.as_ref().is_some_and(|r| r.hash == hash);
     let config = match (&req.config, &s.routing) {

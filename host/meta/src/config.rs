@@ -2,9 +2,9 @@
 //! directory, how a new cluster forms (initial `members`, or `join` through an
 //! existing member), Raft timing, snapshot policy, limits and optional TLS
 //! (`tls = { cert, key, ca }`), how connections are accepted
-//! (`max_connections`, `header_read_timeout`, `body_read_timeout`) and how
+//! (`max_connections`, `header_read_timeout`, `body_read_timeout`), how
 //! much costly strategy work runs at once (`max_concurrent_previews`,
-//! `max_concurrent_admissions`).
+//! `max_concurrent_admissions`) and the strategies' budgets (`[meta.strategy]`).
 //!
 //! Read once at start by [`crate::run`]; `validate` names the offending key.
 
@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
+
+use shardgate_strategy::SandboxSettings;
 
 use crate::state::validate_member_addr;
 
@@ -81,8 +83,12 @@ pub struct MetaConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind the snapshot (for lagging followers).
     pub keep_logs: u64,
-    /// Largest strategy component accepted (string like "16MiB" or bytes).
+    /// Largest strategy component accepted (string like "32MiB" or bytes).
     pub max_component_size: ByteSize,
+    /// Budgets of every call into a strategy (`memory`, `configure_fuel`,
+    /// `control_fuel`, `route_fuel`) and the bound of the compiled-component
+    /// cache kept under `data_dir` (`compiled_cache_size`).
+    pub strategy: SandboxSettings,
     /// How long a write may wait for quorum and commit before the member
     /// answers 503.
     #[serde(with = "humantime_serde")]
@@ -148,7 +154,8 @@ impl Default for MetaConfig {
             election_timeout: Duration::from_millis(500),
             snapshot_every: 1000,
             keep_logs: 1000,
-            max_component_size: ByteSize::mib(16),
+            max_component_size: ByteSize::b(shardgate_strategy::DEFAULT_MAX_COMPONENT_BYTES as u64),
+            strategy: SandboxSettings::default(),
             write_timeout: Duration::from_secs(5),
             watch_heartbeat: Duration::from_secs(1),
             admission_sample_keys: 1000,
@@ -245,6 +252,9 @@ impl MetaConfig {
         let size = self.max_component_size.as_u64();
         if size == 0 || size > MAX_COMPONENT_SIZE_LIMIT {
             return Err(err("max_component_size", format!("must be between 1 byte and 64MiB, got {}", self.max_component_size)));
+        }
+        if let Err((key, message)) = self.strategy.validate() {
+            return Err(err(&format!("strategy.{key}"), message));
         }
         if self.write_timeout < Duration::from_millis(100) {
             return Err(err("write_timeout", "must be at least 100ms"));
@@ -344,6 +354,8 @@ mod tests {
             ("members = [{ id = 1, addr = \"a:1\" }]", "meta.members[0].addr"),
             ("join = \"ftp://x:1\"", "meta.join"),
             ("max_component_size = \"1GiB\"", "meta.max_component_size"),
+            ("strategy = { route_fuel = 5 }", "meta.strategy.route_fuel: must be at least 1000"),
+            ("strategy = { memory = \"8GiB\" }", "meta.strategy.memory: must be between 1MiB and 4GiB"),
             ("election_timeout = \"100ms\"", "meta.election_timeout"),
             ("admin_token = \"\"", "meta.admin_token: must be 1 to"),
             ("admin_token = \"two words\"", "meta.admin_token: must be visible"),

@@ -13,7 +13,8 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::service::TowerToHyperService;
 use shardgate_role::serve::ServeConfig;
-use shardgate_strategy::{Limits, Sandbox};
+/// Directory under `meta.data_dir` holding compiled strategy components.
+pub const COMPILED_DIR: &str = "compiled-strategies";
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -87,8 +88,12 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
         .await
         .map_err(|e| MetaError::Raft(e.to_string()))?;
     let raft = Arc::new(raft);
-    let limits = Limits { max_component_bytes: config.max_component_size.as_u64() as usize, ..Limits::default() };
-    let sandbox = Sandbox::new(limits).map_err(|e| MetaError::Sandbox(e.to_string()))?;
+    // Compiled components are kept beside the Raft data: a restart (or a
+    // new leader) loads a large strategy without compiling it again.
+    let sandbox = config
+        .strategy
+        .sandbox(config.max_component_size.as_u64() as usize, Some(config.data_dir.join(COMPILED_DIR)))
+        .map_err(|e| MetaError::Sandbox(e.to_string()))?;
     let (stop_tx, stopping) = watch::channel(false);
     let ctx = Arc::new(MemberContext {
         id: config.id,

@@ -23,6 +23,8 @@ pub const HISTORY_LIMIT: usize = 100;
 pub const MAX_REPLICAS: u32 = 32;
 /// Largest strategy TOML config, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// Fewest hex digits of a strategy hash prefix (`resolve_hash`).
+pub const MIN_HASH_PREFIX: usize = 8;
 /// Longest node id and zone label.
 pub const MAX_LABEL_CHARS: usize = 64;
 /// Smallest node weight: a node weighted lower would own (almost) no keys.
@@ -163,9 +165,11 @@ impl MetaState {
         match cmd {
             Command::PutStrategy { info, component } => {
                 // Content-addressed: uploading the same bytes twice is a no-op.
-                self.strategies
-                    .entry(info.hash.clone())
-                    .or_insert_with(|| StoredStrategy { info: info.clone(), component: component.clone() });
+                // `uploaded_at` is the entry's log index: the order of uploads.
+                self.strategies.entry(info.hash.clone()).or_insert_with(|| StoredStrategy {
+                    info: StrategyInfo { uploaded_at: index, ..info.clone() },
+                    component: component.clone(),
+                });
                 Ok(self.epoch)
             }
             Command::Changes { changes, at_ms, moved_share } => {
@@ -276,6 +280,38 @@ impl MetaState {
             self.history.drain(..excess);
         }
         self.routing = Some(routing);
+    }
+
+    /// The full hash of the strategy `text` names: a full hash, or a prefix
+    /// of at least [`MIN_HASH_PREFIX`] hex digits, either optionally written
+    /// `sha256:...`. A prefix two strategies share is refused, naming them.
+    pub fn resolve_hash(&self, text: &str) -> Result<String, Rejection> {
+        let hex = text.strip_prefix("sha256:").unwrap_or(text).to_ascii_lowercase();
+        if self.strategies.contains_key(&hex) {
+            return Ok(hex);
+        }
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) || hex.len() > 64 {
+            return Err(Rejection::UnknownStrategy(text.to_string()));
+        }
+        if hex.len() < MIN_HASH_PREFIX {
+            return Err(Rejection::Invalid(format!(
+                "strategy hash prefix {:?} is {} hex digits; give at least {MIN_HASH_PREFIX}",
+                echo(text),
+                hex.len()
+            )));
+        }
+        let mut matches = self.strategies.range(hex.clone()..).map(|(h, _)| h).take_while(|h| h.starts_with(&hex));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Ok(one.clone()),
+            (None, _) => Err(Rejection::UnknownStrategy(text.to_string())),
+            (Some(a), Some(b)) => Err(Rejection::Invalid(format!(
+                "strategy hash prefix {:?} is ambiguous: it matches {} and {}{}; give more digits",
+                echo(text),
+                &a[..16],
+                &b[..16],
+                if matches.next().is_some() { " and more" } else { "" }
+            ))),
+        }
     }
 
     /// Nodes in join order.
@@ -433,7 +469,7 @@ mod tests {
             description: String::new(),
             size: 3,
             uploaded_at: 1,
-            uploaded_at_ms: None,
+            uploaded_unix_ms: 0,
         };
         s.apply(1, &Command::PutStrategy { info, component: Arc::new(vec![1, 2, 3]) }).unwrap();
         s

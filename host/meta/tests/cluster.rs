@@ -218,7 +218,8 @@ async fn admission_refuses_bad_components_and_commits_nothing() {
     assert_eq!(after_upload.epoch, before.epoch, "an upload does not change the routing epoch");
 
     for (config, needle) in [
-        ("fault = \"trap\"", "trap"),
+        // The panic message the strategy wrote to stderr is in the answer.
+        ("fault = \"trap\"", "misbehave: trap requested"),
         ("fault = \"loop\"", "fuel"),
         ("fault = \"out-of-range\"", ""),
         ("fault = \"reject-config\"", "rejects this config"),
@@ -241,6 +242,15 @@ async fn admission_refuses_bad_components_and_commits_nothing() {
     let routing = client.routing().await.unwrap();
     assert_eq!(routing.epoch, receipt.epoch);
     assert_eq!(routing.strategy.as_ref().unwrap().name, "rendezvous");
+    // Uploads are ordered and dated.
+    assert!(r.uploaded_at > misbehave.uploaded_at && r.uploaded_unix_ms > 0, "{r:?} {misbehave:?}");
+    // A hash prefix of 8+ hex digits, `sha256:` optional, names a strategy
+    // too; a shorter one is refused, saying so.
+    let by_prefix = client.activate(&format!("sha256:{}", &r.hash[..8]), &Activation { config: String::new(), replicas: 1 }).await.unwrap();
+    let routing = client.routing().await.unwrap();
+    assert_eq!((routing.epoch, routing.strategy.unwrap().hash), (by_prefix.epoch, r.hash.clone()));
+    let msg = expect_api(client.activate(&r.hash[..6], &Activation { config: String::new(), replicas: 1 }).await, 400, "invalid");
+    assert!(msg.contains("at least 8"), "{msg}");
     let good = client.activate(&misbehave.hash, &Activation { config: "fault = \"none\"".into(), replicas: 1 }).await.unwrap();
     let msg = expect_api(
         client.activate(&misbehave.hash, &Activation { config: "fault = \"trap\"\nafter = 0".into(), replicas: 1 }).await,

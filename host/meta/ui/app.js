@@ -265,7 +265,7 @@
       el("td", { text: s.version }),
       el("td", { class: "mono", title: s.hash, text: shortHash(s.hash) }),
       el("td", { text: fmtBytes(s.size) }),
-      el("td", { text: (s.uploaded_at_ms ? new Date(s.uploaded_at_ms).toLocaleString() + " · " : "") + `log index ${s.uploaded_at}` }),
+      el("td", { text: (s.uploaded_unix_ms ? new Date(s.uploaded_unix_ms).toLocaleString() + " · " : "") + `log index ${s.uploaded_at}` }),
       el("td", {}, el("button", { type: "button", text: "preview…", onclick: () => {
         S.candidateHash = s.hash;
         renderCandidateStrategies(true);

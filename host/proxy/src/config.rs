@@ -15,6 +15,7 @@ use shardgate_api::Limits;
 use shardgate_api::limits::{
     DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL,
 };
+use shardgate_strategy::SandboxSettings;
 
 /// How many owners must acknowledge a write before the client gets a success.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -224,6 +225,18 @@ pub struct ProxyConfig {
     /// it when that is an unspecified address (`0.0.0.0`) or not reachable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+
+    /// Budgets of every call into the strategy (`memory`, `configure_fuel`,
+    /// `control_fuel`, `route_fuel`) and the bound of the compiled-component
+    /// cache (`compiled_cache_size`).
+    pub strategy: SandboxSettings,
+    /// Where compiled strategy components are kept, so a restart loads a
+    /// large strategy without compiling it again. Unset (the default): the
+    /// user's cache directory (`$XDG_CACHE_HOME` or `$HOME/.cache`, then
+    /// `shardgate/compiled-strategies`). A directory that cannot be written
+    /// logs one warning; the proxy then compiles on every load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiled_cache_dir: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -266,6 +279,9 @@ impl Default for ProxyConfig {
             tls: None,
             max_staleness: None,
             advertise: None,
+
+            strategy: SandboxSettings::default(),
+            compiled_cache_dir: None,
         }
     }
 }
@@ -319,6 +335,12 @@ impl ProxyConfig {
             if d < Duration::from_millis(1) {
                 return Err(err(key, "must be at least 1ms"));
             }
+        }
+        if let Err((key, message)) = self.strategy.validate() {
+            return Err(err(&format!("strategy.{key}"), message));
+        }
+        if self.compiled_cache_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(err("compiled_cache_dir", "must be a directory path (turn the cache off with strategy.compiled_cache_size = 0)"));
         }
         if self.probe_backoff_max < self.probe_backoff_min {
             return Err(err("probe_backoff_max", "must not be shorter than proxy.probe_backoff_min"));
@@ -486,6 +508,8 @@ mod tests {
             ("max_key_size = 0", "proxy.max_key_size"),
             ("write_ack = \"most\"", "write_ack"),
             ("max_connections = 0", "proxy.max_connections"),
+            ("strategy = { configure_fuel = 1 }", "proxy.strategy.configure_fuel"),
+            ("compiled_cache_dir = \"\"", "proxy.compiled_cache_dir"),
             ("rate_limit = { requests_per_second = 0, burst = 1 }", "proxy.rate_limit.requests_per_second"),
             ("rate_limit = { requests_per_second = 5, burst = 0 }", "proxy.rate_limit.burst"),
             ("rate_limit = { requests_per_second = 5 }", "burst"),

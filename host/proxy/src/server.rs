@@ -33,7 +33,9 @@ use shardgate_api::body::check_transfer_encoding;
 use shardgate_api::key::KEY_PATH_PREFIX;
 use shardgate_meta_client::MetaClient;
 use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
-use shardgate_strategy::Sandbox;
+/// Largest component the proxy loads: the most `meta.max_component_size`
+/// accepts.
+const MAX_STRATEGY_COMPONENT_BYTES: usize = 64 << 20;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
@@ -216,7 +218,12 @@ pub async fn run_with_resp(
         stall_timeout: config.request_timeout,
     };
     let board = Arc::new(NodeBoard::new(config.eject_after_failures, config.probe_backoff_min, config.probe_backoff_max, pool));
-    let sandbox = Sandbox::new(shardgate_strategy::Limits::default()).map_err(|e| ProxyError::Sandbox(e.to_string()))?;
+    // Meta admitted the component already (up to its own
+    // `meta.max_component_size`): the proxy takes any size meta may accept.
+    let sandbox = config
+        .strategy
+        .sandbox(MAX_STRATEGY_COMPONENT_BYTES, config.compiled_cache_dir.clone().or_else(shardgate_strategy::default_compiled_cache_dir))
+        .map_err(|e| ProxyError::Sandbox(e.to_string()))?;
     let routing = Arc::new(Routing::new(
         sandbox,
         board.clone(),

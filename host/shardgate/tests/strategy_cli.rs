@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn shardgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardgate")).args(args).output().expect("run shardgate")
+    // The compiled-component cache goes to a directory of the test run, not
+    // the user's.
+    let cache = std::env::temp_dir().join(format!("shardgate-cli-test-cache-{}", std::process::id()));
+    Command::new(env!("CARGO_BIN_EXE_shardgate")).args(args).env("XDG_CACHE_HOME", cache).output().expect("run shardgate")
 }
 
 fn text(b: &[u8]) -> String {
@@ -109,4 +112,97 @@ fn ctl_names_a_meta_address_that_does_not_answer_within_the_timeout() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains(&format!("meta member http://127.0.0.1:{port}")), "{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "ctl must not hang");
+}
+
+#[test]
+fn check_takes_weights_zones_budgets_and_writes_an_html_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let out = shardgate(&[
+        "strategy",
+        "check",
+        "rendezvous",
+        "--keys",
+        "20000",
+        "--nodes",
+        "4",
+        "--weights",
+        "1,3",
+        "--zones",
+        "2",
+        "--route-fuel",
+        "100000",
+        "--config-fuel",
+        "5000000000",
+        "--html",
+        html.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["balance"]["counts"], "primaries");
+    let load = v["load"].as_array().unwrap();
+    assert_eq!(load.len(), 4);
+    assert_eq!((load[1]["weight"].as_f64(), load[1]["zone"].as_str()), (Some(3.0), Some("zone-1")));
+    // Weighted: node-1 (weight 3) owns about three times node-0's keys, and
+    // each node about its share.
+    let keys = |i: usize| load[i]["keys"].as_u64().unwrap() as f64;
+    assert!(keys(1) > 2.5 * keys(0), "{load:?}");
+    assert!(load.iter().all(|l| (l["over_share"].as_f64().unwrap() - 1.0).abs() < 0.1), "{load:?}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("Load per node") && page.contains("node-3 (w 3)"), "{page}");
+    assert!(!page.contains("<script"), "self-contained, no script");
+}
+
+#[test]
+fn check_failures_are_json_with_json_and_name_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "vnodes = 0\n").unwrap();
+    let out = shardgate(&["strategy", "check", "ketama", "--config", file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("vnodes must be between 1 and 4096"), "{v}");
+    assert_eq!(v["passed"], false);
+    // A configure budget too small for the table: refused, naming the flag's key.
+    let out = shardgate(&["strategy", "check", "rendezvous", "--keys", "1000", "--config-fuel", "100000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("configure_fuel"), "{}", text(&out.stderr));
+    let out = shardgate(&["strategy", "check", "rendezvous", "--route-fuel", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--route-fuel: must be at least 1000"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_shows_a_panicking_strategys_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("misbehave.wasm");
+    std::fs::write(&wasm, shardgate_builtins::MISBEHAVE).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "fault = \"trap\"\nat = \"configure\"").unwrap();
+    let out = shardgate(&["strategy", "check", wasm.to_str().unwrap(), "--config", config.to_str().unwrap(), "--keys", "1000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("misbehave: trap requested"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_loads_a_component_from_the_compiled_cache_the_second_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = || shardgate(&["strategy", "check", "maglev", "--keys", "1000", "--nodes", "3", "--cache-dir", cache.to_str().unwrap()]);
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("(compiled)") || text(&first.stderr).contains(", compiled)"), "{}", text(&first.stderr));
+    let second = run();
+    assert_eq!(second.status.code(), Some(0));
+    assert!(text(&second.stderr).contains("compiled form from the cache"), "{}", text(&second.stderr));
+}
+
+#[test]
+fn ctl_errors_are_json_with_json() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = shardgate(&["ctl", "--meta", &format!("http://127.0.0.1:{port}"), "--timeout", "1s", "--json", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{v}");
 }

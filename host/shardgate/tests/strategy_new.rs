@@ -18,3 +18,47 @@ fn refuses_bad_names_and_existing_directories() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+/// `cargo` for a scaffolded crate: its own target directory, none of the
+/// outer build's CARGO_* variables.
+fn cargo(dir: &std::path::Path, target: &std::path::Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir).env("CARGO_TARGET_DIR", target);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn the_table_skeleton_builds_passes_its_tests_and_the_kit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("row-table");
+    let out = shardgate().args(["strategy", "new", "row-table", "--table", "--dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("use shardgate::strategy::types::SlotTable;") && lib.contains("fn the_table_and_route_agree"));
+    // The same target directory as the dev test's scaffold: dependencies build once.
+    let target = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/scaffold-test");
+    let test = cargo(&dir, &target).args(["test", "--quiet"]).output().unwrap();
+    assert!(test.status.success(), "cargo test: {}{}", String::from_utf8_lossy(&test.stdout), String::from_utf8_lossy(&test.stderr));
+    let build = cargo(&dir, &target).args(["build", "--release", "--target", "wasm32-wasip2"]).output().unwrap();
+    assert!(build.status.success(), "cargo build: {}", String::from_utf8_lossy(&build.stderr));
+    let wasm = target.join("wasm32-wasip2/release/row_table.wasm");
+    let check = shardgate()
+        .args(["strategy", "check"])
+        .arg(&wasm)
+        .args(["--replicas", "2", "--keys", "20000", "--weights", "1,2", "--json", "--no-cache"])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["table"], "slots");
+    assert_eq!(report["add"]["between_unaffected"], 0.0);
+    // --table is Rust only.
+    let out =
+        shardgate().args(["strategy", "new", "x", "--lang", "python", "--table", "--dir"]).arg(tmp.path().join("x")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -8,6 +8,11 @@
 //!
 //! The bar (issue 2): single <= max(2 x native, native + 40 ns), batch <=
 //! max(1.5 x native, native + 10 ns). The last column says whether it holds.
+//!
+//! A strategy of your own beside the built-in table strategy, in the same
+//! run (issue 16: a Python table strategy must route at table speed):
+//! `SHARDGATE_BENCH_COMPONENT=python-hrw.wasm [SHARDGATE_BENCH_CONFIG="slots = 4096"]
+//! cargo bench -p shardgate-strategy --bench routing`.
 
 use shardgate_builtins::builtin;
 use shardgate_strategy::{Limits, NodeSpec, Router, Sandbox, key_hash};
@@ -76,6 +81,9 @@ fn main() {
         ("jump", "slots = 0"),
         ("pinned", "[[pin]]\nprefix = \"tenant-a/\"\nnodes = [\"node-0\"]"),
     ];
+    if let Ok(path) = std::env::var("SHARDGATE_BENCH_COMPONENT") {
+        return own_component(&path, &refs);
+    }
     println!("| strategy | config | routing | N | native ns/key | wasm single ns/key | wasm batch ns/key | single bar | batch bar |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, config) in cases {
@@ -126,6 +134,49 @@ fn main() {
                 if single_ok { "ok" } else { "MISS" },
                 if batch_ok { "ok" } else { "MISS" },
             );
+        }
+    }
+}
+
+/// Routing cost of the component at `path` beside rendezvous (a built-in
+/// slots table), same keys, same run.
+fn own_component(path: &str, refs: &[&[u8]]) {
+    let config = std::env::var("SHARDGATE_BENCH_CONFIG").unwrap_or_default();
+    let cache = shardgate_strategy::default_compiled_cache_dir().unwrap_or_else(|| std::env::temp_dir().join("shardgate-bench-compiled"));
+    let sandbox = Sandbox::with_compiled_cache(Limits::default(), cache, 1 << 30).unwrap();
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let started = Instant::now();
+    let own = sandbox.load(&bytes).unwrap();
+    eprintln!(
+        "loaded {path} in {:.2} s ({})",
+        started.elapsed().as_secs_f64(),
+        if own.from_compiled_cache() { "from the compiled cache" } else { "compiled" }
+    );
+    let reference = sandbox.load(builtin("rendezvous").unwrap().component).unwrap();
+    println!("| strategy | routing | N | single ns/key | batch ns/key |");
+    println!("|---|---|---|---|---|");
+    for n in [3, 10, 100] {
+        let ns = nodes(n);
+        for (label, router) in [
+            (own.metadata().name.clone(), own.configure(&config, &ns, 1).unwrap()),
+            ("rendezvous".to_string(), reference.configure("", &ns, 1).unwrap()),
+        ] {
+            let mut out = Vec::with_capacity(4);
+            let single = best_ns_per_key(|| {
+                for k in refs {
+                    out.clear();
+                    router.route_into(black_box(k), &mut out).unwrap();
+                    black_box(&out);
+                }
+                refs.len()
+            });
+            let batch = best_ns_per_key(|| {
+                for chunk in refs.chunks(1000) {
+                    black_box(router.route_batch(black_box(chunk)).unwrap());
+                }
+                refs.len()
+            });
+            println!("| {label} | {} | {n} | {single:.1} | {batch:.1} |", router.table_kind());
         }
     }
 }

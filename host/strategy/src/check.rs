@@ -25,21 +25,53 @@ pub struct CheckOptions {
     /// Most single-node removals to try (evenly spread); all when N is at
     /// most this.
     pub max_removals: usize,
+    /// Node weights, assigned in turn (node i gets `weights[i % len]`);
+    /// empty: every node weighs 1.
+    pub weights: Vec<f64>,
+    /// Number of zones the synthetic nodes are spread over (node i is in
+    /// `zone-{i % zones}`); 0: no zone labels.
+    pub zones: usize,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { config: String::new(), nodes: 10, keys: 1_000_000, replicas: 1, max_removals: 16 }
+        CheckOptions { config: String::new(), nodes: 10, keys: 1_000_000, replicas: 1, max_removals: 16, weights: vec![], zones: 3 }
     }
 }
 
+impl CheckOptions {
+    /// The synthetic node `i` under these options.
+    pub fn node(&self, i: usize) -> NodeSpec {
+        let weight = if self.weights.is_empty() { 1.0 } else { self.weights[i % self.weights.len()] };
+        let zone = if self.zones == 0 { String::new() } else { format!("zone-{}", i % self.zones) };
+        NodeSpec::new(format!("node-{i}"), weight, zone)
+    }
+}
+
+/// Keys one node owns as primary, against its fair share.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeLoad {
+    pub id: String,
+    pub weight: f64,
+    pub zone: String,
+    /// Keys whose primary owner this node is.
+    pub keys: usize,
+    /// keys / (K * weight / total weight): 1.0 is exactly its share.
+    pub over_share: f64,
+}
+
+/// Balance over primary owners: each key counts once, for the first
+/// position of its answer (replicas are not counted). With weights, each
+/// node is compared with its weighted share, so "mean" reads "share".
 #[derive(Debug, Clone, Serialize)]
 pub struct Balance {
-    /// Most keys on one node / mean keys per node.
+    /// What is counted: "primaries".
+    pub counts: &'static str,
+    /// Most keys on one node / its share.
     pub peak_over_mean: f64,
-    /// Fewest keys on one node / mean.
+    /// Fewest keys on one node / its share.
     pub min_over_mean: f64,
-    /// Standard deviation of keys per node / mean.
+    /// Standard deviation of keys/share over the nodes.
     pub stddev_over_mean: f64,
     /// What pure sampling noise gives for K keys on N equal nodes: the
     /// expected peak/mean and stddev/mean of a perfect strategy.
@@ -70,6 +102,8 @@ pub struct CheckReport {
     pub keys: usize,
     pub replicas: u32,
     pub balance: Balance,
+    /// Keys per node (primaries).
+    pub load: Vec<NodeLoad>,
     pub add: Movement,
     pub removals: Vec<Movement>,
     pub deterministic: bool,
@@ -128,7 +162,7 @@ fn movement(change: String, before: (&[u32], &[NodeSpec]), after: (&[u32], &[Nod
 /// report; only a strategy that cannot be configured at all is an `Err`.
 pub fn check(strategy: &Strategy, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Result<CheckReport, StrategyError> {
     let n = opts.nodes.max(1);
-    let nodes: Vec<NodeSpec> = (0..n).map(check_node).collect();
+    let nodes: Vec<NodeSpec> = (0..n).map(|i| opts.node(i)).collect();
     progress(&format!("configuring {} with {n} nodes, {} replica(s)", strategy.metadata().name, opts.replicas));
     strategy.validate_config(&opts.config)?;
     let router = strategy.configure(&opts.config, &nodes, opts.replicas)?;
@@ -145,13 +179,26 @@ pub fn check(strategy: &Strategy, opts: &CheckOptions, mut progress: impl FnMut(
     };
     let mut counts = vec![0usize; n];
     owners.iter().for_each(|&o| counts[o as usize] += 1);
-    let mean = keys.len() as f64 / n as f64;
-    let var = counts.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    let total_weight: f64 = nodes.iter().map(|n| n.weight).sum();
+    let load: Vec<NodeLoad> = nodes
+        .iter()
+        .zip(&counts)
+        .map(|(node, &c)| NodeLoad {
+            id: node.id.clone(),
+            weight: node.weight,
+            zone: node.zone.clone(),
+            keys: c,
+            over_share: c as f64 / (keys.len().max(1) as f64 * node.weight / total_weight),
+        })
+        .collect();
+    let ratios: Vec<f64> = load.iter().map(|l| l.over_share).collect();
+    let var = ratios.iter().map(|r| (r - 1.0).powi(2)).sum::<f64>() / n as f64;
     let noise_sd = ((n as f64 - 1.0) / keys.len().max(1) as f64).sqrt();
     let balance = Balance {
-        peak_over_mean: *counts.iter().max().unwrap() as f64 / mean,
-        min_over_mean: *counts.iter().min().unwrap() as f64 / mean,
-        stddev_over_mean: var.sqrt() / mean,
+        counts: "primaries",
+        peak_over_mean: ratios.iter().copied().fold(f64::MIN, f64::max),
+        min_over_mean: ratios.iter().copied().fold(f64::MAX, f64::min),
+        stddev_over_mean: var.sqrt(),
         noise_peak_over_mean: 1.0 + noise_sd * expected_max_normal(n),
         noise_stddev_over_mean: noise_sd,
     };
@@ -194,12 +241,13 @@ pub fn check(strategy: &Strategy, opts: &CheckOptions, mut progress: impl FnMut(
 
     progress(&format!("movement: adding node-{n}"));
     let mut grown = nodes.clone();
-    grown.push(check_node(n));
+    grown.push(opts.node(n));
+    let add_ideal = grown[n].weight / (total_weight + grown[n].weight);
     let add = match strategy.configure(&opts.config, &grown, opts.replicas).and_then(|r| primaries(&r, &keys)) {
-        Ok(after) => movement(format!("add node-{n}"), (&owners, &nodes), (&after, &grown), &grown[n].id, 1.0 / (n + 1) as f64),
+        Ok(after) => movement(format!("add node-{n}"), (&owners, &nodes), (&after, &grown), &grown[n].id, add_ideal),
         Err(e) => {
             failures.push(format!("adding a node failed: {e}"));
-            Movement { change: format!("add node-{n}"), moved: f64::NAN, ideal: 1.0 / (n + 1) as f64, between_unaffected: f64::NAN }
+            Movement { change: format!("add node-{n}"), moved: f64::NAN, ideal: add_ideal, between_unaffected: f64::NAN }
         }
     };
 
@@ -251,6 +299,7 @@ pub fn check(strategy: &Strategy, opts: &CheckOptions, mut progress: impl FnMut(
         keys: keys.len(),
         replicas: opts.replicas,
         balance,
+        load,
         add,
         removals,
         deterministic,
@@ -315,11 +364,17 @@ impl std::fmt::Display for CheckReport {
         writeln!(f, "component  sha256:{}", self.hash)?;
         writeln!(f, "routing    {} table, {} nodes, {} replica(s), {} keys", self.table, self.nodes, self.replicas, self.keys)?;
         let b = &self.balance;
-        writeln!(f, "\nbalance              measured   noise floor")?;
+        writeln!(f, "\nbalance (primary owners only: each key counted once, for the first of its {} position(s))", self.replicas)?;
+        writeln!(f, "                     measured   noise floor")?;
         writeln!(f, "  peak/mean          {:>8.4}   {:>8.4}", b.peak_over_mean, b.noise_peak_over_mean)?;
         writeln!(f, "  min/mean           {:>8.4}   {:>8.4}", b.min_over_mean, 2.0 - b.noise_peak_over_mean)?;
         writeln!(f, "  stddev/mean        {:>8.4}   {:>8.4}", b.stddev_over_mean, b.noise_stddev_over_mean)?;
+        writeln!(f, "  (mean: a node's fair share of the keys, by weight. The noise floor is what a perfect strategy")?;
+        writeln!(f, "  measures with {} random keys on {} nodes: values near it are as good as sampling allows.)", self.keys, self.nodes)?;
         writeln!(f, "\nmovement             moved     ideal   moved/ideal   between unaffected")?;
+        writeln!(f, "  (moved: share of keys whose primary changed; ideal: the least that must move, the added or")?;
+        writeln!(f, "  removed node's share; between unaffected: keys moved between two nodes the change did not touch, 0 for")?;
+        writeln!(f, "  a consistent strategy)")?;
         let row = |f: &mut std::fmt::Formatter<'_>, m: &Movement| {
             writeln!(
                 f,
@@ -356,6 +411,100 @@ impl std::fmt::Display for CheckReport {
             }
             Ok(())
         }
+    }
+}
+
+/// Escapes text for HTML.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A horizontal bar chart as inline SVG: one bar per (label, value), a
+/// dashed reference line at `reference` (and at `band`, when given).
+fn bar_chart(title: &str, bars: &[(String, f64, &str)], reference: f64, band: Option<f64>, unit: &str) -> String {
+    let (row, label_w, plot_w) = (18.0, 150.0, 460.0);
+    let height = 40.0 + row * bars.len() as f64;
+    let top = bars.iter().map(|b| b.1).filter(|v| v.is_finite()).fold(reference.max(band.unwrap_or(0.0)), f64::max) * 1.1;
+    let x = |v: f64| label_w + plot_w * (v / top.max(f64::MIN_POSITIVE));
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12"><text x="4" y="16" font-weight="bold">{t}</text>"#,
+        w = label_w + plot_w + 80.0,
+        t = esc(title)
+    );
+    for (i, (label, value, color)) in bars.iter().enumerate() {
+        let y = 28.0 + row * i as f64;
+        let v = if value.is_finite() { *value } else { 0.0 };
+        svg.push_str(&format!(
+            r#"<text x="{lx}" y="{ty}" text-anchor="end">{l}</text><rect x="{label_w}" y="{y}" width="{bw:.1}" height="{h}" fill="{color}"/><text x="{vx:.1}" y="{ty}">{v:.3}{unit}</text>"#,
+            lx = label_w - 6.0,
+            ty = y + 12.0,
+            l = esc(label),
+            bw = x(v) - label_w,
+            h = row - 4.0,
+            vx = x(v) + 4.0,
+        ));
+    }
+    for (at, name) in [(Some(reference), "ideal"), (band, "noise")] {
+        if let Some(at) = at {
+            svg.push_str(&format!(
+                r##"<line x1="{px:.1}" x2="{px:.1}" y1="24" y2="{y2}" stroke="#333" stroke-dasharray="4 3"/><text x="{px:.1}" y="{ly}" font-size="10">{name}</text>"##,
+                px = x(at),
+                y2 = height - 8.0,
+                ly = height - 1.0
+            ));
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+impl CheckReport {
+    /// The report as one self-contained HTML page (inline SVG, no script,
+    /// nothing fetched): load per node against its share and the noise
+    /// floor, and keys moved against the ideal when a node is added or
+    /// removed.
+    pub fn to_html(&self) -> String {
+        let load: Vec<(String, f64, &str)> = self
+            .load
+            .iter()
+            .map(|l| {
+                let color = if l.over_share > self.balance.noise_peak_over_mean { "#d9822b" } else { "#3b7dd8" };
+                (format!("{} (w {})", l.id, l.weight), l.over_share, color)
+            })
+            .collect();
+        let mut moves = vec![(self.add.change.clone(), self.add.moved / self.add.ideal, "#3b7dd8")];
+        moves.extend(self.removals.iter().map(|m| (m.change.clone(), m.moved / m.ideal, "#6a9f3a")));
+        let between: Vec<(String, f64, &str)> =
+            std::iter::once(&self.add).chain(&self.removals).map(|m| (m.change.clone(), m.between_unaffected * 100.0, "#c0392b")).collect();
+        format!(
+            r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>strategy check: {name} {version}</title>
+<style>body{{font-family:sans-serif;max-width:760px;margin:2em auto;color:#222}} pre{{background:#f4f4f4;padding:1em;overflow-x:auto;font-size:12px}} p.note{{color:#555;font-size:13px}}</style></head>
+<body><h1>{name} {version}: {result}</h1>
+<p>{description}</p>
+<h2>Load per node</h2>
+<p class="note">Keys whose primary owner each node is, divided by its fair share (by weight). 1.0 is exact; the noise line is the peak a perfect strategy shows with {keys} random keys on {nodes} nodes. Orange bars are above it.</p>
+{load_svg}
+<h2>Movement</h2>
+<p class="note">Keys whose primary changed, divided by the least that must move (the added or removed node's share): 1.0 is minimal.</p>
+{moves_svg}
+<p class="note">Keys moved between two nodes the change did not touch, in percent: 0 for a consistent strategy.</p>
+{between_svg}
+<h2>Full report</h2>
+<pre>{text}</pre>
+</body></html>
+"#,
+            name = esc(&self.name),
+            version = esc(&self.version),
+            description = esc(&self.description),
+            result = if self.passed() { "PASS" } else { "FAIL" },
+            keys = self.keys,
+            nodes = self.nodes,
+            load_svg = bar_chart("keys / share", &load, 1.0, Some(self.balance.noise_peak_over_mean), ""),
+            moves_svg = bar_chart("moved / ideal", &moves, 1.0, None, ""),
+            between_svg = bar_chart("moved between unaffected nodes", &between, 0.0, None, "%"),
+            text = esc(&self.to_string()),
+        )
     }
 }
 

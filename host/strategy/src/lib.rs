@@ -17,20 +17,27 @@
 //!   pool of instances, every call under a fuel budget and memory limit.
 //! - [`RoutingInput`]: what a routing state configures its strategy with.
 //! - [`StrategyCache`]: compiled strategies and routers, bounded, LRU.
+//! - [`SandboxSettings`]: the budgets as a role's config file sets them.
+//! - [`CompiledCache`]: compiled components on disk, by sha256, bounded.
 
 mod admit;
 mod bindings;
 mod cache;
 pub mod check;
+mod compiled;
 mod error;
 mod input;
 mod router;
 mod sandbox;
+mod settings;
+mod wasi;
 
 pub use admit::{Admission, admit, sample_keys};
 pub use cache::StrategyCache;
+pub use compiled::CompiledCache;
 pub use error::StrategyError;
 pub use input::RoutingInput;
 pub use router::{Router, TableKind};
-pub use sandbox::{Limits, Sandbox, Strategy};
+pub use sandbox::{DEFAULT_MAX_COMPONENT_BYTES, Limits, Sandbox, Strategy};
+pub use settings::{DEFAULT_COMPILED_CACHE_SIZE, SandboxSettings, default_compiled_cache_dir};
 pub use shardgate_strategy_sdk::{Metadata, Node as NodeSpec, Table, key_hash};

@@ -2,11 +2,16 @@
 //! budgets every call into a strategy runs under.
 //!
 //! [`Sandbox::load`] turns untrusted bytes into a [`Strategy`] only after
-//! checking size, magic, imports and exports and reading the metadata; every
-//! later call into the component goes through [`Instance`], which sets the
-//! fuel budget and memory limit and turns traps into [`StrategyError`]s.
+//! checking size, magic and imports (read from the bytes before anything is
+//! compiled, so a refusal is instant), compiling (or finding the compiled
+//! form in the [`CompiledCache`]), checking exports and reading the
+//! metadata; every later call into the component goes through [`Instance`],
+//! which sets the fuel budget and memory limit and turns traps into
+//! [`StrategyError`]s, with what the guest wrote to stderr (a panic
+//! message) attached.
 
 use crate::bindings;
+use crate::compiled::CompiledCache;
 use crate::error::StrategyError;
 use sha2::{Digest, Sha256};
 use shardgate_strategy_sdk::{Metadata, Node as NodeSpec};
@@ -15,8 +20,11 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
 /// Interfaces a Rust `std` guest for wasm32-wasip2 links even when it never
-/// calls them. They are satisfied by inert stubs that trap when called;
-/// any other import (filesystem, sockets, clocks, random, http, ...) refuses
+/// calls them (and that language runtimes call at start-up). Environment,
+/// arguments, stdout and stderr answer deterministically (`crate::wasi`);
+/// the rest are inert stubs that trap when called. With
+/// [`crate::wasi::DETERMINISTIC_INTERFACES`] (random, clocks) these are the
+/// only imports allowed: any other (filesystem, sockets, http, ...) refuses
 /// the component.
 const STD_STUB_INTERFACES: &[&str] = &[
     "wasi:io/poll",
@@ -33,6 +41,9 @@ const STD_STUB_INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
 ];
+
+/// Default largest component: room for CPython (componentize-py, ~18 MB).
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 32 << 20;
 
 /// Budgets and limits for strategies. Fuel is counted in wasmtime fuel units
 /// (about one per WebAssembly instruction).
@@ -58,7 +69,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_component_bytes: 16 << 20,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             memory_bytes: 256 << 20,
             configure_fuel: 20_000_000_000,
             control_fuel: 100_000_000,
@@ -79,10 +90,24 @@ pub struct Sandbox {
 struct SandboxInner {
     engine: Engine,
     limits: Limits,
+    compiled: Option<CompiledCache>,
 }
 
 impl Sandbox {
+    /// A sandbox that compiles every component it loads.
     pub fn new(limits: Limits) -> Result<Self, StrategyError> {
+        Self::build(limits, None)
+    }
+
+    /// A sandbox that keeps compiled components in `dir` (at most
+    /// `max_bytes` in total; 0 keeps none) and loads them from there when
+    /// the same bytes come again. The directory is created when first
+    /// written; one that cannot be written only logs a warning.
+    pub fn with_compiled_cache(limits: Limits, dir: std::path::PathBuf, max_bytes: u64) -> Result<Self, StrategyError> {
+        Self::build(limits, Some((dir, max_bytes)))
+    }
+
+    fn build(limits: Limits, cache: Option<(std::path::PathBuf, u64)>) -> Result<Self, StrategyError> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.consume_fuel(true);
@@ -90,11 +115,17 @@ impl Sandbox {
         config.concurrency_support(false);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).map_err(|e| StrategyError::Engine(format!("{e:#}")))?;
-        Ok(Sandbox { inner: Arc::new(SandboxInner { engine, limits }) })
+        let compiled = cache.filter(|(_, max)| *max > 0).map(|(dir, max)| CompiledCache::new(dir, max, &engine));
+        Ok(Sandbox { inner: Arc::new(SandboxInner { engine, limits, compiled }) })
     }
 
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// The on-disk cache of compiled components, if this sandbox has one.
+    pub fn compiled_cache(&self) -> Option<&CompiledCache> {
+        self.inner.compiled.as_ref()
     }
 
     /// Validates and compiles a component. Refuses, with the reason: an
@@ -113,23 +144,36 @@ impl Sandbox {
         if bytes[6..8] == [0, 0] {
             return Err(StrategyError::NotAComponent);
         }
-        let engine = &self.inner.engine;
-        let component = Component::from_binary(engine, bytes).map_err(|e| StrategyError::Invalid(one_line(&e)))?;
-
-        let forbidden: Vec<String> =
-            component.component_type().imports(engine).map(|(name, _)| name.to_string()).filter(|name| !is_allowed_import(name)).collect();
+        // The import policy reads the bytes, before any (costly) compilation.
+        let imports = component_imports(bytes)?;
+        let forbidden: Vec<String> = imports.iter().filter(|name| !is_allowed_import(name)).cloned().collect();
         if !forbidden.is_empty() {
             return Err(StrategyError::ForbiddenImports(forbidden));
         }
 
+        let hash = hex::encode(Sha256::digest(bytes));
+        let engine = &self.inner.engine;
+        let (component, from_cache) = self.compile(&hash, bytes)?;
+        // What wasmtime sees must be what the policy read.
+        if let Some(name) = component.component_type().imports(engine).map(|(name, _)| name).find(|name| !is_allowed_import(name)) {
+            return Err(StrategyError::ForbiddenImports(vec![name.to_string()]));
+        }
+
         let mut linker = Linker::<StoreState>::new(engine);
+        crate::wasi::define(&mut linker, &imports).map_err(|e| StrategyError::Engine(one_line(&e)))?;
         linker.define_unknown_imports_as_traps(&component).map_err(|e| StrategyError::Engine(one_line(&e)))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| StrategyError::Invalid(one_line(&e)))?;
         let pre = bindings::StrategyPre::new(pre).map_err(|e| StrategyError::WrongWorld(one_line(&e)))?;
 
-        let hash = hex::encode(Sha256::digest(bytes));
         let mut strategy = Strategy {
-            inner: Arc::new(StrategyInner { sandbox: self.clone(), pre, hash, size: bytes.len(), metadata: Metadata::new("", "", "") }),
+            inner: Arc::new(StrategyInner {
+                sandbox: self.clone(),
+                pre,
+                hash,
+                size: bytes.len(),
+                from_cache,
+                metadata: Metadata::new("", "", ""),
+            }),
         };
         let mut instance = strategy.instance()?;
         let metadata = instance.metadata()?;
@@ -137,6 +181,57 @@ impl Sandbox {
         Arc::get_mut(&mut strategy.inner).expect("not shared yet").metadata = metadata;
         Ok(strategy)
     }
+}
+
+impl Sandbox {
+    /// The compiled component for `bytes` (sha256 `hash`): from the on-disk
+    /// cache when it holds it (`true`), else compiled now (and stored).
+    fn compile(&self, hash: &str, bytes: &[u8]) -> Result<(Component, bool), StrategyError> {
+        let engine = &self.inner.engine;
+        let invalid = |e: wasmtime::Error| StrategyError::Invalid(one_line(&e));
+        let Some(cache) = &self.inner.compiled else {
+            return Ok((Component::from_binary(engine, bytes).map_err(invalid)?, false));
+        };
+        if let Some(component) = cache.get(engine, hash) {
+            return Ok((component, true));
+        }
+        let serialized = engine.precompile_component(bytes).map_err(invalid)?;
+        // SAFETY: `serialized` was produced just now by this engine.
+        let component = unsafe { Component::deserialize(engine, &serialized) }.map_err(|e| StrategyError::Engine(one_line(&e)))?;
+        cache.put(hash, &serialized);
+        Ok((component, false))
+    }
+}
+
+/// The names a component imports (top level, versions included), read from
+/// its bytes without compiling it.
+fn component_imports(bytes: &[u8]) -> Result<Vec<String>, StrategyError> {
+    use wasmparser::{Parser, Payload};
+    let mut names = Vec::new();
+    // Nested modules and components have imports of their own, satisfied
+    // inside the component: only depth 0 faces the host.
+    let mut depth = 0usize;
+    // wasmparser's messages may span lines: one bounded line.
+    let invalid = |e: wasmparser::BinaryReaderError| StrategyError::Invalid(guest_text(&e.to_string()));
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => break,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import.map_err(invalid)?;
+                    // Type imports (`use types.{node, ...}` in a world) carry
+                    // no behaviour; wasmtime does not list them either.
+                    if !matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        names.push(import.name.name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
 }
 
 /// The contract's own interface (type definitions only, no functions).
@@ -147,7 +242,8 @@ const CONTRACT_INTERFACE: &str = "shardgate:strategy/types";
 fn is_allowed_import(import: &str) -> bool {
     let (interface, version) = import.split_once('@').unwrap_or((import, ""));
     (interface == CONTRACT_INTERFACE && version.starts_with("0.1."))
-        || (version.starts_with("0.2.") && STD_STUB_INTERFACES.contains(&interface))
+        || (version.starts_with("0.2.")
+            && (STD_STUB_INTERFACES.contains(&interface) || crate::wasi::DETERMINISTIC_INTERFACES.contains(&interface)))
 }
 
 fn validate_metadata(m: &Metadata) -> Result<(), StrategyError> {
@@ -211,6 +307,7 @@ struct StrategyInner {
     pre: bindings::StrategyPre<StoreState>,
     hash: String,
     size: usize,
+    from_cache: bool,
     metadata: Metadata,
 }
 
@@ -239,6 +336,12 @@ impl Strategy {
         self.inner.size
     }
 
+    /// Whether the compiled form came from the on-disk [`CompiledCache`]
+    /// (no compilation on this load).
+    pub fn from_compiled_cache(&self) -> bool {
+        self.inner.from_cache
+    }
+
     pub fn sandbox(&self) -> &Sandbox {
         &self.inner.sandbox
     }
@@ -251,10 +354,7 @@ impl Strategy {
     /// A fresh, unconfigured instance.
     pub(crate) fn instance(&self) -> Result<Instance, StrategyError> {
         let limits = &self.inner.sandbox.inner.limits;
-        let mut store = Store::new(
-            &self.inner.sandbox.inner.engine,
-            StoreState { memory: MemoryLimit { limit: limits.memory_bytes, exceeded: false } },
-        );
+        let mut store = Store::new(&self.inner.sandbox.inner.engine, StoreState::new(limits.memory_bytes));
         store.limiter(|s| &mut s.memory);
         store.set_fuel(limits.control_fuel).map_err(|e| StrategyError::Engine(one_line(&e)))?;
         let bindings = match self.inner.pre.instantiate(&mut store) {
@@ -267,6 +367,15 @@ impl Strategy {
 
 pub(crate) struct StoreState {
     memory: MemoryLimit,
+    /// What the guest wrote to stdout/stderr, at most
+    /// [`crate::wasi::MAX_GUEST_OUTPUT`] bytes: shown with a trap.
+    pub(crate) output: Vec<u8>,
+}
+
+impl StoreState {
+    pub(crate) fn new(memory_limit: usize) -> Self {
+        StoreState { memory: MemoryLimit { limit: memory_limit, exceeded: false }, output: Vec::new() }
+    }
 }
 
 /// Refuses memory growth past the limit and remembers that it did, so the
@@ -291,6 +400,16 @@ impl ResourceLimiter for MemoryLimit {
 }
 
 fn classify(e: wasmtime::Error, store: &Store<StoreState>, call: &'static str, fuel: u64, limit: &'static str) -> StrategyError {
+    match classify_trap(e, store, call, fuel, limit) {
+        StrategyError::Trap { call, message } if !store.data().output.is_empty() => {
+            let said = guest_text(&String::from_utf8_lossy(&store.data().output));
+            StrategyError::Trap { call, message: format!("{message}; the strategy wrote: {said}") }
+        }
+        other => other,
+    }
+}
+
+fn classify_trap(e: wasmtime::Error, store: &Store<StoreState>, call: &'static str, fuel: u64, limit: &'static str) -> StrategyError {
     if store.data().memory.exceeded {
         return StrategyError::MemoryLimit { call, limit: store.data().memory.limit };
     }
@@ -300,7 +419,9 @@ fn classify(e: wasmtime::Error, store: &Store<StoreState>, call: &'static str, f
             StrategyError::Trap { call, message: "wasm `unreachable` executed (a panic or abort in the strategy)".into() }
         }
         Some(trap) => StrategyError::Trap { call, message: trap.to_string() },
-        None => StrategyError::Trap { call, message: one_line(&e) },
+        // A host function's error (a stub that must not be called): its
+        // own message, not the backtrace wasmtime wraps it in.
+        None => StrategyError::Trap { call, message: e.root_cause().to_string() },
     }
 }
 

@@ -48,11 +48,11 @@ pub struct ClusterSpec {
 impl ClusterSpec {
     /// A spec with quick Raft timing for local use.
     pub fn new(metas: usize, nodes: usize, proxies: usize, data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir: PathBuf = data_dir.into();
         ClusterSpec {
             metas,
             nodes,
             proxies,
-            data_dir: data_dir.into(),
             node: NodeConfig { shutdown_timeout: Duration::from_secs(2), ..NodeConfig::default() },
             meta: MetaConfig {
                 heartbeat_interval: Duration::from_millis(50),
@@ -60,7 +60,14 @@ impl ClusterSpec {
                 watch_heartbeat: Duration::from_millis(500),
                 ..MetaConfig::default()
             },
-            proxy: ProxyConfig { shutdown_timeout: Duration::from_secs(2), ..ProxyConfig::default() },
+            // Proxies share one compiled-strategy cache inside the cluster's
+            // directory (not the user's cache).
+            proxy: ProxyConfig {
+                shutdown_timeout: Duration::from_secs(2),
+                compiled_cache_dir: Some(data_dir.join("proxy-compiled-strategies")),
+                ..ProxyConfig::default()
+            },
+            data_dir,
         }
     }
 }

@@ -79,36 +79,50 @@ enum CtlCommand {
 
 #[derive(Subcommand)]
 enum NodesCommand {
+    /// Every cache node: id, address, weight, zone and state.
     List,
+    /// Add a cache node (active at once: keys move to it).
     Add {
+        /// The node's id: stable across restarts and address changes.
         id: String,
         /// The node's HTTP API, http://host:port.
         addr: String,
+        /// Relative capacity (> 0): a node of weight 2 gets about twice the keys.
         #[arg(long, default_value_t = 1.0)]
         weight: f64,
+        /// Failure domain (zone, rack) for strategies that spread replicas.
         #[arg(long, default_value = "")]
         zone: String,
     },
+    /// Change a node's weight and/or state.
     Update {
+        /// The node's id.
         id: String,
+        /// New relative capacity (> 0).
         #[arg(long)]
         weight: Option<f64>,
+        /// `draining` takes the node out of routing (keys move away), `active` brings it back.
         #[arg(long)]
         state: Option<StateArg>,
     },
+    /// Remove a node (its keys move to the others).
     Remove {
+        /// The node's id.
         id: String,
     },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum StateArg {
+    /// Routed to.
     Active,
+    /// Kept, but no longer routed to.
     Draining,
 }
 
 #[derive(Subcommand)]
 enum StrategyCtl {
+    /// The registry: every uploaded strategy, oldest upload first, the active one marked.
     List,
     /// Upload component files (or built-in strategies by name), one after another.
     Upload {
@@ -119,10 +133,13 @@ enum StrategyCtl {
     },
     /// Make a strategy active (by name: the newest upload of that name; or by hash).
     Activate {
+        /// A strategy name (the newest upload of that name), or its hash:
+        /// whole, or a prefix of 8 or more hex digits, `sha256:` optional.
         strategy: String,
         /// The strategy's TOML config file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Owners per key: the first is the primary, the others replicas.
         #[arg(long, default_value_t = 1)]
         replicas: u32,
         /// Wait until every --proxy serves the new epoch.
@@ -135,19 +152,26 @@ enum StrategyCtl {
     },
     /// Share of keys that would move, and per-node load, for a candidate.
     Preview {
+        /// A strategy name (the newest upload of that name), or its hash
+        /// (whole, or 8+ hex digits, `sha256:` optional).
         strategy: String,
+        /// The candidate's TOML config file (default: empty config).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The candidate's replica count (default: the active one).
         #[arg(long)]
         replicas: Option<u32>,
+        /// Keys to route through both routings (at most 100000).
         #[arg(long, default_value_t = 10_000)]
         sample: u32,
     },
-    /// Routing configs in force over time.
+    /// Routing configs in force over time, with each strategy's name and version.
     History,
     /// Make the routing config of an earlier epoch active again.
     Rollback {
+        /// The epoch whose routing config to restore (see `history`).
         epoch: u64,
+        /// Wait until every --proxy serves the new epoch.
         #[arg(long)]
         wait: bool,
     },
@@ -166,10 +190,14 @@ enum MembersCommand {
     },
     /// Add a member (as a learner, then promoted to voter once caught up).
     Add {
+        /// The new member's id (its `meta.id`, unused in this cluster).
         id: u64,
+        /// The new member's API address, http(s)://host:port.
         addr: String,
     },
+    /// Remove a member from the cluster.
     Remove {
+        /// The member's id.
         id: u64,
     },
 }
@@ -233,8 +261,17 @@ async fn members_watch(client: &MetaClient, json: bool, count: Option<u64>) -> a
 
 pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(ctl(args))?;
-    Ok(ExitCode::SUCCESS)
+    let json = args.json;
+    match runtime.block_on(ctl(args)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // With --json a failure is JSON too, on stdout where the answer
+        // would have been: `{"error": "..."}`, exit status 1.
+        Err(e) if json => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "error": format!("{e:#}") }))?);
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
@@ -377,15 +414,53 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A strategy by name (newest upload of that name) or by hash.
-async fn resolve(client: &MetaClient, strategy: &str) -> anyhow::Result<StrategyInfo> {
-    let all = client.strategies().await?;
-    if let Some(s) = all.iter().find(|s| s.hash == strategy) {
-        return Ok(s.clone());
+/// Fewest hex digits of a hash prefix (as meta's `resolve_hash`).
+const MIN_HASH_PREFIX: usize = 8;
+
+/// A strategy by name (the newest upload of that name) or by hash (whole,
+/// or a prefix of 8+ hex digits; `sha256:` optional). Also says how it was
+/// chosen when a name matched several uploads.
+async fn resolve(client: &MetaClient, strategy: &str) -> anyhow::Result<(StrategyInfo, Option<String>)> {
+    resolve_in(client.strategies().await?, strategy)
+}
+
+fn resolve_in(all: Vec<StrategyInfo>, strategy: &str) -> anyhow::Result<(StrategyInfo, Option<String>)> {
+    let hex = strategy.strip_prefix("sha256:").unwrap_or(strategy).to_ascii_lowercase();
+    if hex.len() >= MIN_HASH_PREFIX && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let matches: Vec<&StrategyInfo> = all.iter().filter(|s| s.hash.starts_with(&hex)).collect();
+        match matches.as_slice() {
+            [one] => return Ok(((*one).clone(), None)),
+            [] => {}
+            many => bail!(
+                "hash prefix {strategy:?} is ambiguous: it matches {}; give more digits",
+                many.iter().map(|s| format!("{} {} ({})", s.name, s.version, &s.hash[..16])).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    } else if strategy.starts_with("sha256:") {
+        bail!("{strategy:?}: a hash needs at least {MIN_HASH_PREFIX} hex digits after sha256:");
     }
-    all.into_iter().filter(|s| s.name == strategy).max_by_key(|s| s.uploaded_at).with_context(|| {
+    let named: Vec<&StrategyInfo> = all.iter().filter(|s| s.name == strategy).collect();
+    let newest = named.iter().max_by_key(|s| s.uploaded_at).copied().cloned().with_context(|| {
         format!("no strategy named or hashed {strategy:?} in the registry; upload it first (shardgate ctl strategy upload)")
-    })
+    })?;
+    let note = (named.len() > 1).then(|| {
+        format!(
+            "{strategy:?} names {} uploads; using the newest: version {}, {}, uploaded {}",
+            named.len(),
+            newest.version,
+            &newest.hash[..12],
+            uploaded(&newest)
+        )
+    });
+    Ok((newest, note))
+}
+
+/// When a strategy was uploaded, as RFC 3339 (UTC), or "-" when unknown.
+fn uploaded(s: &StrategyInfo) -> String {
+    if s.uploaded_unix_ms == 0 {
+        return "-".into();
+    }
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(s.uploaded_unix_ms)).to_string()
 }
 
 fn read_config(path: &Option<PathBuf>) -> anyhow::Result<String> {
@@ -398,10 +473,11 @@ fn read_config(path: &Option<PathBuf>) -> anyhow::Result<String> {
 async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: Duration, cmd: StrategyCtl) -> anyhow::Result<()> {
     match cmd {
         StrategyCtl::List => {
-            let list = client.strategies().await?;
+            let mut list = client.strategies().await?;
+            list.sort_by_key(|s| s.uploaded_at);
             let active = client.routing().await?.strategy.map(|s| s.hash);
             emit(json, &list, || {
-                let mut t = table(&["name", "version", "hash", "bytes", "active", "description"]);
+                let mut t = table(&["name", "version", "hash", "bytes", "uploaded", "active", "description"]);
                 for s in &list {
                     let on = if active.as_deref() == Some(s.hash.as_str()) { "*" } else { "" };
                     t.add_row(vec![
@@ -409,6 +485,7 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
                         s.version.clone(),
                         s.hash[..12].to_string(),
                         s.size.to_string(),
+                        uploaded(s),
                         on.into(),
                         s.description.clone(),
                     ]);
@@ -453,7 +530,10 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
                     return emit(json, &routing, || said);
                 }
             }
-            let s = resolve(client, &strategy).await?;
+            let (s, note) = resolve(client, &strategy).await?;
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
             let config = read_config(&config)?;
             let r = client.activate(&s.hash, &Activation { config, replicas }).await?;
             receipt(json, &format!("activated {} {} ({})", s.name, s.version, &s.hash[..12]), &r)?;
@@ -463,7 +543,10 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
             Ok(())
         }
         StrategyCtl::Preview { strategy, config, replicas, sample } => {
-            let s = resolve(client, &strategy).await?;
+            let (s, note) = resolve(client, &strategy).await?;
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
             let req = PreviewRequest {
                 hash: Some(s.hash.clone()),
                 config: Some(read_config(&config)?),
@@ -488,14 +571,18 @@ async fn strategy(client: &MetaClient, proxies: &[String], json: bool, timeout: 
         }
         StrategyCtl::History => {
             let history: Vec<HistoryEntry> = client.history().await?;
+            let registry = client.strategies().await?;
             emit(json, &history, || {
-                let mut t = table(&["epoch", "time", "hash", "replicas", "moved", "config"]);
+                let mut t = table(&["epoch", "time", "name", "version", "hash", "replicas", "moved", "config"]);
                 for h in &history {
                     let at =
                         h.at_ms.map(|ms| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string());
+                    let s = registry.iter().find(|s| s.hash == h.hash);
                     t.add_row(vec![
                         h.epoch.to_string(),
                         at.unwrap_or_else(|| "-".into()),
+                        s.map_or("-".into(), |s| s.name.clone()),
+                        s.map_or("-".into(), |s| s.version.clone()),
                         h.hash[..12.min(h.hash.len())].to_string(),
                         h.replicas.to_string(),
                         h.moved_share.map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0)),
@@ -605,4 +692,78 @@ async fn status(client: &MetaClient, proxies: &[String], json: bool, _timeout: D
         }
         text.trim_end().to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, version: &str, hash: &str, uploaded_at: u64) -> StrategyInfo {
+        StrategyInfo {
+            hash: hash.into(),
+            name: name.into(),
+            version: version.into(),
+            description: String::new(),
+            size: 1,
+            uploaded_at,
+            uploaded_unix_ms: 0,
+        }
+    }
+
+    fn registry() -> Vec<StrategyInfo> {
+        vec![
+            info("hrw", "1", &format!("aaaa1111{}", "0".repeat(56)), 3),
+            info("hrw", "2", &format!("aaaa2222{}", "0".repeat(56)), 7),
+            info("hrw", "0", &format!("bbbb1111{}", "0".repeat(56)), 5),
+        ]
+    }
+
+    #[test]
+    fn a_name_means_its_newest_upload_and_says_so() {
+        let (s, note) = resolve_in(registry(), "hrw").unwrap();
+        assert_eq!(s.version, "2");
+        assert!(note.unwrap().contains("3 uploads; using the newest: version 2"));
+    }
+
+    #[test]
+    fn hash_prefixes_and_the_sha256_form_are_accepted() {
+        assert_eq!(resolve_in(registry(), "bbbb1111").unwrap().0.version, "0");
+        assert_eq!(resolve_in(registry(), "sha256:AAAA2222").unwrap().0.version, "2");
+        let full = registry()[0].hash.clone();
+        assert_eq!(resolve_in(registry(), &format!("sha256:{full}")).unwrap().0.version, "1");
+        let e = resolve_in(registry(), "aaaa").unwrap_err().to_string();
+        assert!(e.contains("no strategy named or hashed"), "{e}");
+        let e = resolve_in(vec![registry()[0].clone(), info("x", "1", &format!("aaaa1111f{}", "0".repeat(55)), 9)], "aaaa1111")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ambiguous") && e.contains("more digits"), "{e}");
+        assert!(resolve_in(registry(), "sha256:aa").unwrap_err().to_string().contains("at least 8"));
+    }
+
+    #[test]
+    fn every_ctl_argument_has_help_text() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            ctl: CtlArgs,
+        }
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() && cmd.get_name() != "help" {
+                missing.push(format!("{path} (command)"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Wrap::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without --help text: {missing:?}");
+    }
 }

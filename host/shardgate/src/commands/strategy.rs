@@ -8,7 +8,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use shardgate_strategy::check::{CheckOptions, check};
-use shardgate_strategy::{Limits, Sandbox};
+use shardgate_strategy::{DEFAULT_MAX_COMPONENT_BYTES, Limits, Sandbox, SandboxSettings};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,20 +19,40 @@ pub enum StrategyCommand {
     List,
     /// Check a strategy: balance, movement, determinism and speed.
     Check(CheckArgs),
-    /// Create a new strategy crate (Rust, wit-bindgen) ready to build.
+    /// Create a new strategy project ready to build: a Rust crate
+    /// (wit-bindgen) or a Python app (componentize-py).
     New {
-        /// Crate and strategy name: lowercase letters, digits, '-' and '_'.
+        /// Project and strategy name: lowercase letters, digits, '-' and '_'.
         name: String,
         /// Directory to create (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
+        /// Rust: a slots-table skeleton (its imports, a row helper, a test
+        /// that the table and `route` agree) instead of the per-key example.
+        #[arg(long)]
+        table: bool,
     },
+}
+
+/// Languages `strategy new` scaffolds.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate built with `cargo build --target wasm32-wasip2`.
+    Rust,
+    /// A Python app built with componentize-py (weighted HRW as a slots table).
+    Python,
 }
 
 /// The contract, embedded from `wit/` (the one source of truth).
 const WIT: &str = include_str!("../../../../wit/strategy.wit");
 
-fn scaffold(name: &str, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// The Python example, the template of `strategy new --lang python`.
+const PYTHON_APP: &str = include_str!("../../../../strategies/examples/python-hrw/app.py");
+
+fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang, table: bool) -> anyhow::Result<ExitCode> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -44,26 +64,48 @@ fn scaffold(name: &str, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
     }
     let crate_name = name.replace('-', "_");
+    if lang == Lang::Python && table {
+        anyhow::bail!("--table is for --lang rust; the Python example already returns a slots table");
+    }
+    if lang == Lang::Python {
+        let files = [
+            ("app.py", PYTHON_APP.replace("python-hrw", name)),
+            ("wit/strategy.wit", WIT.to_string()),
+            (".gitignore", "/*.wasm\n/__pycache__\n".to_string()),
+        ];
+        write_files(&dir, &files)?;
+        println!("created {} (strategy {name}, Python)", dir.display());
+        println!("  cd {}", dir.display());
+        println!("  pip install componentize-py==0.25.1");
+        println!("  componentize-py -d wit -w strategy componentize app -o {name}.wasm --stub-wasi");
+        println!("  shardgate strategy check {name}.wasm --replicas 2");
+        return Ok(ExitCode::SUCCESS);
+    }
     let fill = |t: &str| t.replace("{{name}}", name).replace("{{crate}}", &crate_name);
     let files: [(&str, String); 5] = [
         // An empty [workspace] keeps the crate standalone even inside another workspace.
         ("Cargo.toml", fill(include_str!("scaffold/Cargo.toml.tmpl")) + "\n[workspace]\n"),
-        ("src/lib.rs", fill(include_str!("scaffold/lib.rs.tmpl"))),
+        ("src/lib.rs", fill(if table { include_str!("scaffold/lib_table.rs.tmpl") } else { include_str!("scaffold/lib.rs.tmpl") })),
         ("wit/strategy.wit", WIT.to_string()),
         ("README.md", fill(include_str!("scaffold/README.md.tmpl"))),
         (".gitignore", "/target\n".to_string()),
     ];
-    for (path, text) in files {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).with_context(|| format!("cannot create {}", path.parent().unwrap().display()))?;
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    write_files(&dir, &files)?;
     println!("created {} (strategy {name})", dir.display());
     println!("  cd {}", dir.display());
     println!("  cargo test");
     println!("  cargo build --release --target wasm32-wasip2");
     println!("  shardgate strategy check target/wasm32-wasip2/release/{crate_name}.wasm --replicas 2");
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_files(dir: &std::path::Path, files: &[(&str, String)]) -> anyhow::Result<()> {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).with_context(|| format!("cannot create {}", path.parent().unwrap().display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -82,7 +124,40 @@ pub struct CheckArgs {
     /// Replica count.
     #[arg(long, default_value_t = 1)]
     replicas: u32,
-    /// Print the report as JSON.
+    /// Node weights, comma-separated, given to the nodes in turn
+    /// (`--weights 1,2` alternates 1 and 2); default: all 1.
+    #[arg(long, value_delimiter = ',', value_name = "W,...")]
+    weights: Vec<f64>,
+    /// Number of zones the nodes are spread over (node i in zone-(i mod N));
+    /// 0 leaves zones empty.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    zones: usize,
+    /// Fuel for `configure` (about one unit per WebAssembly instruction).
+    #[arg(long, value_name = "UNITS", default_value_t = Limits::default().configure_fuel)]
+    config_fuel: u64,
+    /// Fuel per key for `route` and `route-batch`.
+    #[arg(long, value_name = "UNITS", default_value_t = Limits::default().route_fuel)]
+    route_fuel: u64,
+    /// Fuel for start-up, `metadata` and `validate-config`.
+    #[arg(long, value_name = "UNITS", default_value_t = Limits::default().control_fuel)]
+    control_fuel: u64,
+    /// Linear memory per instance, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = (Limits::default().memory_bytes >> 20) as u64)]
+    memory_mib: u64,
+    /// Largest component accepted, in MiB (meta's `max_component_size`).
+    #[arg(long, value_name = "MIB", default_value_t = (DEFAULT_MAX_COMPONENT_BYTES >> 20) as u64)]
+    max_component_mib: u64,
+    /// Where compiled components are kept between runs (default: the user's
+    /// cache directory, $XDG_CACHE_HOME or ~/.cache, under shardgate/).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time: neither read nor write the compiled-component cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Also write the report as a self-contained HTML page with plots.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Print the report as JSON (a failure too: `{"error": ...}`).
     #[arg(long)]
     json: bool,
 }
@@ -100,11 +175,23 @@ pub fn run(cmd: StrategyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StrategyCommand::Check(args) => check_command(args),
-        StrategyCommand::New { name, dir } => scaffold(&name, dir),
+        StrategyCommand::New { name, dir, lang, table } => scaffold(&name, dir, lang, table),
     }
 }
 
 fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    match check_run(args) {
+        // With --json, a strategy that cannot be checked at all is JSON too.
+        Err(e) if json => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "error": format!("{e:#}"), "passed": false }))?);
+            Ok(ExitCode::from(2))
+        }
+        other => other,
+    }
+}
+
+fn check_run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
@@ -121,14 +208,52 @@ fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?,
         None => String::new(),
     };
-    let sandbox = Sandbox::new(Limits::default())?;
-    let strategy = sandbox.load(&bytes).with_context(|| format!("{} is not a usable strategy", args.strategy))?;
-    let opts = CheckOptions { config, nodes: args.nodes, keys: args.keys, replicas: args.replicas, ..CheckOptions::default() };
+    if let Some(w) = args.weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+        anyhow::bail!("--weights: {w} is not a weight; weights must be finite and > 0");
+    }
+    let settings = SandboxSettings {
+        memory: bytesize::ByteSize::mib(args.memory_mib),
+        configure_fuel: args.config_fuel,
+        control_fuel: args.control_fuel,
+        route_fuel: args.route_fuel,
+        ..SandboxSettings::default()
+    };
+    if let Err((key, message)) = settings.validate() {
+        let flag = match key {
+            "memory" => "memory-mib",
+            "configure_fuel" => "config-fuel",
+            other => other,
+        };
+        anyhow::bail!("--{}: {message}", flag.replace('_', "-"));
+    }
+    let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(shardgate_strategy::default_compiled_cache_dir) };
+    let sandbox = settings.sandbox((args.max_component_mib as usize) << 20, cache_dir)?;
     let started = std::time::Instant::now();
+    let strategy = sandbox.load(&bytes).with_context(|| format!("{} is not a usable strategy", args.strategy))?;
+    eprintln!(
+        "[{:>6.1}s] loaded {} ({} KiB, {})",
+        started.elapsed().as_secs_f64(),
+        args.strategy,
+        bytes.len().div_ceil(1024),
+        if strategy.from_compiled_cache() { "compiled form from the cache" } else { "compiled" }
+    );
+    let opts = CheckOptions {
+        config,
+        nodes: args.nodes,
+        keys: args.keys,
+        replicas: args.replicas,
+        weights: args.weights.clone(),
+        zones: args.zones,
+        ..CheckOptions::default()
+    };
     let report = check(&strategy, &opts, |step| {
         eprintln!("[{:>6.1}s] {step}", started.elapsed().as_secs_f64());
     })
     .with_context(|| format!("cannot configure {}", args.strategy))?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, report.to_html()).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
