@@ -429,7 +429,7 @@ impl MetaClient {
             }
             async move {
                 let outcome = match rb.send().await {
-                    Err(e) => Err(self.transport_error(addr, e)),
+                    Err(e) => Err(self.transport_error(addr, e, self.request_timeout)),
                     Ok(resp) if resp.status().is_success() => Ok(()),
                     Ok(resp) => {
                         let status = resp.status();

@@ -396,7 +396,7 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Lookup { key, strategy, config, replicas } => {
             let candidate = match strategy {
                 Some(s) => {
-                    let s = resolve(&client, &s).await?;
+                    let (s, _) = resolve(&client, &s).await?;
                     Some(PreviewRequest { hash: Some(s.hash), config: Some(read_config(&config)?), replicas, nodes: None, sample: None })
                 }
                 None => None,
