@@ -85,13 +85,13 @@ for round in $(seq 1 "$rounds"); do
         # shellcheck disable=SC2046
         before=$(ticks $(procs_of "$t"))
         if [ "$test" = mget ]; then
-          out=$(redis-benchmark -p "${port_of[$t]}" -c 64 -P "$P" -n "$n" -r 100000 -q "${mget[@]}" 2>/dev/null | tr '\r' '\n' | grep -a "requests per second" | tail -1)
+          out=$(redis-benchmark -p "${port_of[$t]}" -c 64 -P "$P" -n "$n" -r 100000 -q "${mget[@]}" 2>/dev/null | tr '\r' '\n' | grep -a "requests per second" | tail -1 || true)
         else
-          out=$(redis-benchmark -p "${port_of[$t]}" -c 64 -P "$P" -n "$n" -r 100000 -d 100 -t "$test" -q 2>/dev/null | tr '\r' '\n' | grep -a "requests per second" | tail -1)
+          out=$(redis-benchmark -p "${port_of[$t]}" -c 64 -P "$P" -n "$n" -r 100000 -d 100 -t "$test" -q 2>/dev/null | tr '\r' '\n' | grep -a "requests per second" | tail -1 || true)
         fi
         # shellcheck disable=SC2046
         after=$(ticks $(procs_of "$t"))
-        rps=$(echo "$out" | sed -E 's/.*: ([0-9.]+) requests per second.*/\1/')
+        rps=$(echo "$out" | sed -E 's/.*: ([0-9.]+) requests per second.*/\1/'); rps=${rps:-failed}
         us=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
         printf '%s\t%s\tP%s\t%s\t%s\t%s\n' "$round" "$test" "$P" "$t" "$rps" "$us" | tee -a "$results"
       done

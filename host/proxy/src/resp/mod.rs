@@ -47,6 +47,14 @@ use frame::{FrameLimits, MAX_INLINE, Reply};
 /// the replies held per connection).
 const MAX_COMMANDS_PER_ROUND: usize = 256;
 
+/// Commands of one connection in flight at once (a wave is finished when
+/// it holds this many). Bounds what one client puts on the node
+/// connections: writes and batches take a pooled connection each
+/// (`proxy.pool_max_idle_per_node`), reads a slot of a pipe
+/// (`pipeline::MAX_DEPTH`); 64 clients x 16 pipelined commands all in
+/// flight overran the pools (connect timeouts, nodes ejected).
+const MAX_WAVE: usize = 4;
+
 /// Client ids, as `CLIENT ID` reports them.
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -158,7 +166,7 @@ async fn run_round(shared: &Arc<Shared>, session: &mut Session, commands: Vec<Ve
             }
             None => true,
         };
-        if conflicts && !wave.is_empty() {
+        if (conflicts || wave.len() >= MAX_WAVE) && !wave.is_empty() {
             finish_wave(&mut wave, out, session.resp3).await;
             wave_keys.clear();
         }
