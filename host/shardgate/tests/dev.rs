@@ -112,6 +112,13 @@ fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
     assert_eq!((status, body.as_str()), (200, "hello"));
     assert!(epoch > first_epoch);
     assert_eq!(epoch, meta_epoch());
+    // A setup job's `activate --if-inactive` run again changes nothing, and
+    // `upload` takes several (already stored: 200, nothing changes).
+    let again = ctl(&["strategy", "activate", "maglev", "--if-inactive"]);
+    assert!(again.contains("ketama") && again.contains("already active") && again.contains("nothing changed"), "{again}");
+    let uploaded = ctl(&["strategy", "upload", "ketama", "maglev"]);
+    assert!(uploaded.contains("uploaded ketama") && uploaded.contains("uploaded maglev"), "{uploaded}");
+    assert_eq!(meta_epoch(), epoch, "--if-inactive and re-uploads changed the routing");
 
     // `ctl proxies`: the proxy reported the new epoch (it reports on every
     // swap); `ctl lookup`: the owners the proxy routes the key to.
