@@ -64,6 +64,7 @@ enum CtlCommand {
     /// Which nodes own a key under the active routing (`POST /v1/lookup`),
     /// and under a candidate strategy with --strategy.
     Lookup {
+        /// The key (as in /v1/keys/{key}) whose owners to show.
         key: String,
         /// A candidate strategy (name or hash) to look the key up under too.
         #[arg(long)]
