@@ -164,20 +164,7 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // The peer gave up before we accepted: nothing to do.
-                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
-                Err(error) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    warn!(role, %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, peer)) = next_connection(&listener, &mut shutdown, role).await else { break };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             metrics.rejected();
             debug!(role, %peer, limit = config.max_connections, key = config.max_connections_key, "rejecting connection");
@@ -278,18 +265,7 @@ where
     let (stopping_tx, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (mut stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
-                Err(error) => {
-                    warn!(role, %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((mut stream, peer)) = next_connection(&listener, &mut shutdown, role).await else { break };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             metrics.rejected();
             debug!(role, %peer, limit = config.max_connections, key = config.max_connections_key, "rejecting connection");
@@ -343,6 +319,31 @@ where
         Err(_) => {
             warn!(role, addr = ?local, timeout = ?config.drain_timeout, "stopped with commands still in flight");
             Drained::TimedOut
+        }
+    }
+}
+
+/// The next connection `listener` accepts, or `None` once `shutdown` is
+/// done: the accept step of both loops ([`serve_with_limit`],
+/// [`serve_streams`]).
+async fn next_connection<S: Future<Output = ()>>(
+    listener: &TcpListener,
+    shutdown: &mut std::pin::Pin<&mut S>,
+    role: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                // The peer gave up before we accepted: nothing to do.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
+                Err(error) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    warn!(role, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
         }
     }
 }
