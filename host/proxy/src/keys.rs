@@ -214,7 +214,8 @@ pub(crate) async fn patch_key(shared: &Shared, epoch: &RoutingEpoch, req: Reques
 }
 
 /// Updates one key in place. A new TTL goes to every owner under
-/// `proxy.write_ack` (a missing key is the first owner's 404). An
+/// `proxy.write_ack` (an owner without the value acknowledges with 404;
+/// the answer is 404 only when no owner had it). An
 /// increment is decided by the first owner alone (atomic there: it reads
 /// and writes under the key's lock), then its result is written to the
 /// other owners with the same remaining TTL; every owner's write counts
@@ -238,7 +239,10 @@ pub(crate) async fn update_key(
             let q = format!("ttl_ms={}{}", ttl.as_millis().max(1), if get { "&get=true" } else { "" });
             let path = with_query(key, Some(&q));
             let write = Write { method: Method::PATCH, path: &path, headers: Vec::new(), conditional: false, body: Bytes::new() };
-            write_all(shared, &owners, positions.len(), write, |s| s.is_success()).await
+            // A 404 acknowledges (that owner answered: it holds no value
+            // to change), as for DELETE; the answer is an owner's success
+            // when one had the value, else the 404.
+            write_all(shared, &owners, positions.len(), write, |s| s.is_success() || s == StatusCode::NOT_FOUND).await
         }
         PatchQuery::Incr(by) => {
             let path = with_query(key, Some(&format!("incr={by}")));

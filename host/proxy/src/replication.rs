@@ -186,9 +186,10 @@ pub(crate) fn check_fresh(shared: &Shared, epoch: &RoutingEpoch) -> Result<(), R
     }
 }
 
-/// Sends `write` to the key's `owners` (nominally `width` of them) and
-/// answers the first acknowledging owner's answer once `proxy.write_ack`
-/// is met ([`write_acked`]); `acked` says which statuses acknowledge.
+/// Sends `write` to the key's `owners` (nominally `width` of them) and,
+/// once `proxy.write_ack` is met ([`write_acked`]), answers the first
+/// owner's success, or else the first acknowledging answer (a 404 where
+/// `acked` counts it); `acked` says which statuses acknowledge.
 pub(crate) async fn write_all(
     shared: &Shared,
     owners: &[Arc<NodeHandle>],
@@ -225,8 +226,12 @@ pub(crate) async fn write_all(
     }
     let acks = answers.iter().filter(|a| a.as_ref().is_ok_and(|r| acked(r.status))).count();
     let Err(shortfall) = write_acked(shared.config.write_ack, width, acks) else {
-        let primary = answers.iter().find_map(|a| a.as_ref().ok().filter(|r| acked(r.status)));
-        return Ok(primary.cloned().expect("at least one acknowledgement"));
+        let ok = |a: &Result<UpstreamResponse, UpstreamError>, pick: &dyn Fn(StatusCode) -> bool| {
+            a.as_ref().ok().filter(|r| acked(r.status) && pick(r.status)).cloned()
+        };
+        let success = answers.iter().find_map(|a| ok(a, &|s| s.is_success()));
+        let primary = success.or_else(|| answers.iter().find_map(|a| ok(a, &|_| true)));
+        return Ok(primary.expect("at least one acknowledgement"));
     };
     // Not enough acknowledgements: a client error from the primary is the answer.
     if let Some(Ok(r)) = answers.first()

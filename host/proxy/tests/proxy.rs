@@ -425,6 +425,39 @@ async fn killed_node_only_affects_its_keys_and_replicas_keep_them_readable() {
     cluster.shutdown().await;
 }
 
+/// A TTL change (PATCH, Redis `EXPIRE`) where only some owners hold the
+/// value: an owner's 404 acknowledges (it answered, and holds nothing to
+/// change), so the change succeeds when any owner had the value and is a
+/// 404 only when none had it (schemathesis found the proxy answering 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ttl_change_succeeds_when_only_some_replicas_hold_the_key() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(&dir, |_| {}).await;
+    activate(&cluster, "rendezvous", "", 2).await;
+    let http = Http::new();
+    let proxy = cluster.proxies[0].addr.clone();
+    let node_addr = |id: &str| cluster.nodes.iter().find(|n| n.id == id).unwrap().addr.clone();
+    let patch = |key: &'static str| {
+        let url = format!("{proxy}/v1/keys/{key}?ttl=60");
+        let http = &http;
+        async move { http.send(Method::PATCH, &url, &[], Bytes::new()).await.unwrap() }
+    };
+    for (key, holder) in [("first-only", 0), ("second-only", 1)] {
+        let owners = http.owners(&proxy, key.as_bytes()).await.unwrap().owners;
+        assert_eq!(owners.len(), 2, "{key}: {owners:?}");
+        // Written straight to one owner: the other one missed the write.
+        assert_eq!(http.put(&node_addr(&owners[holder]), key.as_bytes(), "v").await.unwrap().status, StatusCode::CREATED);
+        let a = patch(key).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT, "{key} held by {}: {}", owners[holder], a.text());
+        let ttl: u64 = a.headers.get("shardgate-ttl-ms").expect("time left").to_str().unwrap().parse().unwrap();
+        assert!((59_000..=60_000).contains(&ttl), "{key}: {ttl} ms left");
+    }
+    let a = patch("nowhere").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text());
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trapping_strategy_triggers_fallback_to_last_working_epoch() {
     init_tracing();
