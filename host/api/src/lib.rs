@@ -8,8 +8,10 @@
 //! -> [`etag`] (versions, `If-Match` / `If-None-Match`) -> [`ttl`]
 //! (`?ttl=`) -> [`body`] (bounded, timed body read) under the role's
 //! [`Limits`] -> handler; batches use the [`batch`] wire format; every
-//! refusal is an [`ApiError`].
+//! refusal is an [`ApiError`]. Service addresses (`http://host:port`) are
+//! checked by [`addr`].
 
+pub mod addr;
 pub mod batch;
 pub mod body;
 pub mod condition;

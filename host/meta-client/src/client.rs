@@ -18,7 +18,7 @@
 
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -83,6 +83,9 @@ pub struct MetaClient {
     /// whatever a member's watch stream says the membership is
     /// ([`MetaClient::learn_members`]), shared by every clone.
     members: Arc<RwLock<Arc<Vec<String>>>>,
+    /// Whether a member has told the membership yet: replacing the seeds
+    /// the first time is routine (debug), a later change is news (info).
+    learned: Arc<AtomicBool>,
     http: reqwest::Client,
     preferred: Arc<AtomicUsize>,
     request_timeout: Duration,
@@ -108,6 +111,7 @@ impl MetaClient {
         let http = Self::http_client(shardgate_tls::http_client_system_roots());
         Self {
             members: Arc::new(RwLock::new(Arc::new(members))),
+            learned: Arc::new(AtomicBool::new(false)),
             http,
             preferred: Arc::new(AtomicUsize::new(0)),
             request_timeout,
@@ -188,10 +192,15 @@ impl MetaClient {
             return false;
         }
         let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        let first = !self.learned.swap(true, Ordering::Relaxed);
         if **members == addrs {
             return false;
         }
-        info!(before = ?**members, after = ?addrs, "meta members changed");
+        if first {
+            debug!(seeds = ?**members, members = ?addrs, "meta members learned");
+        } else {
+            info!(before = ?**members, after = ?addrs, "meta members changed");
+        }
         *members = Arc::new(addrs);
         self.preferred.store(0, Ordering::Relaxed);
         true

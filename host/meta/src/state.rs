@@ -413,26 +413,8 @@ pub fn validate_member_addr(what: &str, addr: &str) -> Result<(), Rejection> {
 }
 
 fn check_base_url(what: &str, addr: &str, schemes: &[&str]) -> Result<(), Rejection> {
-    let form = schemes.iter().map(|s| format!("{s}://host:port")).collect::<Vec<_>>().join(" or ");
-    let bad = |why: &str| Rejection::Invalid(format!("{what} {:?} is not {form}: {why}", echo(addr)));
-    let uri: http::Uri = addr.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-    if !uri.scheme_str().is_some_and(|s| schemes.contains(&s)) {
-        return Err(bad(&format!("the scheme must be {}", schemes.join(" or "))));
-    }
-    let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("user info is not allowed"));
-    }
-    if authority.host().is_empty() {
-        return Err(bad("missing host"));
-    }
-    if authority.port_u16().is_none() {
-        return Err(bad("missing port"));
-    }
-    if !(uri.path() == "/" || uri.path().is_empty()) || uri.query().is_some() || addr.ends_with('/') {
-        return Err(bad("no path, query or trailing slash"));
-    }
-    Ok(())
+    shardgate_api::addr::check_base_url(addr, schemes)
+        .map_err(|why| Rejection::Invalid(format!("{what} {:?} is not {}: {why}", echo(addr), shardgate_api::addr::base_url_form(schemes))))
 }
 
 /// Serde for component bytes: base64 in JSON (log entries, snapshots).

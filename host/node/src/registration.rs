@@ -25,8 +25,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shardgate_api::addr::{base_url_form, check_base_url};
 use shardgate_meta_client::model::{Change, NewNode, NodeState, NodeUpdate};
 use shardgate_meta_client::{ClientError, MetaClient};
+use shardgate_role::advertise::{default_advertise, host_name};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -78,39 +80,15 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::new(format!("node.register.{key}"), message)
 }
 
-/// The machine's host name (`HOSTNAME`, else `/etc/hostname`), as a node id.
-fn host_name() -> String {
-    let raw = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .unwrap_or_default();
-    let id: String = raw.trim().chars().take(64).map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
-    if id.is_empty() { "node".to_string() } else { id }
-}
-
-fn is_base_url(addr: &str) -> bool {
-    let Ok(uri) = addr.parse::<http::Uri>() else { return false };
-    matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.authority().is_some_and(|a| !a.host().is_empty() && a.port_u16().is_some() && !a.as_str().contains('@'))
-        && (uri.path().is_empty() || uri.path() == "/")
-        && uri.query().is_none()
-        && !addr.ends_with('/')
-}
-
 impl RegisterConfig {
     /// The id in force.
     pub fn node_id(&self) -> String {
-        self.id.clone().unwrap_or_else(host_name)
+        self.id.clone().unwrap_or_else(|| host_name("node"))
     }
 
     /// The advertised address in force for a node listening on `listen`.
     pub fn advertise_addr(&self, listen: SocketAddr) -> String {
-        match &self.advertise {
-            Some(a) => a.clone(),
-            None if listen.ip().is_unspecified() => format!("http://{}:{}", host_name(), listen.port()),
-            None => format!("http://{listen}"),
-        }
+        self.advertise.clone().unwrap_or_else(|| default_advertise("http", listen))
     }
 
     /// Checks every value; `shutdown_timeout` is `node.shutdown_timeout`.
@@ -118,19 +96,16 @@ impl RegisterConfig {
         if self.meta.is_empty() {
             return Err(err("meta", "list at least one meta member, http://host:port"));
         }
+        let both = ["http", "https"];
         for m in &self.meta {
-            if !is_base_url(m) {
-                return Err(err("meta", format!("{m:?} is not http://host:port or https://host:port")));
-            }
+            check_base_url(m, &both).map_err(|why| err("meta", format!("{m:?} is not {}: {why}", base_url_form(&both))))?;
         }
         let id = self.node_id();
         if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(err("id", format!("{id:?} must be 1..64 of A-Z a-z 0-9 - _ .")));
         }
-        if let Some(a) = &self.advertise
-            && !is_base_url(a)
-        {
-            return Err(err("advertise", format!("{a:?} is not http://host:port")));
+        if let Some(a) = &self.advertise {
+            check_base_url(a, &["http"]).map_err(|why| err("advertise", format!("{a:?} is not http://host:port: {why}")))?;
         }
         if !(0.001..=1_000_000.0).contains(&self.weight) {
             return Err(err("weight", format!("{} must be between 0.001 and 1000000", self.weight)));

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use shardgate_api::Limits;
+use shardgate_api::addr::{base_url_form, check_base_url};
 use shardgate_api::limits::{
     DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL,
 };
@@ -221,8 +222,9 @@ pub struct ProxyConfig {
     pub max_staleness: Option<Duration>,
     /// The proxy's own URL (`http://host:port` or `https://host:port`), its
     /// identity in the reports to meta (`GET /v1/proxies`, the console).
-    /// Unset (the default): the scheme and the address it listens on; set
-    /// it when that is an unspecified address (`0.0.0.0`) or not reachable.
+    /// Unset (the default): the scheme and the address it listens on, or
+    /// the host name in place of an unspecified address (`0.0.0.0`), as a
+    /// node does; set it when neither is reachable. At most 512 bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
 
@@ -289,6 +291,9 @@ impl Default for ProxyConfig {
 /// A `[proxy]` value that cannot work; `key` is the full key path.
 pub use shardgate_role::config::ConfigError;
 
+/// Longest `proxy.advertise` (bytes): meta keeps proxy ids up to this size.
+pub const MAX_ADVERTISE_BYTES: usize = 512;
+
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::new(format!("proxy.{key}"), message)
 }
@@ -299,26 +304,15 @@ impl ProxyConfig {
         if self.meta.is_empty() {
             return Err(err("meta", "list at least one meta member address (http://host:port)"));
         }
+        let both = ["http", "https"];
         for (i, m) in self.meta.iter().enumerate() {
-            let ok = m.parse::<http::Uri>().ok().is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https"))
-                    && u.port_u16().is_some()
-                    && u.path_and_query().is_none_or(|p| p.as_str() == "/")
-            });
-            if !ok {
-                return Err(err(&format!("meta[{i}]"), format!("{m:?} is not http://host:port or https://host:port")));
-            }
+            check_base_url(m, &both).map_err(|why| err(&format!("meta[{i}]"), format!("{m:?} is not {}: {why}", base_url_form(&both))))?;
         }
         if let Some(a) = &self.advertise {
-            let ok = a.len() <= 512
-                && a.parse::<http::Uri>().ok().is_some_and(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https"))
-                        && u.host().is_some()
-                        && u.path_and_query().is_none_or(|p| p.as_str() == "/")
-                });
-            if !ok {
-                return Err(err("advertise", format!("{a:?} is not http://host:port or https://host:port (at most 512 bytes)")));
+            if a.len() > MAX_ADVERTISE_BYTES {
+                return Err(err("advertise", format!("{} bytes, over the limit of {MAX_ADVERTISE_BYTES}", a.len())));
             }
+            check_base_url(a, &both).map_err(|why| err("advertise", format!("{a:?} is not {}: {why}", base_url_form(&both))))?;
         }
         if self.meta_ca.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(err("meta_ca", "must be the path of a PEM file"));

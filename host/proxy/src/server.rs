@@ -245,7 +245,7 @@ pub async fn run_with_resp(
     });
     let meta: MetaClient = crate::tls::meta_client(&shared.config)?.with_stale_reads(true);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let proxy_id = shared.config.advertise.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
+    let proxy_id = shared.config.advertise.clone().unwrap_or_else(|| shardgate_role::advertise::default_advertise(scheme, local));
     let mut background = vec![
         tokio::spawn(crate::routing::follow(routing.clone(), meta.clone())),
         tokio::spawn(crate::meta_report::report_to_meta(routing.clone(), meta, proxy_id)),

@@ -13,8 +13,12 @@
 //! - [`config`]: [`config::ConfigError`], the `{key}: {message}` error every
 //!   role's `validate` returns (the binary's file loader adds file and line).
 //!
+//! - [`advertise`]: the address a role gives others when its config names
+//!   none (the host name in place of `0.0.0.0`).
+//!
 //! Nothing here knows a role: this crate imports no other Shardgate crate.
 
+pub mod advertise;
 pub mod coalesce;
 pub mod config;
 pub mod serve;
