@@ -292,15 +292,23 @@ fn a_c_strategy_builds_checks_and_routes_through_a_cluster() {
             .map(|(n, weight)| Change::AddNode { id: n.id.clone(), addr: n.addr.clone(), weight, zone: String::new() })
             .collect();
         cluster.meta.apply(changes).await.unwrap();
-        let upload = Command::new(env!("CARGO_BIN_EXE_shardgate"))
-            .args(["ctl", "--meta", &cluster.metas[0].addr, "--timeout", "60s", "strategy", "upload"])
-            .arg(&wasm)
-            .output()
-            .unwrap();
-        assert!(upload.status.success(), "ctl strategy upload: {}{}", text(&upload.stdout), text(&upload.stderr));
+        // The README's commands: ctl strategy upload FILE, activate NAME.
+        let ctl = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+                .args(["ctl", "--meta", &cluster.metas[0].addr, "--timeout", "60s", "strategy"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ctl strategy {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        };
+        ctl(&["upload", wasm.to_str().unwrap()]);
         let slots = 512u32;
-        let receipt = cluster.meta.activate("c-hrw", &Activation { config: format!("slots = {slots}"), replicas: 2 }).await.unwrap();
-        cluster.wait_for_epoch(receipt.epoch, Duration::from_secs(120)).await.expect("the proxy routes with it");
+        let config = dir.path().join("slots.toml");
+        std::fs::write(&config, format!("slots = {slots}\n")).unwrap();
+        ctl(&["activate", "c-hrw", "--replicas", "2", "--config", config.to_str().unwrap()]);
+        let routing = cluster.meta.routing().await.unwrap();
+        assert_eq!(routing.strategy.as_ref().map(|s| s.name.as_str()), Some("c-hrw"));
+        cluster.wait_for_epoch(routing.epoch, Duration::from_secs(120)).await.expect("the proxy routes with it");
         let status = cluster.proxy_status(0).await.unwrap();
         let strategy = status.strategy.as_ref().expect("a strategy is active");
         assert_eq!((strategy.name.as_str(), strategy.table.as_deref()), ("c-hrw", Some("slots")), "{status:?}");
