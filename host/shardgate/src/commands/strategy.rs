@@ -129,7 +129,8 @@ fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang, table: bool) -> anyhow
 #[cfg(unix)]
 fn make_executable(path: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("cannot make {} executable", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", path.display()))
 }
 
 #[cfg(not(unix))]
