@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("jump", "JUMP", "jump"),
     ("pinned", "PINNED", "pinned"),
     ("testing/misbehave", "MISBEHAVE", ""),
+    ("testing/panicky", "PANICKY", ""),
 ];
 
 fn main() {

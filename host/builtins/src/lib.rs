@@ -4,7 +4,7 @@
 //! embeds the results here; `shardgate dev` uploads them to meta, the tests
 //! and the benchmark load them into the strategy host. The `misbehave`
 //! component exists for tests: it traps, loops or answers out of range on
-//! demand.
+//! demand; `panicky` too: its `configure` always panics.
 
 /// A built-in strategy component.
 #[derive(Debug, Clone, Copy)]

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use shardgate_testkit::cluster::{ClusterSpec, LocalCluster};
+
 fn shardgate(args: &[&str]) -> Output {
     // The compiled-component cache goes to a directory of the test run, not
     // the user's.
@@ -205,4 +207,60 @@ fn ctl_errors_are_json_with_json() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{v}");
+}
+
+/// What `strategies/testing/panicky` panics with in every `configure`.
+const PANICKY: &str = "panicky: configure panics on purpose";
+
+#[test]
+fn a_panic_under_the_empty_config_shows_in_check_and_in_ctl_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("panicky.wasm");
+    std::fs::write(&wasm, shardgate_builtins::PANICKY).unwrap();
+    let out = shardgate(&["strategy", "check", wasm.to_str().unwrap(), "--keys", "1000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(PANICKY), "{}", text(&out.stderr));
+    let out = shardgate(&["strategy", "check", wasm.to_str().unwrap(), "--keys", "1000", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains(PANICKY), "{v}");
+
+    // Upload admission configures with the empty config: the panic refuses
+    // the upload, and its message is in ctl's error.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let cluster = LocalCluster::start(ClusterSpec::new(1, 0, 0, dir.path().join("cluster"))).await.expect("cluster starts");
+        let out = ctl(&cluster, &["strategy", "upload", wasm.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+        assert!(text(&out.stderr).contains(PANICKY), "{}", text(&out.stderr));
+        assert!(cluster.meta.strategies().await.unwrap().is_empty(), "nothing stored");
+        cluster.shutdown().await;
+    });
+}
+
+#[test]
+fn a_panic_only_under_a_real_config_is_uploaded_and_its_activation_refused_with_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // misbehave rejects the empty config (it needs `fault`), so the upload is
+    // admitted; with `fault = "trap"` its configure panics.
+    let wasm = dir.path().join("misbehave.wasm");
+    std::fs::write(&wasm, shardgate_builtins::MISBEHAVE).unwrap();
+    let config = dir.path().join("trap.toml");
+    std::fs::write(&config, "fault = \"trap\"\nat = \"configure\"\n").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let cluster = LocalCluster::start(ClusterSpec::new(1, 2, 0, dir.path().join("cluster"))).await.expect("cluster starts");
+        cluster.register_nodes().await.unwrap();
+        let out = ctl(&cluster, &["strategy", "upload", wasm.to_str().unwrap()]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        let out = ctl(&cluster, &["strategy", "activate", "misbehave", "--config", config.to_str().unwrap(), "--replicas", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("misbehave: trap requested"), "{}", text(&out.stderr));
+        assert!(cluster.meta.routing().await.unwrap().strategy.is_none(), "nothing activated");
+        cluster.shutdown().await;
+    });
+}
+
+fn ctl(cluster: &LocalCluster, args: &[&str]) -> Output {
+    let meta = &cluster.metas[0].addr;
+    shardgate(&[&["ctl", "--meta", meta, "--timeout", "60s"], args].concat())
 }

@@ -20,7 +20,8 @@ pub enum StrategyCommand {
     /// Check a strategy: balance, movement, determinism and speed.
     Check(CheckArgs),
     /// Create a new strategy project ready to build: a Rust crate
-    /// (wit-bindgen) or a Python app (componentize-py).
+    /// (wit-bindgen), a Python app (componentize-py) or a C project
+    /// (wit-bindgen c, zig cc, wasm-tools).
     New {
         /// Project and strategy name: lowercase letters, digits, '-' and '_'.
         name: String,
@@ -44,6 +45,9 @@ pub enum Lang {
     Rust,
     /// A Python app built with componentize-py (weighted HRW as a slots table).
     Python,
+    /// A C project built by `build.sh` with wit-bindgen c, zig cc and
+    /// wasm-tools (weighted HRW as a slots table).
+    C,
 }
 
 /// The contract, embedded from `wit/` (the one source of truth).
@@ -51,6 +55,10 @@ const WIT: &str = include_str!("../../../../wit/strategy.wit");
 
 /// The Python example, the template of `strategy new --lang python`.
 const PYTHON_APP: &str = include_str!("../../../../strategies/examples/python-hrw/app.py");
+
+/// The C example and its build script, the templates of `strategy new --lang c`.
+const C_SOURCE: &str = include_str!("../../../../strategies/examples/c-hrw/strategy.c");
+const C_BUILD: &str = include_str!("../../../../strategies/examples/c-hrw/build.sh");
 
 fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang, table: bool) -> anyhow::Result<ExitCode> {
     let valid = name.len() <= 64
@@ -64,8 +72,27 @@ fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang, table: bool) -> anyhow
         anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
     }
     let crate_name = name.replace('-', "_");
-    if lang == Lang::Python && table {
-        anyhow::bail!("--table is for --lang rust; the Python example already returns a slots table");
+    if lang != Lang::Rust && table {
+        anyhow::bail!("--table is for --lang rust; the Python and C examples already return a slots table");
+    }
+    if lang == Lang::C {
+        let files = [
+            ("strategy.c", C_SOURCE.replace("c-hrw", name)),
+            ("build.sh", C_BUILD.replace("c-hrw", name)),
+            ("wit/strategy.wit", WIT.to_string()),
+            ("README.md", include_str!("scaffold/c_README.md.tmpl").replace("{{name}}", name)),
+            (".gitignore", "/*.wasm\n/bindings\n/build\n".to_string()),
+        ];
+        write_files(&dir, &files)?;
+        make_executable(&dir.join("build.sh"))?;
+        println!("created {} (strategy {name}, C)", dir.display());
+        println!("  cd {}", dir.display());
+        println!("  cargo install --debug --locked --no-default-features --features c wit-bindgen-cli@0.63.0");
+        println!("  cargo install --debug --locked --no-default-features --features component,print wasm-tools@1.262.0");
+        println!("  pip install ziglang==0.15.2   # zig on PATH, or ZIG=\"python3 -m ziglang\"");
+        println!("  ./build.sh");
+        println!("  shardgate strategy check {name}.wasm --replicas 2");
+        return Ok(ExitCode::SUCCESS);
     }
     if lang == Lang::Python {
         let files = [
@@ -97,6 +124,18 @@ fn scaffold(name: &str, dir: Option<PathBuf>, lang: Lang, table: bool) -> anyhow
     println!("  cargo build --release --target wasm32-wasip2");
     println!("  shardgate strategy check target/wasm32-wasip2/release/{crate_name}.wasm --replicas 2");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+fn make_executable(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", path.display()))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_path: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 fn write_files(dir: &std::path::Path, files: &[(&str, String)]) -> anyhow::Result<()> {
