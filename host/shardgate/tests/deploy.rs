@@ -5,21 +5,13 @@
 //! and a deployment with `meta.tls` is driven by `ctl --ca-cert` and
 //! followed by a proxy through `proxy.meta_ca`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn shardgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shardgate"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+#[path = "support/process.rs"]
+mod process;
+use process::{free_port, repo, shardgate, text};
 
 #[test]
 fn every_example_deployment_file_passes_check() {
@@ -154,11 +146,6 @@ fn the_one_host_cluster_example_starts_as_three_processes_and_serves_a_key() {
     let status = ctl(meta, &["status", "--proxy", "http://127.0.0.1:7011,http://127.0.0.1:7012"]);
     let report = text(&status.stdout);
     assert!(report.contains("strategy   rendezvous") && !report.contains("behind"), "{report}");
-}
-
-/// A free port on 127.0.0.1 for a child process to bind.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

@@ -17,9 +17,9 @@ use std::process::Command;
 
 use serde_yaml_ng::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "support/process.rs"]
+mod process;
+use process::repo;
 
 fn k8s_file() -> PathBuf {
     repo().join("config/k8s/shardgate.yaml")

@@ -9,30 +9,17 @@
 //! file holds one test: the scenarios run in sequence on one cluster.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "support/process.rs"]
+mod process;
+use process::{Running, cargo, shardgate, text};
+
 const PROXY: &str = "http://127.0.0.1:7000";
 const META: &str = "http://127.0.0.1:7101";
-
-fn shardgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shardgate"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct Dev(Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn ctl(args: &[&str]) -> String {
     let out = shardgate().args(["ctl", "--meta", META, "--proxy", PROXY, "--timeout", "10s"]).args(args).output().unwrap();
@@ -60,19 +47,6 @@ fn meta_epoch() -> u64 {
     v["routing"]["epoch"].as_u64().unwrap()
 }
 
-/// A cargo for the scaffolded crate: the outer build's settings removed,
-/// a target directory kept between runs so its dependencies build once.
-fn cargo(dir: &Path, target: &Path) -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(dir).env("CARGO_TARGET_DIR", target);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
 #[test]
 fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
     // 1. Start it and wait for its banner.
@@ -81,7 +55,7 @@ fn dev_cluster_serves_swaps_and_runs_a_custom_strategy() {
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<String>>());
-    let dev = Dev(child);
+    let dev = Running(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {

@@ -5,28 +5,15 @@
 //! alone.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn shardgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shardgate"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+#[path = "support/process.rs"]
+mod process;
+use process::{Running, shardgate, text};
 
 fn recover(args: &[&str]) -> Output {
     shardgate().args(["meta", "recover"]).args(args).output().unwrap()
-}
-
-struct Member(Child);
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn bytes(path: &Path) -> Vec<u8> {
@@ -55,7 +42,7 @@ fn meta_recover_refuses_what_it_cannot_do_and_dry_run_writes_nothing() {
     )
     .unwrap();
     let mut member =
-        Member(shardgate().args(["meta", "--config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        Running(shardgate().args(["meta", "--config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     let http = shardgate_tls::blocking_http_client_system_roots().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -4,29 +4,12 @@
 //! not ready on a port nobody serves, naming it; a usage error without a
 //! target.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn shardgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shardgate"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "support/process.rs"]
+mod process;
+use process::{Running, free_port, shardgate, text};
 
 fn probe(args: &[&str]) -> Output {
     shardgate().arg("probe").args(args).output().unwrap()

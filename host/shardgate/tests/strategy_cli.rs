@@ -5,15 +5,15 @@ use std::process::{Command, Output};
 
 use shardgate_testkit::cluster::{ClusterSpec, LocalCluster};
 
+#[path = "support/process.rs"]
+mod process;
+use process::text;
+
 fn shardgate(args: &[&str]) -> Output {
     // The compiled-component cache goes to a directory of the test run, not
     // the user's.
     let cache = std::env::temp_dir().join(format!("shardgate-cli-test-cache-{}", std::process::id()));
     Command::new(env!("CARGO_BIN_EXE_shardgate")).args(args).env("XDG_CACHE_HOME", cache).output().expect("run shardgate")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

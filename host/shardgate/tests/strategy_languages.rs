@@ -28,13 +28,9 @@ use std::time::Duration;
 use shardgate_meta_client::model::{Activation, Change, LookupRequest};
 use shardgate_testkit::cluster::{ClusterSpec, LocalCluster};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+#[path = "support/process.rs"]
+mod process;
+use process::{repo, text};
 
 /// The tool `program` (overridden by the environment variable `var`), or
 /// why the test cannot run.

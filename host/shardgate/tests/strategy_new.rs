@@ -3,11 +3,9 @@
 //! scaffolded strategy on a running cluster is the `dev` end-to-end test
 //! (tests/dev.rs) for Rust, `strategy_languages.rs` for Python and C.
 
-use std::process::Command;
-
-fn shardgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shardgate"))
-}
+#[path = "support/process.rs"]
+mod process;
+use process::{cargo, shardgate};
 
 #[test]
 fn refuses_bad_names_and_existing_directories() {
@@ -18,19 +16,6 @@ fn refuses_bad_names_and_existing_directories() {
     let out = shardgate().args(["strategy", "new", "ok", "--dir"]).arg(tmp.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
-}
-
-/// `cargo` for a scaffolded crate: its own target directory, none of the
-/// outer build's CARGO_* variables.
-fn cargo(dir: &std::path::Path, target: &std::path::Path) -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(dir).env("CARGO_TARGET_DIR", target);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
 }
 
 #[test]
