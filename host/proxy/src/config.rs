@@ -119,10 +119,11 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// HTTP client to nodes: "direct" (in-task HTTP/1.1, cheapest) or "hyper-util".
     pub upstream_client: UpstreamClient,
-    /// Idle keep-alive connections kept per node.
+    /// Idle keep-alive connections kept per node, and the most requests on
+    /// connections of their own to one node at once (past the pipes).
     pub pool_max_idle_per_node: usize,
-    /// Pipelined connections per node that carry GET and HEAD requests of
-    /// many clients (0: every request on a connection of its own).
+    /// Pipelined connections per node that carry the requests of many
+    /// clients (0: every request on a connection of its own).
     pub pipelines_per_node: usize,
     /// How long an idle pooled connection is kept.
     #[serde(with = "humantime_serde")]

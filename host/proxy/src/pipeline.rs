@@ -40,9 +40,12 @@ use tokio::task::AbortHandle;
 
 use crate::wire::{Answer, MAX_HEAD, Request, parse_head, take_front};
 
-/// Requests in flight on one pipe before reads use a pooled connection
-/// instead (bounds head-of-line blocking behind a slow answer).
-pub const MAX_DEPTH: usize = 64;
+/// Requests in flight on one pipe before requests use a connection of
+/// their own (bounded per node) instead. Bounds head-of-line blocking
+/// behind a slow answer; deep enough that 64 RESP clients with 16
+/// pipelined commands each stay on the pipes (at 64, the overflow opened
+/// hundreds of connections per node: connect timeouts, nodes ejected).
+pub const MAX_DEPTH: usize = 1024;
 
 /// Why a pipelined read got no answer.
 #[derive(Debug)]
