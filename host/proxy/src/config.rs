@@ -502,7 +502,10 @@ mod tests {
         );
 
         assert_eq!(ProxyConfig::default().resp_listen, None);
-        assert_eq!((ProxyConfig::default().resp_frame_timeout, ProxyConfig::default().resp_idle_timeout), (Duration::from_secs(10), Duration::ZERO));
+        assert_eq!(
+            (ProxyConfig::default().resp_frame_timeout, ProxyConfig::default().resp_idle_timeout),
+            (Duration::from_secs(10), Duration::ZERO)
+        );
         let c = parse("resp_frame_timeout = \"2s\"\nresp_idle_timeout = \"5m\"\n").unwrap();
         assert_eq!((c.resp_frame_timeout, c.resp_idle_timeout), (Duration::from_secs(2), Duration::from_secs(300)));
         assert_eq!(parse("resp_listen = \"127.0.0.1:7379\"\n").unwrap().resp_listen, Some(SocketAddr::from(([127, 0, 0, 1], 7379))));

@@ -241,8 +241,11 @@ async fn redis_crate_sees_every_command_and_reply_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_command_and_an_idle_connection_are_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        ProxyConfig { resp_frame_timeout: Duration::from_millis(300), resp_idle_timeout: Duration::from_millis(1500), ..Default::default() };
+    let config = ProxyConfig {
+        resp_frame_timeout: Duration::from_millis(300),
+        resp_idle_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
     let (cluster, addr) = cluster(dir.path(), config).await;
     // Half a command, then nothing: closed without a reply (as Redis
     // closes a timed-out client). `exchange` waits 20 s for more bytes.

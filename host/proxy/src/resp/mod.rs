@@ -50,7 +50,6 @@ use frame::{FrameLimits, MAX_INLINE, Reply};
 /// see [`crate::pipeline`]).
 const MAX_COMMANDS_PER_ROUND: usize = 256;
 
-
 /// Client ids, as `CLIENT ID` reports them.
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
