@@ -64,7 +64,7 @@ impl NodePool {
         Self::with_pipes(addr, max_idle, idle_timeout, connect_timeout, max_body, 0, Duration::from_secs(5), Default::default())
     }
 
-    /// A pool for `addr` whose GET and HEAD requests go through `pipes`
+    /// A pool for `addr` whose requests go through `pipes`
     /// pipelined connections (0: none), each failed when no answer arrives
     /// for `stall_timeout` while requests wait.
     #[allow(clippy::too_many_arguments)]
