@@ -7,6 +7,9 @@
 #   apt-get install redis-server redis-tools nutcracker wrk
 #   bash host/proxy/benches/resp-vs-twemproxy.sh [ROUNDS]
 #
+# BENCH_TARGETS (default "shardgate twemproxy redis") and BENCH_TESTS
+# (default "set get mget") pick a subset; BENCH_HTTP=0 skips the HTTP part.
+#
 # Targets:
 #   shardgate  `shardgate dev` (one process: meta, 3 nodes, the proxy with
 #              proxy.resp_listen; rendezvous, 1 replica)
@@ -71,8 +74,10 @@ declare -A port_of=([shardgate]=$sg_resp [twemproxy]=$tw_port [redis]=$rd)
 procs_of() { case $1 in shardgate) echo "$sg_pid";; twemproxy) echo "$tw_pid ${r_pids[*]}";; redis) echo "$rd_pid";; esac; }
 mget=(MGET); for i in $(seq 1 10); do mget+=("key:__rand_int__"); done
 
+targets=${BENCH_TARGETS:-shardgate twemproxy redis}
+tests=${BENCH_TESTS:-set get mget}
 # Fill every target's keyspace first.
-for t in shardgate twemproxy redis; do
+for t in $targets; do
   redis-benchmark -p "${port_of[$t]}" -c 64 -P 16 -n 300000 -r 100000 -d 100 -t set -q >/dev/null 2>&1
 done
 
@@ -80,8 +85,8 @@ results="$work/results.tsv"
 for round in $(seq 1 "$rounds"); do
   for P in 1 16; do
     n=$(( P == 1 ? 100000 : 400000 ))
-    for test in set get mget; do
-      for t in shardgate twemproxy redis; do
+    for test in $tests; do
+      for t in $targets; do
         # shellcheck disable=SC2046
         before=$(ticks $(procs_of "$t"))
         if [ "$test" = mget ]; then
@@ -103,7 +108,7 @@ echo
 echo "median of $rounds rounds: requests/s and server-side CPU us/request"
 printf '| workload | shardgate req/s | twemproxy req/s | redis direct req/s | shardgate us/req | twemproxy us/req | redis us/req |\n|---|---|---|---|---|---|---|\n'
 for P in P1 P16; do
-  for test in set get mget; do
+  for test in $tests; do
     row="| $test -c 64 -$P |"
     for col in 5 6; do
       for t in shardgate twemproxy redis; do
@@ -114,6 +119,8 @@ for P in P1 P16; do
     echo "$row"
   done
 done
+
+[ "${BENCH_HTTP:-1}" = 0 ] && exit 0
 
 # The HTTP path: wrk through the proxy and straight to node-1, CPU of the
 # one dev process (proxy and nodes), rounds interleaved.

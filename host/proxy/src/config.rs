@@ -120,10 +120,11 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// HTTP client to nodes: "direct" (in-task HTTP/1.1, cheapest) or "hyper-util".
     pub upstream_client: UpstreamClient,
-    /// Idle keep-alive connections kept per node.
+    /// Idle keep-alive connections kept per node, and the most requests on
+    /// connections of their own to one node at once (past the pipes).
     pub pool_max_idle_per_node: usize,
-    /// Pipelined connections per node that carry GET and HEAD requests of
-    /// many clients (0: every request on a connection of its own).
+    /// Pipelined connections per node that carry the requests of many
+    /// clients (0: every request on a connection of its own).
     pub pipelines_per_node: usize,
     /// How long an idle pooled connection is kept.
     #[serde(with = "humantime_serde")]
@@ -201,6 +202,16 @@ pub struct ProxyConfig {
     /// and `rate_limit` (per command) apply to it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resp_listen: Option<SocketAddr>,
+    /// A RESP connection that has sent part of a command must send the rest
+    /// within this time, or it is closed (as Redis closes a timed-out
+    /// client: no reply). Bounds what a client that stops mid-frame holds.
+    #[serde(with = "humantime_serde")]
+    pub resp_frame_timeout: Duration,
+    /// A RESP connection with nothing pending is closed after this long
+    /// without a command; `0s` (the default, as Redis's `timeout 0`):
+    /// never.
+    #[serde(with = "humantime_serde")]
+    pub resp_idle_timeout: Duration,
     /// Client connections served at once; one more gets a 503 naming this
     /// limit and is closed.
     pub max_connections: u32,
@@ -276,6 +287,8 @@ impl Default for ProxyConfig {
             data_token: None,
             data_token_file: None,
             resp_listen: None,
+            resp_frame_timeout: Duration::from_secs(10),
+            resp_idle_timeout: Duration::ZERO,
             max_connections: 1024,
             rate_limit: None,
             tls: None,
@@ -325,6 +338,7 @@ impl ProxyConfig {
             ("fault_window", self.fault_window),
             ("header_read_timeout", self.header_read_timeout),
             ("body_read_timeout", self.body_read_timeout),
+            ("resp_frame_timeout", self.resp_frame_timeout),
         ] {
             if d < Duration::from_millis(1) {
                 return Err(err(key, "must be at least 1ms"));
@@ -482,6 +496,12 @@ mod tests {
         );
 
         assert_eq!(ProxyConfig::default().resp_listen, None);
+        assert_eq!(
+            (ProxyConfig::default().resp_frame_timeout, ProxyConfig::default().resp_idle_timeout),
+            (Duration::from_secs(10), Duration::ZERO)
+        );
+        let c = parse("resp_frame_timeout = \"2s\"\nresp_idle_timeout = \"5m\"\n").unwrap();
+        assert_eq!((c.resp_frame_timeout, c.resp_idle_timeout), (Duration::from_secs(2), Duration::from_secs(300)));
         assert_eq!(parse("resp_listen = \"127.0.0.1:7379\"\n").unwrap().resp_listen, Some(SocketAddr::from(([127, 0, 0, 1], 7379))));
     }
 
@@ -497,6 +517,7 @@ mod tests {
             ("advertise = \"10.0.0.7:7000\"", "proxy.advertise: \"10.0.0.7:7000\" is not http://host:port"),
             ("advertise = \"http://p:7000/x\"", "proxy.advertise"),
             ("request_timeout = \"0s\"", "proxy.request_timeout"),
+            ("resp_frame_timeout = \"0s\"", "proxy.resp_frame_timeout"),
             ("eject_after_failures = 0", "proxy.eject_after_failures"),
             ("probe_backoff_max = \"1ms\"", "proxy.probe_backoff_max"),
             ("max_key_size = 0", "proxy.max_key_size"),

@@ -48,8 +48,14 @@ pub struct NodePool {
     idle_timeout: Duration,
     connect_timeout: Duration,
     max_body: usize,
-    /// Pipelined connections for GET and HEAD ([`crate::pipeline`]).
+    /// Pipelined connections for every forwarded request
+    /// ([`crate::pipeline`]).
     pipes: crate::pipeline::NodePipes,
+    /// Requests on connections of their own at once (`max_idle` permits):
+    /// a burst past the pipes' depth waits for a connection instead of
+    /// opening one per request (hundreds of connects at once overran the
+    /// node's accept queue: connect timeouts, the node ejected).
+    open: tokio::sync::Semaphore,
 }
 
 impl NodePool {
@@ -58,7 +64,7 @@ impl NodePool {
         Self::with_pipes(addr, max_idle, idle_timeout, connect_timeout, max_body, 0, Duration::from_secs(5), Default::default())
     }
 
-    /// A pool for `addr` whose GET and HEAD requests go through `pipes`
+    /// A pool for `addr` whose requests go through `pipes`
     /// pipelined connections (0: none), each failed when no answer arrives
     /// for `stall_timeout` while requests wait.
     #[allow(clippy::too_many_arguments)]
@@ -78,7 +84,8 @@ impl NodePool {
             .ok_or_else(|| format!("{addr} is not http://host:port"))?
             .to_string();
         let pipes = crate::pipeline::NodePipes::new(&authority, pipes, connect_timeout, stall_timeout, max_body, counts);
-        Ok(NodePool { authority, idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout, max_body, pipes })
+        let open = tokio::sync::Semaphore::new(max_idle.max(1));
+        Ok(NodePool { authority, idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout, max_body, pipes, open })
     }
 
     fn take_idle(&self, now: Instant) -> Option<Conn> {
@@ -119,10 +126,10 @@ impl NodePool {
         self.request_on_connection(Instant::now(), method, path, headers, &[], body).await
     }
 
-    /// Sends one request and reads the whole answer: GET and HEAD through a
-    /// pipe when the pool has pipes, anything else on a connection of its
-    /// own. `now` (the caller already read the clock) stamps idle
-    /// connections; `extra` headers go after `headers` (the node token).
+    /// Sends one request and reads the whole answer: through a pipe when the
+    /// pool has pipes and one has room, else on a connection of its own.
+    /// `now` (the caller already read the clock) stamps idle connections;
+    /// `extra` headers go after `headers` (the node token).
     pub async fn request_at(
         &self,
         now: Instant,
@@ -132,15 +139,18 @@ impl NodePool {
         extra: &[(HeaderName, HeaderValue)],
         body: &[u8],
     ) -> Result<Answer, String> {
-        if body.is_empty() && matches!(*method, Method::GET | Method::HEAD) {
-            match self.pipes.read(method, path, headers, extra).await {
-                Ok(answer) => return Ok(answer),
-                // Every pipe busy, or nothing of the answer arrived (GET and
-                // HEAD may be sent again): one request on its own connection.
-                Err(crate::pipeline::PipeError::Busy | crate::pipeline::PipeError::Failed { before_answer: true, .. }) => {}
-                Err(crate::pipeline::PipeError::Failed { before_answer: false, reason }) => return Err(reason),
-            }
+        use crate::pipeline::PipeError;
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        match self.pipes.send(method, path, headers, extra, body).await {
+            Ok(answer) => return Ok(answer),
+            // Every pipe busy, the request never left, or a read of which
+            // nothing was answered (GET and HEAD may be sent again): one
+            // request on its own connection.
+            Err(PipeError::Busy | PipeError::Failed { sent: false, .. }) => {}
+            Err(PipeError::Failed { before_answer: true, .. }) if read => {}
+            Err(PipeError::Failed { reason, .. }) => return Err(reason),
         }
+        let _permit = self.open.acquire().await.map_err(|_| "the node's pool is closed".to_string())?;
         self.request_on_connection(now, method, path, headers, extra, body).await
     }
 

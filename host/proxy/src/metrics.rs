@@ -144,11 +144,7 @@ impl ProxyMetrics {
         let connections_open = Gauge::default();
         registry.register("connections_open", "Client connections being served", connections_open.clone());
         let pipelined_requests = Family::<NodeLabels, Counter>::default();
-        registry.register(
-            "pipelined_requests",
-            "GET and HEAD requests sent to a node on a pipelined connection",
-            pipelined_requests.clone(),
-        );
+        registry.register("pipelined_requests", "Requests sent to a node on a pipelined connection", pipelined_requests.clone());
         let pipelined_writes = Family::<NodeLabels, Counter>::default();
         registry.register("pipelined_writes", "Writes that carried them (requests / writes = the mean batch)", pipelined_writes.clone());
         let meta_staleness_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();

@@ -126,7 +126,7 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_body: usize,
-    /// Pipelined connections per node for GET and HEAD (0: none).
+    /// Pipelined connections per node for every forwarded request (0: none).
     pub pipes: usize,
     /// A pipe with requests waiting fails after this long without an answer.
     pub stall_timeout: Duration,

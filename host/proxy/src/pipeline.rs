@@ -1,5 +1,6 @@
-//! Pipelined HTTP/1.1 to a node for bodiless reads (GET and HEAD): the
-//! reads of many clients share a few connections per node
+//! Pipelined HTTP/1.1 to a node for every request the proxy forwards
+//! (reads, writes and the per-node legs of batches): the requests of many
+//! clients share a few connections per node
 //! (`proxy.pipelines_per_node`), and the requests that arrive while a write
 //! is being prepared leave in one `write`, so the node reads them with one
 //! `read` and answers them with one write (the answers of one poll of a
@@ -7,9 +8,10 @@
 //! expensive part of a proxied GET, by the batch size.
 //!
 //! Where it sits: [`crate::h1::NodePool`] owns the pipes of one node and
-//! sends reads through them; writes, batches and health checks keep using
-//! its one-request-per-connection path, and so does a read that finds every
-//! pipe of the node [`MAX_DEPTH`] deep.
+//! sends requests through them; health checks keep using its
+//! one-request-per-connection path, and so does a request that finds every
+//! pipe of the node [`MAX_DEPTH`] deep (that path is bounded per node, so
+//! a burst waits for a connection instead of opening hundreds).
 //!
 //! Each pipe is a connection with two tasks: a writer that, once woken,
 //! yields once (so the other requests of this scheduler tick can join) and
@@ -17,7 +19,11 @@
 //! hands each to the oldest waiting request. A connection that fails, is
 //! closed by the node or stalls for `proxy.request_timeout` while requests
 //! wait fails every request still waiting, marked "before the answer" when
-//! nothing of its answer had arrived (GET and HEAD are safe to send again).
+//! nothing of its answer had arrived (GET and HEAD are safe to send again)
+//! and "not sent" when it was still queued (anything is safe to send
+//! again; a write that was sent but not answered is not retried: it may
+//! have been applied, and an increment or a conditional write is not
+//! idempotent).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -34,9 +40,12 @@ use tokio::task::AbortHandle;
 
 use crate::wire::{Answer, MAX_HEAD, Request, parse_head, take_front};
 
-/// Requests in flight on one pipe before reads use a pooled connection
-/// instead (bounds head-of-line blocking behind a slow answer).
-pub const MAX_DEPTH: usize = 64;
+/// Requests in flight on one pipe before requests use a connection of
+/// their own (bounded per node) instead. Bounds head-of-line blocking
+/// behind a slow answer; deep enough that 64 RESP clients with 16
+/// pipelined commands each stay on the pipes (at 64, the overflow opened
+/// hundreds of connections per node: connect timeouts, nodes ejected).
+pub const MAX_DEPTH: usize = 1024;
 
 /// Why a pipelined read got no answer.
 #[derive(Debug)]
@@ -45,8 +54,9 @@ pub enum PipeError {
     /// another way.
     Busy,
     /// The pipe failed. `before_answer`: nothing of this request's answer
-    /// arrived, so it may be sent again.
-    Failed { before_answer: bool, reason: String },
+    /// arrived, so a read may be sent again; `sent`: the request had been
+    /// written (when not, anything may be sent again).
+    Failed { before_answer: bool, sent: bool, reason: String },
 }
 
 /// The pipes to one node.
@@ -85,6 +95,8 @@ struct PipeState {
     out: Vec<u8>,
     /// Requests written or queued, oldest first; answers come in this order.
     waiting: VecDeque<Waiter>,
+    /// The newest `unsent` of `waiting` are still in `out`.
+    unsent: usize,
     closed: bool,
 }
 
@@ -119,26 +131,27 @@ impl NodePipes {
         (self.counts.requests.get(), self.counts.writes.get())
     }
 
-    /// Sends a GET or HEAD (no body) and waits for its answer. The caller
-    /// bounds the wait; dropping the future leaves the answer to be read
-    /// and discarded.
-    pub async fn read(
+    /// Sends a request and waits for its answer. The caller bounds the
+    /// wait; dropping the future leaves the answer to be read and
+    /// discarded (the request itself is sent, once queued).
+    pub async fn send(
         &self,
         method: &Method,
         path: &str,
         headers: &[(HeaderName, HeaderValue)],
         extra: &[(HeaderName, HeaderValue)],
+        body: &[u8],
     ) -> Result<Answer, PipeError> {
         if self.slots.is_empty() {
             return Err(PipeError::Busy);
         }
-        let request = Request { method, path, authority: &self.authority, headers, extra, body: &[] };
+        let request = Request { method, path, authority: &self.authority, headers, extra, body };
         let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for i in 0..self.slots.len() {
             let slot = &self.slots[(start + i) % self.slots.len()];
             let pipe = match self.open(slot).await {
                 Ok(pipe) => pipe,
-                Err(reason) => return Err(PipeError::Failed { before_answer: true, reason }),
+                Err(reason) => return Err(PipeError::Failed { before_answer: true, sent: false, reason }),
             };
             let (tx, rx) = oneshot::channel();
             let (wake_writer, wake_reader) = {
@@ -151,6 +164,8 @@ impl NodePipes {
                 let wake_writer = st.out.is_empty();
                 let wake_reader = st.waiting.is_empty();
                 request.encode_head(&mut st.out);
+                st.out.extend_from_slice(body);
+                st.unsent += 1;
                 st.waiting.push_back(Waiter { head: *method == Method::HEAD, answer: tx });
                 (wake_writer, wake_reader)
             };
@@ -163,7 +178,7 @@ impl NodePipes {
             }
             return match rx.await {
                 Ok(result) => result,
-                Err(_) => Err(PipeError::Failed { before_answer: true, reason: "pipe closed".into() }),
+                Err(_) => Err(PipeError::Failed { before_answer: true, sent: true, reason: "pipe closed".into() }),
             };
         }
         Err(PipeError::Busy)
@@ -209,7 +224,7 @@ impl Pipe {
     fn start(stream: TcpStream, stall_timeout: Duration, max_body: usize, counts: Arc<PipeCounts>) -> Arc<Pipe> {
         let (read, write) = stream.into_split();
         let pipe = Arc::new(Pipe {
-            state: Mutex::new(PipeState { out: Vec::with_capacity(4096), waiting: VecDeque::new(), closed: false }),
+            state: Mutex::new(PipeState { out: Vec::with_capacity(4096), waiting: VecDeque::new(), unsent: 0, closed: false }),
             writer: Notify::new(),
             arrived: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -228,15 +243,17 @@ impl Pipe {
     /// Fails every waiting request and stops both tasks. `front_before`:
     /// nothing of the oldest request's answer has arrived.
     fn close(&self, reason: &str, front_before: bool) {
-        let waiting = {
+        let (waiting, unsent) = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.closed = true;
             st.out.clear();
-            std::mem::take(&mut st.waiting)
+            (std::mem::take(&mut st.waiting), std::mem::take(&mut st.unsent))
         };
+        let sent_count = waiting.len() - unsent.min(waiting.len());
         for (i, w) in waiting.into_iter().enumerate() {
             let before_answer = i > 0 || front_before;
-            let _ = w.answer.send(Err(PipeError::Failed { before_answer, reason: reason.to_string() }));
+            let sent = i < sent_count;
+            let _ = w.answer.send(Err(PipeError::Failed { before_answer, sent, reason: reason.to_string() }));
         }
         // The writer also exits on its own when woken (in case its abort
         // handle was not stored yet).
@@ -259,6 +276,7 @@ async fn write_loop(pipe: Arc<Pipe>, mut write: OwnedWriteHalf) {
                 return;
             }
             std::mem::swap(&mut st.out, &mut buf);
+            st.unsent = 0;
         }
         if buf.is_empty() {
             continue;

@@ -1,8 +1,9 @@
-//! Pipelined reads to a node (`shardgate_proxy::pipeline` through
+//! Pipelined requests to a node (`shardgate_proxy::pipeline` through
 //! `h1::NodePool::request_at`): against a real node, every answer reaches the
-//! request that asked for it, under many concurrent readers; and against
-//! hostile servers, a pipe that is closed or stalls fails its requests
-//! without losing the pool (GET falls back to a connection of its own).
+//! request that asked for it, under many concurrent readers and writers; and
+//! against hostile servers, a pipe that is closed or stalls fails its
+//! requests without losing the pool (GET falls back to a connection of its
+//! own; a write that was sent is never sent twice).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ async fn every_answer_reaches_its_request_under_concurrency() {
         let r = pool.request_at(Instant::now(), &Method::PUT, &format!("/v1/keys/k{k}"), &[], &[], &value).await.unwrap();
         assert!(r.status.is_success(), "{:?}", r.status);
     }
+    let (puts, _) = pool.pipelined();
+    assert_eq!(puts, 64, "writes ride the pipes too");
     let mut tasks = Vec::new();
     for c in 0..32usize {
         let pool = pool.clone();
@@ -65,7 +68,7 @@ async fn every_answer_reaches_its_request_under_concurrency() {
         t.await.unwrap();
     }
     let (requests, writes) = pool.pipelined();
-    assert_eq!(requests, 32 * 200, "every read went through a pipe");
+    assert_eq!(requests - puts, 32 * 200, "every read went through a pipe");
     assert!(writes < requests, "requests shared writes: {requests} requests in {writes} writes");
 }
 
@@ -165,4 +168,18 @@ async fn without_pipes_reads_use_their_own_connections() {
     let pool = pool(&addr, 0, Duration::from_secs(5));
     let a = pool.request_at(Instant::now(), &Method::GET, "/v1/keys/nothing", &[], &[], b"").await.unwrap();
     assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_stalled_pipe_fails_a_sent_write_without_sending_it_again() {
+    let addr = flaky_server(0, true).await;
+    let pool = pool(&addr, 1, Duration::from_millis(300));
+    // The PUT was written to the pipe, which never answers: it may have
+    // been applied, so it fails instead of going out a second time (the
+    // server's other connections would answer "fresh").
+    let e = pool.request_at(Instant::now(), &Method::PUT, "/v1/keys/x", &[], &[], b"value").await.unwrap_err();
+    assert!(e.contains("no answer within"), "{e}");
+    // A read after it is served on a new pipe or its own connection.
+    let a = pool.request_at(Instant::now(), &Method::GET, "/v1/keys/x", &[], &[], b"").await.unwrap();
+    assert_eq!(&a.body[..], b"fresh");
 }

@@ -18,6 +18,8 @@
 //!   `max_value_size`, too many arguments, an inline line over 64 KiB and
 //!   malformed frames (an error, then the close, nothing stored);
 //!   `proxy.max_connections` shared with HTTP; `proxy.rate_limit`.
+//! - `a_half_sent_command_and_an_idle_connection_are_closed`: raw sockets
+//!   against `proxy.resp_frame_timeout` and `proxy.resp_idle_timeout`.
 //! - `random_and_mangled_resp_never_breaks_the_proxy`: a property test; every
 //!   case either gets answers or a close, and the proxy keeps serving.
 
@@ -233,6 +235,30 @@ async fn redis_crate_sees_every_command_and_reply_shape() {
     assert!(metrics.contains("shardgate_proxy_resp_commands_total{command=\"set\"}"), "{metrics}");
     assert!(metrics.contains("shardgate_proxy_resp_errors_total{command=\"incr\"}"), "{metrics}");
     assert!(metrics.contains("shardgate_proxy_resp_command_seconds_bucket{"), "{metrics}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_command_and_an_idle_connection_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        resp_frame_timeout: Duration::from_millis(300),
+        resp_idle_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let (cluster, addr) = cluster(dir.path(), config).await;
+    // Half a command, then nothing: closed without a reply (as Redis
+    // closes a timed-out client). `exchange` waits 20 s for more bytes.
+    let (out, closed) = exchange(addr, b"*2\r\n$3\r\nGET\r\n$1\r\n", Duration::from_secs(20)).await;
+    assert!(closed && out.is_empty(), "closed: {closed}, got {}", out.escape_ascii());
+    // A complete command, then idle: answered, then closed.
+    let (out, closed) = exchange(addr, b"PING\r\n", Duration::from_secs(20)).await;
+    assert!(closed && out == b"+PONG\r\n", "closed: {closed}, got {}", out.escape_ascii());
+    // The proxy keeps serving.
+    let (out, _) = exchange(addr, b"*2\r\n$4\r\nECHO\r\n$2\r\nok\r\n", Duration::from_millis(200)).await;
+    assert_eq!(out, b"$2\r\nok\r\n");
+    let metrics = Http::fresh().metrics(&cluster.proxies[0].addr).await.unwrap();
+    assert!(metrics.contains("shardgate_proxy_resp_errors_total{command=\"timeout\"} 2"), "{metrics}");
     cluster.shutdown().await;
 }
 

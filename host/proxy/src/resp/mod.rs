@@ -44,16 +44,11 @@ use cmd::{Kind, Session, Spec};
 use frame::{FrameLimits, MAX_INLINE, Reply};
 
 /// Commands taken off one read before their replies are written (bounds
-/// the replies held per connection).
+/// the replies held per connection, and the commands of one connection in
+/// flight at once: a wave has no cap of its own, since every node request
+/// rides the node's pipes or waits for one of its bounded connections,
+/// see [`crate::pipeline`]).
 const MAX_COMMANDS_PER_ROUND: usize = 256;
-
-/// Commands of one connection in flight at once (a wave is finished when
-/// it holds this many). Bounds what one client puts on the node
-/// connections: writes and batches take a pooled connection each
-/// (`proxy.pool_max_idle_per_node`), reads a slot of a pipe
-/// (`pipeline::MAX_DEPTH`); 64 clients x 16 pipelined commands all in
-/// flight overran the pools (connect timeouts, nodes ejected).
-const MAX_WAVE: usize = 4;
 
 /// Client ids, as `CLIENT ID` reports them.
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -91,6 +86,9 @@ where
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let (frame_timeout, idle_timeout) = (shared.config.resp_frame_timeout, shared.config.resp_idle_timeout);
+    // When the partial command in `buf` must be complete.
+    let mut frame_started: Option<tokio::time::Instant> = None;
     loop {
         let mut commands = Vec::new();
         let mut fatal = None;
@@ -106,6 +104,9 @@ where
             }
         }
         let full = commands.len() == MAX_COMMANDS_PER_ROUND;
+        if !commands.is_empty() {
+            frame_started = None; // what is left in `buf` is a new command
+        }
         if !commands.is_empty() {
             run_round(&shared, &mut session, commands, &mut out).await;
         }
@@ -135,12 +136,36 @@ where
             return;
         }
         buf.reserve(16 * 1024);
-        tokio::select! {
-            n = rd.read_buf(&mut buf) => match n {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+        // A command begun must be finished within `proxy.resp_frame_timeout`
+        // (from the read that brought its first bytes); with nothing
+        // pending, `proxy.resp_idle_timeout` (0: never) bounds the wait.
+        // Either way the close is silent, as Redis closes a timed-out client.
+        let deadline = if buf.is_empty() {
+            frame_started = None;
+            (!idle_timeout.is_zero()).then(|| tokio::time::Instant::now() + idle_timeout)
+        } else {
+            Some(*frame_started.get_or_insert_with(|| tokio::time::Instant::now() + frame_timeout))
+        };
+        let read = async {
+            match deadline {
+                Some(at) => tokio::time::timeout_at(at, rd.read_buf(&mut buf)).await,
+                None => Ok(rd.read_buf(&mut buf).await),
+            }
+        };
+        let timed_out = tokio::select! {
+            n = read => match n {
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(_)) => false,
+                Err(_) => true,
             },
             _ = stopping.wait_for(|s| *s) => return,
+        };
+        if timed_out {
+            let what = if buf.is_empty() { "idle" } else { "part of a command pending" };
+            debug!(%peer, what, "RESP connection timed out; closing");
+            shared.metrics.resp_errors.get_or_create(&CommandLabels { command: "timeout" }).inc();
+            let _ = wr.shutdown().await;
+            return;
         }
     }
 }
@@ -166,7 +191,7 @@ async fn run_round(shared: &Arc<Shared>, session: &mut Session, commands: Vec<Ve
             }
             None => true,
         };
-        if (conflicts || wave.len() >= MAX_WAVE) && !wave.is_empty() {
+        if conflicts && !wave.is_empty() {
             finish_wave(&mut wave, out, session.resp3).await;
             wave_keys.clear();
         }
