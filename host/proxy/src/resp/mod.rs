@@ -27,6 +27,7 @@
 pub(crate) mod cmd;
 pub mod frame;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,14 +181,17 @@ struct Planned {
 /// appends their replies to `out`, in order.
 async fn run_round(shared: &Arc<Shared>, session: &mut Session, commands: Vec<Vec<Bytes>>, out: &mut Vec<u8>) {
     let mut wave: Vec<BoxFuture<'_, Reply>> = Vec::new();
-    let mut wave_keys: Vec<(Bytes, bool)> = Vec::new();
+    // The keys of the wave, and whether a command of it writes the key: a
+    // map, so a round of 256 commands of up to 2 x proxy.max_batch_keys
+    // arguments each costs one lookup per key, not a scan of the wave.
+    let mut wave_keys: HashMap<Bytes, bool> = HashMap::new();
     for args in commands {
         let planned = Planned { spec: cmd::lookup(&args[0]), args };
         let data = planned.spec.filter(|s| s.kind == Kind::Read || s.kind == Kind::Write);
         let conflicts = match data {
             Some(spec) => {
                 let write = spec.kind == Kind::Write;
-                spec.key_args(&planned.args).any(|k| wave_keys.iter().any(|(w, wrote)| w == k && (write || *wrote)))
+                spec.key_args(&planned.args).any(|k| wave_keys.get(k).is_some_and(|wrote| write || *wrote))
             }
             None => true,
         };
@@ -199,7 +203,9 @@ async fn run_round(shared: &Arc<Shared>, session: &mut Session, commands: Vec<Ve
             (_, Some(refused)) => wave.push(Box::pin(std::future::ready(refused))),
             (Some(spec), None) => {
                 let write = spec.kind == Kind::Write;
-                wave_keys.extend(spec.key_args(&planned.args).map(|k| (k.clone(), write)));
+                for k in spec.key_args(&planned.args) {
+                    *wave_keys.entry(k.clone()).or_insert(false) |= write;
+                }
                 wave.push(Box::pin(timed(shared, spec.name, async move { cmd::run_data(shared, spec, &planned.args).await })));
             }
             (None, None) => {
