@@ -249,7 +249,7 @@ impl Pipe {
             st.out.clear();
             (std::mem::take(&mut st.waiting), std::mem::take(&mut st.unsent))
         };
-        let sent_count = waiting.len() - unsent.min(waiting.len());
+        let sent_count = waiting.len().saturating_sub(unsent);
         for (i, w) in waiting.into_iter().enumerate() {
             let before_answer = i > 0 || front_before;
             let sent = i < sent_count;

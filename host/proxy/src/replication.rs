@@ -226,12 +226,9 @@ pub(crate) async fn write_all(
     }
     let acks = answers.iter().filter(|a| a.as_ref().is_ok_and(|r| acked(r.status))).count();
     let Err(shortfall) = write_acked(shared.config.write_ack, width, acks) else {
-        let ok = |a: &Result<UpstreamResponse, UpstreamError>, pick: &dyn Fn(StatusCode) -> bool| {
-            a.as_ref().ok().filter(|r| acked(r.status) && pick(r.status)).cloned()
-        };
-        let success = answers.iter().find_map(|a| ok(a, &|s| s.is_success()));
-        let primary = success.or_else(|| answers.iter().find_map(|a| ok(a, &|_| true)));
-        return Ok(primary.expect("at least one acknowledgement"));
+        let acknowledging = || answers.iter().filter_map(|a| a.as_ref().ok()).filter(|r| acked(r.status));
+        let primary = acknowledging().find(|r| r.status.is_success()).or_else(|| acknowledging().next());
+        return Ok(primary.cloned().expect("at least one acknowledgement"));
     };
     // Not enough acknowledgements: a client error from the primary is the answer.
     if let Some(Ok(r)) = answers.first()

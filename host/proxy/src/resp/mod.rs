@@ -107,8 +107,6 @@ where
         let full = commands.len() == MAX_COMMANDS_PER_ROUND;
         if !commands.is_empty() {
             frame_started = None; // what is left in `buf` is a new command
-        }
-        if !commands.is_empty() {
             run_round(&shared, &mut session, commands, &mut out).await;
         }
         if let Some(e) = &fatal {
