@@ -19,7 +19,7 @@ use serde_yaml_ng::Value;
 
 #[path = "support/process.rs"]
 mod process;
-use process::repo;
+use process::{repo, shardgate};
 
 fn k8s_file() -> PathBuf {
     repo().join("config/k8s/shardgate.yaml")
@@ -107,7 +107,7 @@ fn config_check(text: &str, env: &BTreeMap<String, String>, what: &str) -> Strin
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shardgate.toml");
     std::fs::write(&path, text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
+    let mut cmd = shardgate();
     cmd.args(["config", "check"]).arg(&path);
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SHARDGATE_")) {
         cmd.env_remove(k);
@@ -179,7 +179,7 @@ fn meta_pods_find_their_raft_id_from_the_pod_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.toml");
     std::fs::write(&path, text).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+    let o = shardgate()
         .args(["config", "check"])
         .arg(&path)
         .env("SHARDGATE_META__ADVERTISE", "http://shardgate-meta-3.shardgate-meta:7101")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{Running, shardgate, text};
+use process::{Running, free_port, shardgate, text};
 
 fn recover(args: &[&str]) -> Output {
     shardgate().args(["meta", "recover"]).args(args).output().unwrap()
@@ -31,7 +31,7 @@ fn meta_recover_refuses_what_it_cannot_do_and_dry_run_writes_nothing() {
     assert!(text(&out.stderr).contains("no meta data in"), "{}", text(&out.stderr));
 
     // A one-member cluster, bootstrapped by a real process.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let config = dir.path().join("meta.toml");
     std::fs::write(
         &config,

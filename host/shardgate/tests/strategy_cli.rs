@@ -1,19 +1,19 @@
 //! `shardgate strategy ...` as a user runs it: the real binary, real files.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use shardgate_testkit::cluster::{ClusterSpec, LocalCluster};
 
 #[path = "support/process.rs"]
 mod process;
-use process::text;
+use process::{free_port, shardgate as binary, text};
 
 fn shardgate(args: &[&str]) -> Output {
     // The compiled-component cache goes to a directory of the test run, not
     // the user's.
     let cache = std::env::temp_dir().join(format!("shardgate-cli-test-cache-{}", std::process::id()));
-    Command::new(env!("CARGO_BIN_EXE_shardgate")).args(args).env("XDG_CACHE_HOME", cache).output().expect("run shardgate")
+    binary().args(args).env("XDG_CACHE_HOME", cache).output().expect("run shardgate")
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn a_strategy_breaking_a_hard_property_exits_1() {
 #[test]
 fn ctl_names_a_meta_address_that_does_not_answer_within_the_timeout() {
     // A port nobody listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let started = std::time::Instant::now();
     let out = shardgate(&["ctl", "--meta", &format!("http://127.0.0.1:{port}"), "--timeout", "1s", "status"]);
     assert_eq!(out.status.code(), Some(2));
@@ -202,7 +202,7 @@ fn check_loads_a_component_from_the_compiled_cache_the_second_time() {
 
 #[test]
 fn ctl_errors_are_json_with_json() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let out = shardgate(&["ctl", "--meta", &format!("http://127.0.0.1:{port}"), "--timeout", "1s", "--json", "status"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -30,7 +30,7 @@ use shardgate_testkit::cluster::{ClusterSpec, LocalCluster};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{repo, text};
+use process::{repo, shardgate as binary, text};
 
 /// The tool `program` (overridden by the environment variable `var`), or
 /// why the test cannot run.
@@ -62,7 +62,7 @@ fn toolchain_in(test: &str, var: &str, program: &str, version: &str, known: &[Pa
 }
 
 fn shardgate(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardgate")).args(args).env("XDG_CACHE_HOME", cache).output().expect("run shardgate")
+    binary().args(args).env("XDG_CACHE_HOME", cache).output().expect("run shardgate")
 }
 
 /// `shardgate strategy new python-hrw --lang python` (the template is
@@ -290,11 +290,7 @@ fn a_c_strategy_builds_checks_and_routes_through_a_cluster() {
         cluster.meta.apply(changes).await.unwrap();
         // The README's commands: ctl strategy upload FILE, activate NAME.
         let ctl = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
-                .args(["ctl", "--meta", &cluster.metas[0].addr, "--timeout", "60s", "strategy"])
-                .args(args)
-                .output()
-                .unwrap();
+            let out = binary().args(["ctl", "--meta", &cluster.metas[0].addr, "--timeout", "60s", "strategy"]).args(args).output().unwrap();
             assert!(out.status.success(), "ctl strategy {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
         };
         ctl(&["upload", wasm.to_str().unwrap()]);
