@@ -167,14 +167,14 @@ impl MemberContext {
             self.metrics.write("no_quorum");
             return Err(e);
         }
-        let (before, after, component) = self.sm.read(|s| -> Result<_, Rejection> {
+        let (before, after, component) = self.sm.read_at(|s, applied| -> Result<_, Rejection> {
             // A hash prefix or `sha256:` form is committed as the full hash.
             for change in &mut changes {
                 if let Change::Activate { hash, .. } = change {
                     *hash = s.resolve_hash(hash)?;
                 }
             }
-            let placeholder_index = self.sm.applied_index().unwrap_or(0) + 1;
+            let placeholder_index = applied.unwrap_or(0) + 1;
             let next = s.simulate(placeholder_index, &changes)?;
             let after = next.routing_input();
             let component = after.as_ref().and_then(|a| next.strategies.get(&a.hash)).map(|s| s.component.clone());

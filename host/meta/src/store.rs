@@ -224,6 +224,50 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+thread_local! {
+    /// Whether this thread holds the state machine's lock (debug builds).
+    static HOLDS_SM_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A guard of the state machine's lock that, in debug builds, panics when
+/// the thread holding it asks for it again (a deadlock in waiting, see
+/// [`StateMachineStore::read`]) instead of wedging a worker thread.
+struct Locked<G>(G);
+
+impl<G> Locked<G> {
+    /// Marks the thread as holding the lock (panicking in debug builds if
+    /// it already does), then takes it with `take`.
+    fn take(take: impl FnOnce() -> G) -> Self {
+        if cfg!(debug_assertions) {
+            HOLDS_SM_LOCK.with(|held| {
+                assert!(!held.replace(true), "the state machine's lock taken again by the thread holding it (deadlocks under apply)")
+            });
+        }
+        Locked(take())
+    }
+}
+
+impl<G> Drop for Locked<G> {
+    fn drop(&mut self) {
+        if cfg!(debug_assertions) {
+            HOLDS_SM_LOCK.with(|held| held.set(false));
+        }
+    }
+}
+
+impl<G: std::ops::Deref> std::ops::Deref for Locked<G> {
+    type Target = G::Target;
+    fn deref(&self) -> &G::Target {
+        &self.0
+    }
+}
+
+impl<G: std::ops::DerefMut> std::ops::DerefMut for Locked<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        &mut self.0
+    }
+}
+
 struct SmData {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
@@ -254,16 +298,34 @@ impl StateMachineStore {
         Ok(Self { db, data: Arc::new(RwLock::new(data)), epoch_tx: Arc::new(epoch_tx) })
     }
 
-    /// Read the applied state.
+    /// Read the applied state. `f` must not call back into this store: a
+    /// second read lock on the same thread deadlocks once `apply` waits for
+    /// the write lock between the two (std's lock queues readers behind a
+    /// waiting writer), which wedged a leader's runtime; debug builds panic
+    /// instead ([`Locked`]). [`Self::read_at`] gives the applied index too.
     pub fn read<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
-        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+        let data = self.lock_read();
         f(&data.state)
+    }
+
+    /// [`Self::read`] with the index of the last applied entry, from the
+    /// same lock (so the two agree).
+    pub fn read_at<R>(&self, f: impl FnOnce(&MetaState, Option<u64>) -> R) -> R {
+        let data = self.lock_read();
+        f(&data.state, data.last_applied.as_ref().map(|l| l.index()))
     }
 
     /// Index of the last applied entry.
     pub fn applied_index(&self) -> Option<u64> {
-        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
-        data.last_applied.as_ref().map(|l| l.index())
+        self.lock_read().last_applied.as_ref().map(|l| l.index())
+    }
+
+    fn lock_read(&self) -> Locked<std::sync::RwLockReadGuard<'_, SmData>> {
+        Locked::take(|| self.data.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn lock_write(&self) -> Locked<std::sync::RwLockWriteGuard<'_, SmData>> {
+        Locked::take(|| self.data.write().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The routing epoch, updated after every apply that changed it.
@@ -293,7 +355,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (meta, bytes) = {
-            let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+            let data = self.lock_read();
             let bytes = serde_json::to_vec(&data.state).map_err(json_err)?;
             let meta = SnapshotMeta { last_log_id: data.last_applied, last_membership: data.last_membership.clone() };
             (meta, bytes)
@@ -309,7 +371,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+        let data = self.lock_read();
         Ok((data.last_applied, data.last_membership.clone()))
     }
 
@@ -319,7 +381,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         while let Some((entry, responder)) = entries.try_next().await? {
             let outcome = {
-                let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+                let mut data = self.lock_write();
                 data.last_applied = Some(entry.log_id);
                 let index = entry.log_id.index();
                 match &entry.payload {
@@ -357,7 +419,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.save_snapshot(meta, &bytes)?;
         let epoch = state.epoch;
         {
-            let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+            let mut data = self.lock_write();
             data.last_applied = meta.last_log_id;
             data.last_membership = meta.last_membership.clone();
             data.state = state;
@@ -396,6 +458,25 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn openraft_storage_suite_passes() {
         Suite::test_all(RedbStoreBuilder).await.expect("storage suite");
+    }
+
+    /// A read that calls back into the store panics (debug builds) instead
+    /// of deadlocking once `apply` queues for the write lock between the
+    /// two reads; reads one after another are fine.
+    #[test]
+    fn a_nested_state_machine_read_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        assert_eq!(sm.read(|s| s.epoch), sm.read_at(|s, _| s.epoch));
+        assert_eq!(sm.applied_index(), None);
+        let nested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sm.read(|_| sm.applied_index())));
+        if cfg!(debug_assertions) {
+            let message = nested.expect_err("a nested read must panic in a debug build");
+            let message = message.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| message.downcast_ref::<String>().cloned());
+            assert!(message.unwrap_or_default().contains("taken again"));
+        }
+        // The guard let go of the lock and of the flag on the way out.
+        assert_eq!(sm.read_at(|_, applied| applied), None);
     }
 
     /// Everything written survives closing and reopening the database.
