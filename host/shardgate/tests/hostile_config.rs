@@ -12,16 +12,18 @@
 //! Case counts are small so `cargo test` stays quick; raise them with
 //! `PROPTEST_CASES=2000 cargo test -p shardgate --test hostile_config`.
 
+#[path = "support/process.rs"]
+mod process;
 use proptest::prelude::*;
 use shardgate_testkit::cases;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// `shardgate config check <file>` with a clean environment: no inherited
 /// `SHARDGATE_*` overrides or log filters, backtraces on (so a panic would
 /// show one), plus `env`.
 fn check(file: &Path, env: &[(String, String)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
+    let mut cmd = process::shardgate();
     cmd.args(["config", "check"]).arg(file);
     for (var, _) in std::env::vars() {
         if var.starts_with("SHARDGATE_") || var == "RUST_LOG" {

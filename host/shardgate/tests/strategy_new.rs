@@ -78,3 +78,63 @@ fn the_c_scaffold_writes_the_example_its_build_script_and_the_contract() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--table is for --lang rust"));
 }
+
+/// The strategy toolchains are pinned once, in `.ci/run` (what CI builds
+/// the examples with); every install line a user copies (README, the C
+/// example's build script and source, the C scaffold's README, the hints
+/// `strategy new` prints) names the same versions.
+#[test]
+fn every_install_hint_names_the_versions_ci_pins() {
+    let repo = process::repo();
+    let ci = std::fs::read_to_string(repo.join(".ci/run")).unwrap();
+    let pinned = |var: &str| -> String {
+        let line = ci.lines().find(|l| l.starts_with(&format!("{var}="))).unwrap_or_else(|| panic!(".ci/run sets no {var}"));
+        line[var.len() + 1..].trim().to_string()
+    };
+    // (tool as written before the version, the separators used, .ci/run's variable)
+    let tools = [
+        ("wit-bindgen-cli", &["@", " "][..], "wit_bindgen_version"),
+        ("wasm-tools", &["@", " "][..], "wasm_tools_version"),
+        ("ziglang", &["=="][..], "ziglang_version"),
+        ("zig", &[" "][..], "ziglang_version"),
+        ("componentize-py", &["=="][..], "componentize_py_version"),
+    ];
+    let files = [
+        "README.md",
+        "strategies/examples/c-hrw/build.sh",
+        "strategies/examples/c-hrw/strategy.c",
+        "host/shardgate/src/commands/scaffold/c_README.md.tmpl",
+        "host/shardgate/src/commands/strategy.rs",
+        ".ci/run",
+    ];
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(repo.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (tool, separators, var) in tools {
+            let want = pinned(var);
+            for separator in separators {
+                let needle = format!("{tool}{separator}");
+                for (at, _) in text.match_indices(&needle) {
+                    // A whole word before, a version (digits and dots) after.
+                    if text[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_') {
+                        continue;
+                    }
+                    let rest = &text[at + needle.len()..];
+                    let version: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                    let version = version.trim_end_matches('.');
+                    if version.is_empty() || !version.contains('.') {
+                        continue; // prose ("wasm-tools from crates.io"), not a pin
+                    }
+                    checked += 1;
+                    if version != want {
+                        wrong.push(format!("{file}: {needle}{version} (.ci/run pins {var}={want})"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "install hints that disagree with .ci/run:\n{}", wrong.join("\n"));
+    // README, build.sh, the template and strategy.rs pin each C tool at least once.
+    assert!(checked >= 12, "only {checked} pinned versions found: did the install lines change shape?");
+}
