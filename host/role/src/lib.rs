@@ -15,6 +15,9 @@
 //!
 //! - [`advertise`]: the address a role gives others when its config names
 //!   none (the host name in place of `0.0.0.0`).
+//! - [`stall`]: a thread beside the runtime that reports when no task has
+//!   run for a while (every worker blocked: the process accepts
+//!   connections but answers nothing).
 //!
 //! Nothing here knows a role: this crate imports no other Shardgate crate.
 
@@ -22,5 +25,6 @@ pub mod advertise;
 pub mod coalesce;
 pub mod config;
 pub mod serve;
+pub mod stall;
 
 pub use config::ConfigError;

@@ -61,7 +61,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let (runtime, _stall_watch) = super::serving_runtime()?;
     runtime.block_on(dev(args))
 }
 

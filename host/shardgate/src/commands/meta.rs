@@ -127,7 +127,7 @@ pub fn run(args: MetaArgs) -> anyhow::Result<ExitCode> {
         config.listen = listen;
     }
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let (runtime, _stall_watch) = super::serving_runtime()?;
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {} for [meta]", config.listen))?;

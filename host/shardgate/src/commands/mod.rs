@@ -9,3 +9,34 @@ pub mod probe;
 pub mod proxy;
 pub mod serve;
 pub mod strategy;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use shardgate_role::stall::{Stall, StallWatch};
+
+/// How long no task of a serving runtime may run before the stall watch
+/// warns (every worker thread blocked: connections are accepted, nothing
+/// is answered).
+pub const STALL_THRESHOLD: Duration = Duration::from_secs(2);
+
+/// The multi-threaded runtime the serving commands (`serve`, `dev`, `meta`,
+/// `node`, `proxy`) run their roles on, with the stall watch beside it.
+/// Keep the watch as long as the runtime.
+pub fn serving_runtime() -> anyhow::Result<(tokio::runtime::Runtime, StallWatch)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let watch = StallWatch::start(runtime.handle().clone(), STALL_THRESHOLD, |stall| match stall {
+        Stall::Stuck { for_at_least } => tracing::warn!(
+            stalled_ms = for_at_least.as_millis() as u64,
+            "no task of the runtime ran for {}: every worker thread is blocked, requests get no answer until one is free",
+            humantime::format_duration(Duration::from_millis(for_at_least.as_millis() as u64))
+        ),
+        Stall::Recovered { lasted } => tracing::warn!(
+            stalled_ms = lasted.as_millis() as u64,
+            "the runtime runs tasks again after a stall of {}",
+            humantime::format_duration(Duration::from_millis(lasted.as_millis() as u64))
+        ),
+    })
+    .context("starting the runtime's stall watch thread")?;
+    Ok((runtime, watch))
+}

@@ -34,7 +34,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         node.listen = listen;
     }
     node.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let (runtime, _stall_watch) = super::serving_runtime()?;
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(node.listen).await.with_context(|| format!("cannot listen on {} for [node]", node.listen))?;

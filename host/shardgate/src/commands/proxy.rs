@@ -41,7 +41,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         config.meta = args.meta;
     }
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let (runtime, _stall_watch) = super::serving_runtime()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

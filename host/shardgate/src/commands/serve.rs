@@ -61,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let (runtime, _stall_watch) = super::serving_runtime()?;
     runtime.block_on(serve(config))
 }
 
