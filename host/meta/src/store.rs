@@ -274,6 +274,12 @@ struct SmData {
     state: MetaState,
 }
 
+impl SmData {
+    fn applied_index(&self) -> Option<u64> {
+        self.last_applied.as_ref().map(|l| l.index())
+    }
+}
+
 /// The state machine: [`MetaState`] in memory, snapshots in redb.
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -312,12 +318,12 @@ impl StateMachineStore {
     /// same lock (so the two agree).
     pub fn read_at<R>(&self, f: impl FnOnce(&MetaState, Option<u64>) -> R) -> R {
         let data = self.lock_read();
-        f(&data.state, data.last_applied.as_ref().map(|l| l.index()))
+        f(&data.state, data.applied_index())
     }
 
     /// Index of the last applied entry.
     pub fn applied_index(&self) -> Option<u64> {
-        self.lock_read().last_applied.as_ref().map(|l| l.index())
+        self.lock_read().applied_index()
     }
 
     fn lock_read(&self) -> Locked<std::sync::RwLockReadGuard<'_, SmData>> {

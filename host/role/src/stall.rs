@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -32,7 +32,10 @@ pub enum Stall {
 /// Stops the watch thread when dropped.
 pub struct StallWatch {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Unparked on drop, so the thread sees `stop` at once; never joined
+    /// (a watch blocked on a stuck runtime would hold up the exit it is
+    /// reporting on: it ends at its next wake-up).
+    thread: Thread,
 }
 
 impl StallWatch {
@@ -75,18 +78,14 @@ impl StallWatch {
                 std::thread::park_timeout(Self::INTERVAL);
             }
         })?;
-        Ok(StallWatch { stop, thread: Some(thread) })
+        Ok(StallWatch { stop, thread: thread.thread().clone() })
     }
 }
 
 impl Drop for StallWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            // Not joined: a watch blocked on a stuck runtime would hold up
-            // the exit it is reporting on; it ends at its next wake-up.
-        }
+        self.thread.unpark();
     }
 }
 
