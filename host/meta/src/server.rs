@@ -163,6 +163,7 @@ pub async fn run(listener: TcpListener, config: MetaConfig, shutdown: impl Futur
         header_read_timeout: config.header_read_timeout,
         tls,
         drain_timeout: DRAIN_TIMEOUT,
+        on_workers: false,
     };
     let service = TowerToHyperService::new(app);
     let http = hyper::server::conn::http1::Builder::new();

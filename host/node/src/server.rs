@@ -120,6 +120,7 @@ pub async fn run_with_clock(
         header_read_timeout: config.header_read_timeout,
         tls: None,
         drain_timeout: config.shutdown_timeout,
+        on_workers: true,
     };
     info!(
         addr = %local,

@@ -112,7 +112,10 @@ pub struct ProxyConfig {
     /// members' certificates; unset: the platform's trust store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta_ca: Option<PathBuf>,
-    /// Time for one upstream request to a node (connect, send, full answer).
+    /// Time for one upstream request to a node (connect, send, full
+    /// answer); on a pipelined connection, how long the pipe may go without
+    /// an answer while requests wait (a node that keeps answering a deep
+    /// queue is busy, not failed).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Time to open a connection to a node.

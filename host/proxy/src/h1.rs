@@ -9,8 +9,18 @@
 //! responses are framed by `Content-Length`, `Transfer-Encoding: chunked`
 //! or the end of the connection. A reused connection that fails before any
 //! byte of the answer arrived (the node closed it while idle) is retried
-//! once on a fresh connection; nothing else is retried here. Timeouts are
-//! the caller's: dropping the future closes the connection.
+//! once on a fresh connection; nothing else is retried here.
+//!
+//! Time bound (`proxy.request_timeout`, the pool's `timeout`): a request on
+//! a pipe fails when its pipe stalls that long with requests waiting (the
+//! pipe's reader keeps the one timer; a node that keeps answering a deep
+//! queue is busy, not failed); a request on a connection of its own,
+//! waiting for that connection included, gets that long in all (a read
+//! retried there after its pipe failed gets it again). So a piped
+//! request costs no timer of its own (a timer per request was ~8% of a
+//! pipelined GET's CPU). A caller may still bound a request further:
+//! dropping the future closes a connection of its own, and leaves a piped
+//! answer to be read and discarded.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,6 +49,24 @@ impl Conn {
     }
 }
 
+/// Why a request to a node got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeFailure {
+    /// Nothing arrived within the pool's `timeout` (`proxy.request_timeout`).
+    NoAnswer { within: Duration },
+    /// The connection failed, or the answer was not HTTP the proxy takes.
+    Failed(String),
+}
+
+impl std::fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeFailure::NoAnswer { within } => write!(f, "no answer within {}", humantime::format_duration(*within)),
+            NodeFailure::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Idle connections to one node.
 pub struct NodePool {
     /// `host:port`.
@@ -48,6 +76,8 @@ pub struct NodePool {
     idle_timeout: Duration,
     connect_timeout: Duration,
     max_body: usize,
+    /// `proxy.request_timeout`: see the module docs.
+    timeout: Duration,
     /// Pipelined connections for every forwarded request
     /// ([`crate::pipeline`]).
     pipes: crate::pipeline::NodePipes,
@@ -66,7 +96,8 @@ impl NodePool {
 
     /// A pool for `addr` whose requests go through `pipes`
     /// pipelined connections (0: none), each failed when no answer arrives
-    /// for `stall_timeout` while requests wait.
+    /// for `timeout` while requests wait; a request on a connection of its
+    /// own gets `timeout` in all.
     #[allow(clippy::too_many_arguments)]
     pub fn with_pipes(
         addr: &str,
@@ -75,7 +106,7 @@ impl NodePool {
         connect_timeout: Duration,
         max_body: usize,
         pipes: usize,
-        stall_timeout: Duration,
+        timeout: Duration,
         counts: crate::pipeline::PipeCounts,
     ) -> Result<Self, String> {
         let authority = addr
@@ -83,9 +114,9 @@ impl NodePool {
             .filter(|a| !a.is_empty() && !a.contains('/'))
             .ok_or_else(|| format!("{addr} is not http://host:port"))?
             .to_string();
-        let pipes = crate::pipeline::NodePipes::new(&authority, pipes, connect_timeout, stall_timeout, max_body, counts);
+        let pipes = crate::pipeline::NodePipes::new(&authority, pipes, connect_timeout, timeout, max_body, counts);
         let open = tokio::sync::Semaphore::new(max_idle.max(1));
-        Ok(NodePool { authority, idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout, max_body, pipes, open })
+        Ok(NodePool { authority, idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout, max_body, timeout, pipes, open })
     }
 
     fn take_idle(&self, now: Instant) -> Option<Conn> {
@@ -126,10 +157,12 @@ impl NodePool {
         self.request_on_connection(Instant::now(), method, path, headers, &[], body).await
     }
 
-    /// Sends one request and reads the whole answer: through a pipe when the
-    /// pool has pipes and one has room, else on a connection of its own.
-    /// `now` (the caller already read the clock) stamps idle connections;
-    /// `extra` headers go after `headers` (the node token).
+    /// Sends one request and reads the whole answer, bounded as the module
+    /// docs say: through a pipe when the pool has pipes and one has room,
+    /// else on a connection of its own. `now` (the caller already read the
+    /// clock) stamps idle connections and starts the bound of a request on
+    /// a connection of its own; `extra` headers go after `headers` (the
+    /// node token).
     pub async fn request_at(
         &self,
         now: Instant,
@@ -138,20 +171,30 @@ impl NodePool {
         headers: &[(HeaderName, HeaderValue)],
         extra: &[(HeaderName, HeaderValue)],
         body: &[u8],
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, NodeFailure> {
         use crate::pipeline::PipeError;
         let read = matches!(*method, Method::GET | Method::HEAD);
-        match self.pipes.send(method, path, headers, extra, body).await {
+        // Every pipe busy, the request never left, or a read of which
+        // nothing was answered (GET and HEAD may be sent again): one
+        // request on its own connection, bounded from now (after a failed
+        // pipe, from the failure: a read retried after a stall gets a
+        // whole `timeout` again).
+        let from = match self.pipes.send(method, path, headers, extra, body).await {
             Ok(answer) => return Ok(answer),
-            // Every pipe busy, the request never left, or a read of which
-            // nothing was answered (GET and HEAD may be sent again): one
-            // request on its own connection.
-            Err(PipeError::Busy | PipeError::Failed { sent: false, .. }) => {}
-            Err(PipeError::Failed { before_answer: true, .. }) if read => {}
-            Err(PipeError::Failed { reason, .. }) => return Err(reason),
+            Err(PipeError::Busy) => now,
+            Err(PipeError::Failed { sent: false, .. }) => Instant::now(),
+            Err(PipeError::Failed { before_answer: true, .. }) if read => Instant::now(),
+            Err(PipeError::Failed { stalled: true, .. }) => return Err(NodeFailure::NoAnswer { within: self.timeout }),
+            Err(PipeError::Failed { reason, .. }) => return Err(NodeFailure::Failed(reason)),
+        };
+        let alone = async {
+            let _permit = self.open.acquire().await.map_err(|_| "the node's pool is closed".to_string())?;
+            self.request_on_connection(from, method, path, headers, extra, body).await
+        };
+        match tokio::time::timeout_at((from + self.timeout).into(), alone).await {
+            Ok(result) => result.map_err(NodeFailure::Failed),
+            Err(_) => Err(NodeFailure::NoAnswer { within: self.timeout }),
         }
-        let _permit = self.open.acquire().await.map_err(|_| "the node's pool is closed".to_string())?;
-        self.request_on_connection(now, method, path, headers, extra, body).await
     }
 
     async fn request_on_connection(

@@ -128,7 +128,9 @@ pub struct PoolSettings {
     pub max_body: usize,
     /// Pipelined connections per node for every forwarded request (0: none).
     pub pipes: usize,
-    /// A pipe with requests waiting fails after this long without an answer.
+    /// `proxy.request_timeout`: a pipe with requests waiting fails after
+    /// this long without an answer; a request on a connection of its own
+    /// gets this long in all.
     pub stall_timeout: Duration,
 }
 

@@ -55,13 +55,19 @@ pub enum PipeError {
     Busy,
     /// The pipe failed. `before_answer`: nothing of this request's answer
     /// arrived, so a read may be sent again; `sent`: the request had been
-    /// written (when not, anything may be sent again).
-    Failed { before_answer: bool, sent: bool, reason: String },
+    /// written (when not, anything may be sent again); `stalled`: it failed
+    /// because no answer came within its stall timeout.
+    Failed { before_answer: bool, sent: bool, stalled: bool, reason: String },
 }
 
 /// The pipes to one node.
 pub struct NodePipes {
     authority: String,
+    /// The pipes of one connection worker: `proxy.pipelines_per_node`
+    /// split among the workers, at least one.
+    per_worker: usize,
+    /// The pipes of worker `w` are `slots[w * per_worker..][..per_worker]`
+    /// (one set when the process has no workers).
     slots: Vec<Mutex<Option<Arc<Pipe>>>>,
     next: std::sync::atomic::AtomicUsize,
     connect_timeout: Duration,
@@ -115,9 +121,15 @@ impl NodePipes {
         max_body: usize,
         counts: PipeCounts,
     ) -> Self {
+        let workers = shardgate_role::workers::installed().map_or(1, |w| w.len());
+        let per_worker = count.div_ceil(workers);
         NodePipes {
             authority: authority.to_string(),
-            slots: (0..count).map(|_| Mutex::new(None)).collect(),
+            // `count` pipes in all, split among the connection workers
+            // (at least one each), so a worker's requests ride pipes whose
+            // tasks run on that worker; fewer pipes, fuller writes.
+            per_worker,
+            slots: (0..per_worker * workers).map(|_| Mutex::new(None)).collect(),
             next: Default::default(),
             connect_timeout,
             stall_timeout,
@@ -146,12 +158,16 @@ impl NodePipes {
             return Err(PipeError::Busy);
         }
         let request = Request { method, path, authority: &self.authority, headers, extra, body };
-        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // This worker's pipes first (round robin among them), then the
+        // others' when all of its own are full.
+        let own = shardgate_role::workers::current().map_or(0, |w| w * self.per_worker % self.slots.len());
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for i in 0..self.slots.len() {
-            let slot = &self.slots[(start + i) % self.slots.len()];
+            let index = if i < self.per_worker { own + (turn + i) % self.per_worker } else { (own + i) % self.slots.len() };
+            let slot = &self.slots[index];
             let pipe = match self.open(slot).await {
                 Ok(pipe) => pipe,
-                Err(reason) => return Err(PipeError::Failed { before_answer: true, sent: false, reason }),
+                Err(reason) => return Err(PipeError::Failed { before_answer: true, sent: false, stalled: false, reason }),
             };
             let (tx, rx) = oneshot::channel();
             let (wake_writer, wake_reader) = {
@@ -178,7 +194,7 @@ impl NodePipes {
             }
             return match rx.await {
                 Ok(result) => result,
-                Err(_) => Err(PipeError::Failed { before_answer: true, sent: true, reason: "pipe closed".into() }),
+                Err(_) => Err(PipeError::Failed { before_answer: true, sent: true, stalled: false, reason: "pipe closed".into() }),
             };
         }
         Err(PipeError::Busy)
@@ -243,6 +259,11 @@ impl Pipe {
     /// Fails every waiting request and stops both tasks. `front_before`:
     /// nothing of the oldest request's answer has arrived.
     fn close(&self, reason: &str, front_before: bool) {
+        self.fail(reason, front_before, false);
+    }
+
+    /// [`Pipe::close`]; `stalled`: because no answer came in time.
+    fn fail(&self, reason: &str, front_before: bool, stalled: bool) {
         let (waiting, unsent) = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.closed = true;
@@ -253,7 +274,7 @@ impl Pipe {
         for (i, w) in waiting.into_iter().enumerate() {
             let before_answer = i > 0 || front_before;
             let sent = i < sent_count;
-            let _ = w.answer.send(Err(PipeError::Failed { before_answer, sent, reason: reason.to_string() }));
+            let _ = w.answer.send(Err(PipeError::Failed { before_answer, sent, stalled, reason: reason.to_string() }));
         }
         // The writer also exits on its own when woken (in case its abort
         // handle was not stored yet).
@@ -295,6 +316,10 @@ async fn write_loop(pipe: Arc<Pipe>, mut write: OwnedWriteHalf) {
 
 async fn read_loop(pipe: Arc<Pipe>, mut read: OwnedReadHalf, stall_timeout: Duration, max_body: usize) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // The pipe's one timer, pushed back before every read while requests
+    // wait (pushing a timer later is an atomic store, not a new timer).
+    let stall = tokio::time::sleep(stall_timeout);
+    tokio::pin!(stall);
     loop {
         // Hand out every complete answer in the buffer.
         loop {
@@ -344,11 +369,13 @@ async fn read_loop(pipe: Arc<Pipe>, mut read: OwnedReadHalf, stall_timeout: Dura
         }
         let waiting = !pipe.state.lock().unwrap_or_else(|e| e.into_inner()).waiting.is_empty();
         let n = if waiting {
-            match tokio::time::timeout(stall_timeout, read.read_buf(&mut buf)).await {
-                Ok(n) => n,
-                Err(_) => {
+            stall.as_mut().reset(tokio::time::Instant::now() + stall_timeout);
+            tokio::select! {
+                biased;
+                n = read.read_buf(&mut buf) => n,
+                () = &mut stall => {
                     let reason = format!("no answer within {}", humantime::format_duration(stall_timeout));
-                    return pipe.close(&reason, buf.is_empty());
+                    return pipe.fail(&reason, buf.is_empty(), true);
                 }
             }
         } else {

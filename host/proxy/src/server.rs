@@ -263,6 +263,7 @@ pub async fn run_with_resp(
         header_read_timeout: shared.config.header_read_timeout,
         tls,
         drain_timeout: shared.config.shutdown_timeout,
+        on_workers: true,
     };
     info!(addr = %local, meta = ?shared.config.meta, tls = serve_config.tls.is_some(), data_token = shared.client_token.is_some(), node_token = node_token.is_some(), "proxy listening");
     let not_ready = shared.clone();

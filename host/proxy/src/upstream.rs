@@ -1,6 +1,8 @@
 //! The forwarder: pooled keep-alive HTTP/1.1 to nodes (the proxy's own
 //! in-task client, [`crate::h1`], by default; hyper-util's legacy client
-//! with `proxy.upstream_client = "hyper-util"`), a per-request timeout, and
+//! with `proxy.upstream_client = "hyper-util"`), `proxy.request_timeout`
+//! (kept by the in-task client's pool, see [`crate::h1`]; a timer per
+//! request around hyper-util's), and
 //! the bookkeeping of every upstream outcome (latency histogram per node,
 //! passive error counting on the node board, [`crate::nodes`]). Every request carries
 //! `Authorization: Bearer <proxy.node_token>` when that is set; a node that
@@ -25,6 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ProxyConfig, UpstreamClient};
+use crate::h1::NodeFailure;
 use crate::nodes::{NodeBoard, NodeHandle};
 
 /// A complete answer from a node, with its end-to-end headers only (no
@@ -98,13 +101,15 @@ impl Upstream {
                 return Err(UpstreamError::BadAddress { node: node.id.clone(), addr: node.addr.clone() });
             };
             let extra = self.authorization.as_slice();
-            let exchange = async {
-                let a = pool.request_at(start, &method, path_and_query, headers, extra, &body).await?;
-                Ok::<_, String>(UpstreamResponse { status: a.status, headers: a.headers, body: a.body })
-            };
-            // One clock read per request: the deadline, the pool's idle
-            // stamps and the latency all start from `start`.
-            tokio::time::timeout_at((start + self.timeout).into(), exchange).await
+            // One clock read per request: the pool's bound, its idle
+            // stamps and the latency all start from `start`. The pool
+            // bounds the wait with `proxy.request_timeout` (a piped
+            // request by its pipe's one timer: see `crate::h1`).
+            match pool.request_at(start, &method, path_and_query, headers, extra, &body).await {
+                Ok(a) => Ok(Ok(UpstreamResponse { status: a.status, headers: a.headers, body: a.body })),
+                Err(NodeFailure::Failed(reason)) => Ok(Err(reason)),
+                Err(NodeFailure::NoAnswer { .. }) => Err(()),
+            }
         } else {
             let with_token;
             let headers = match &self.authorization {
@@ -114,7 +119,7 @@ impl Upstream {
                 }
                 None => headers,
             };
-            self.send_hyper(node, method, path_and_query, headers, body).await?
+            self.send_hyper(node, method, path_and_query, headers, body).await?.map_err(|_| ())
         };
         node.latency.observe(start.elapsed().as_secs_f64());
         match result {

@@ -18,6 +18,9 @@
 //! - [`stall`]: a thread beside the runtime that reports when no task has
 //!   run for a while (every worker blocked: the process accepts
 //!   connections but answers nothing).
+//! - [`workers`]: one single-threaded runtime per core that the accept
+//!   loop hands the data path's connections to, so a request's tasks run
+//!   on one thread.
 //!
 //! Nothing here knows a role: this crate imports no other Shardgate crate.
 
@@ -26,5 +29,6 @@ pub mod coalesce;
 pub mod config;
 pub mod serve;
 pub mod stall;
+pub mod workers;
 
 pub use config::ConfigError;

@@ -56,6 +56,10 @@ pub struct ServeConfig {
     pub tls: Option<TlsAcceptor>,
     /// After shutdown, how long open connections get to finish.
     pub drain_timeout: Duration,
+    /// Serve each connection on a connection worker
+    /// ([`crate::workers`]) when the process installed them (the data
+    /// path: node and proxy); otherwise on the accept loop's runtime.
+    pub on_workers: bool,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -68,6 +72,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("tls", &self.tls.is_some())
             .field("drain_timeout", &self.drain_timeout)
+            .field("on_workers", &self.on_workers)
             .finish()
     }
 }
@@ -157,6 +162,7 @@ where
 {
     let role = config.role;
     let local = listener.local_addr().ok();
+    let workers = config.on_workers.then(crate::workers::installed).flatten();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     // Flips to true at shutdown: handshakes still in progress are abandoned.
@@ -177,18 +183,19 @@ where
         metrics.opened();
         match &config.tls {
             None => {
-                tokio::spawn(async move {
+                let connection = move |stream: TcpStream| async move {
                     serve_connection(&http, watcher, stream, service, peer).await;
                     metrics.closed();
                     drop(permit);
-                });
+                };
+                spawn_connection(workers, stream, connection);
             }
             Some(acceptor) => {
                 // The handshake runs in the connection's own task, bounded
                 // like a request head, so a slow client stalls nobody.
                 let (acceptor, mut stopping) = (acceptor.clone(), stopping.clone());
                 let handshake_timeout = config.header_read_timeout;
-                tokio::spawn(async move {
+                let connection = move |stream: TcpStream| async move {
                     let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
                     let tls = tokio::select! {
                         done = handshake => match done {
@@ -212,7 +219,8 @@ where
                     }
                     metrics.closed();
                     drop(permit);
-                });
+                };
+                spawn_connection(workers, stream, connection);
             }
         }
     }
@@ -261,6 +269,7 @@ where
 {
     let role = config.role;
     let local = listener.local_addr().ok();
+    let workers = config.on_workers.then(crate::workers::installed).flatten();
     let handle = Arc::new(handle);
     let (stopping_tx, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -284,7 +293,7 @@ where
         let tls = config.tls.clone();
         let handshake_timeout = config.header_read_timeout;
         metrics.opened();
-        tokio::spawn(async move {
+        let connection = move |stream: TcpStream| async move {
             let io: Option<Box<dyn Stream>> = match tls {
                 None => Some(Box::new(stream)),
                 Some(acceptor) => {
@@ -307,7 +316,8 @@ where
             }
             metrics.closed();
             drop(permit);
-        });
+        };
+        spawn_connection(workers, stream, connection);
     }
     let _ = stopping_tx.send(true);
     drop(stopping);
@@ -320,6 +330,19 @@ where
             warn!(role, addr = ?local, timeout = ?config.drain_timeout, "stopped with commands still in flight");
             Drained::TimedOut
         }
+    }
+}
+
+/// Runs `connection` on `stream`: on the next connection worker when the
+/// loop has them, else as a task of the accept loop's runtime.
+fn spawn_connection<F, Fut>(workers: Option<&crate::workers::Workers>, stream: TcpStream, connection: F)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match workers {
+        Some(workers) => workers.serve(stream, connection),
+        None => drop(tokio::spawn(connection(stream))),
     }
 }
 

@@ -50,6 +50,7 @@ fn config() -> ServeConfig {
         header_read_timeout: Duration::from_secs(10),
         tls: None,
         drain_timeout: Duration::from_secs(10),
+        on_workers: false,
     }
 }
 
