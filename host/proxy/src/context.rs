@@ -19,7 +19,7 @@ use shardgate_api::Limits;
 
 use crate::auth::ClientToken;
 use crate::config::ProxyConfig;
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{CommandMetrics, ProxyMetrics};
 use crate::nodes::NodeBoard;
 use crate::rate_limit::ClientRateLimit;
 use crate::routing::{Routing, RoutingEpoch};
@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub rate_limit: Option<Arc<ClientRateLimit>>,
     /// False once shutdown began (`/readyz` answers 503).
     pub ready: AtomicBool,
+    /// The RESP metrics of every command, in the order of the RESP
+    /// front's command table (`crate::resp::cmd::SPECS`).
+    pub resp_metrics: Vec<CommandMetrics>,
 }
 
 /// `r` with the `Shardgate-Epoch` header of `epoch`.

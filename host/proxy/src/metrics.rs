@@ -81,6 +81,28 @@ pub struct ProxyMetrics {
     pub resp_seconds: Family<CommandLabels, Histogram>,
 }
 
+/// The RESP metrics of one command, looked up once (a family lookup
+/// hashes the labels under a lock: three per command were ~2% of a
+/// pipelined GET's CPU).
+#[derive(Clone, Debug)]
+pub struct CommandMetrics {
+    pub commands: Counter,
+    pub errors: Counter,
+    pub seconds: Histogram,
+}
+
+impl ProxyMetrics {
+    /// The handles of `command`'s series in the RESP families.
+    pub fn resp_command(&self, command: &'static str) -> CommandMetrics {
+        let labels = CommandLabels { command };
+        CommandMetrics {
+            commands: self.resp_commands.get_or_create(&labels).clone(),
+            errors: self.resp_errors.get_or_create(&labels).clone(),
+            seconds: self.resp_seconds.get_or_create(&labels).clone(),
+        }
+    }
+}
+
 impl Default for ProxyMetrics {
     fn default() -> Self {
         Self::new()

@@ -237,6 +237,7 @@ pub async fn run_with_resp(
         upstream: Upstream::new(&config, board.clone(), node_token.as_deref()),
         routing: routing.clone(),
         board,
+        resp_metrics: crate::resp::cmd::SPECS.iter().map(|s| metrics.resp_command(s.name)).collect(),
         metrics,
         client_token,
         rate_limit: config.rate_limit.map(|r| Arc::new(ClientRateLimit::new(r))),

@@ -178,11 +178,11 @@ struct Planned {
 /// Runs the commands of one read in waves (see the module docs) and
 /// appends their replies to `out`, in order.
 async fn run_round(shared: &Arc<Shared>, session: &mut Session, commands: Vec<Vec<Bytes>>, out: &mut Vec<u8>) {
-    let mut wave: Vec<BoxFuture<'_, Reply>> = Vec::new();
+    let mut wave: Vec<BoxFuture<'_, Reply>> = Vec::with_capacity(commands.len());
     // The keys of the wave, and whether a command of it writes the key: a
     // map, so a round of 256 commands of up to 2 x proxy.max_batch_keys
     // arguments each costs one lookup per key, not a scan of the wave.
-    let mut wave_keys: HashMap<Bytes, bool> = HashMap::new();
+    let mut wave_keys: HashMap<Bytes, bool> = HashMap::with_capacity(commands.len());
     for args in commands {
         let planned = Planned { spec: cmd::lookup(&args[0]), args };
         let data = planned.spec.filter(|s| s.kind == Kind::Read || s.kind == Kind::Write);
@@ -204,7 +204,7 @@ async fn run_round(shared: &Arc<Shared>, session: &mut Session, commands: Vec<Ve
                 for k in spec.key_args(&planned.args) {
                     *wave_keys.entry(k.clone()).or_insert(false) |= write;
                 }
-                wave.push(Box::pin(timed(shared, spec.name, async move { cmd::run_data(shared, spec, &planned.args).await })));
+                wave.push(Box::pin(timed(shared, spec, async move { cmd::run_data(shared, spec, &planned.args).await })));
             }
             (None, None) => {
                 let reply = run_alone(shared, session, &planned).await;
@@ -247,8 +247,17 @@ fn gate(shared: &Shared, session: &Session, p: &Planned) -> Option<Reply> {
         }
         None
     })()?;
-    shared.metrics.resp_commands.get_or_create(&CommandLabels { command: label }).inc();
-    shared.metrics.resp_errors.get_or_create(&CommandLabels { command: label }).inc();
+    match p.spec {
+        Some(spec) => {
+            let m = &shared.resp_metrics[spec.index()];
+            m.commands.inc();
+            m.errors.inc();
+        }
+        None => {
+            shared.metrics.resp_commands.get_or_create(&CommandLabels { command: label }).inc();
+            shared.metrics.resp_errors.get_or_create(&CommandLabels { command: label }).inc();
+        }
+    }
     Some(refused)
 }
 
@@ -263,28 +272,27 @@ fn unknown(args: &[Bytes]) -> Reply {
 async fn run_alone(shared: &Arc<Shared>, session: &mut Session, p: &Planned) -> Reply {
     let spec = p.spec.expect("gate let only known commands through");
     if spec.kind == Kind::Server {
-        return timed(shared, spec.name, cmd::run_data(shared, spec, &p.args)).await;
+        return timed(shared, spec, cmd::run_data(shared, spec, &p.args)).await;
     }
     let start = Instant::now();
     let reply = cmd::connection::run(shared, session, spec, &p.args);
-    count(shared, spec.name, start, &reply);
+    count(shared, spec, start, &reply);
     reply
 }
 
-/// `f`'s reply, counted and timed under `command`.
-async fn timed(shared: &Shared, command: &'static str, f: impl std::future::Future<Output = Reply>) -> Reply {
+/// `f`'s reply, counted and timed under `spec`'s command.
+async fn timed(shared: &Shared, spec: &'static Spec, f: impl std::future::Future<Output = Reply>) -> Reply {
     let start = Instant::now();
     let reply = f.await;
-    count(shared, command, start, &reply);
+    count(shared, spec, start, &reply);
     reply
 }
 
-fn count(shared: &Shared, command: &'static str, start: Instant, reply: &Reply) {
-    let labels = CommandLabels { command };
-    let m = &shared.metrics;
-    m.resp_commands.get_or_create(&labels).inc();
-    m.resp_seconds.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+fn count(shared: &Shared, spec: &'static Spec, start: Instant, reply: &Reply) {
+    let m = &shared.resp_metrics[spec.index()];
+    m.commands.inc();
+    m.seconds.observe(start.elapsed().as_secs_f64());
     if reply.is_error() {
-        m.resp_errors.get_or_create(&labels).inc();
+        m.errors.inc();
     }
 }

@@ -110,6 +110,14 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
 }
 
 impl Spec {
+    /// This command's position in [`SPECS`] (every `&'static Spec` is one
+    /// of its entries: [`lookup`] hands them out).
+    pub fn index(&'static self) -> usize {
+        let at = (self as *const Spec as usize - SPECS.as_ptr() as usize) / std::mem::size_of::<Spec>();
+        debug_assert!(std::ptr::eq(&SPECS[at], self), "a Spec outside SPECS");
+        at
+    }
+
     /// True when `args` (the name included) has this command's arity.
     pub fn arity_ok(&self, args: usize) -> bool {
         let n = args as i64;
