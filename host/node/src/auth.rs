@@ -1,13 +1,12 @@
 //! Bearer-token access control for the data API (`/v1/...`). When
-//! `node.data_token` (or `node.data_token_file`) is set, [`require_token`]
-//! runs in front of every `/v1/` handler: a request without
+//! `node.data_token` (or `node.data_token_file`) is set, [`DataAuth::refuse`]
+//! runs in front of every `/v1/` handler (the node's service checks it
+//! before routing): a request without
 //! `Authorization: Bearer <token>` gets 401 (with `WWW-Authenticate:
 //! Bearer`), one with another token gets 403. `/healthz`, `/readyz`,
 //! `/metrics` and `/openapi.json` stay open. The token is what proxies
 //! present, so a node only serves its configured proxies.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
@@ -37,7 +36,7 @@ impl DataToken {
 
 pub use shardgate_auth::bearer_token;
 
-/// What [`require_token`] needs: the token (none: the API is open) and
+/// What [`DataAuth::refuse`] needs: the token (none: the API is open) and
 /// the refusal counters of this node's registry.
 #[derive(Clone)]
 pub struct DataAuth {
@@ -46,21 +45,22 @@ pub struct DataAuth {
     pub forbidden: Counter,
 }
 
-/// Middleware: refuses `/v1/` requests that lack the data token; passes
-/// everything else through untouched.
-pub async fn require_token(State(auth): State<DataAuth>, request: Request, next: Next) -> Response {
-    if let Some(token) = &auth.token
-        && request.uri().path().starts_with("/v1/")
-        && let Err(error) = token.check(request.headers())
-    {
+impl DataAuth {
+    /// The refusal of a `/v1/` request without the token (401) or with
+    /// another one (403), counted; `None`: it may go on.
+    pub fn refuse(&self, path: &str, headers: &HeaderMap) -> Option<Response> {
+        let token = self.token.as_ref()?;
+        if !path.starts_with("/v1/") {
+            return None;
+        }
+        let error = token.check(headers).err()?;
         match error {
-            ApiError::Forbidden { .. } => auth.forbidden.inc(),
-            _ => auth.unauthorized.inc(),
+            ApiError::Forbidden { .. } => self.forbidden.inc(),
+            _ => self.unauthorized.inc(),
         };
-        tracing::debug!(path = request.uri().path(), status = %error.status(), "refusing data request without a valid token");
-        return error.into_response();
+        tracing::debug!(path, status = %error.status(), "refusing data request without a valid token");
+        Some(error.into_response())
     }
-    next.run(request).await
 }
 
 #[cfg(test)]

@@ -16,12 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use hyper_util::service::TowerToHyperService;
 use shardgate_role::serve::{ConnectionMetrics, ServeConfig};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::auth::{DataAuth, DataToken, require_token};
+use crate::auth::{DataAuth, DataToken};
 use crate::batch::{self, GetResponseEncoder, PutResult};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -95,14 +94,14 @@ pub async fn run_with_clock(
     });
     // Joining the cluster runs beside serving, never before it.
     let registration = config.register.as_ref().map(|r| Registration::start(r, local, state.registration.clone()));
-    let service = TowerToHyperService::new(router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        DataAuth {
+    let service = NodeService {
+        router: router(state.clone()),
+        auth: Arc::new(DataAuth {
             token: data_token.clone(),
             unauthorized: state.metrics.unauthorized.clone(),
             forbidden: state.metrics.forbidden.clone(),
-        },
-        require_token,
-    )));
+        }),
+    };
     // Not hyper's `pipeline_flush`: with it, hyper 1.x skips every flush
     // while its read buffer holds bytes, the flush before closing included,
     // so an answer followed by a close (`Connection: close` with a request
@@ -167,8 +166,39 @@ fn router(state: Arc<NodeState>) -> Router {
         .route("/metrics", get(metrics).fallback(not_allowed(READ_METHODS)))
         .route("/openapi.json", get(openapi).fallback(not_allowed(READ_METHODS)))
         .fallback(|| async { ApiError::NoRoute })
-        .layer(axum::middleware::from_fn(refuse_transfer_codings))
         .with_state(state)
+}
+
+/// What hyper calls for every request: `node.data_token` on `/v1/`, then
+/// a transfer coding other than chunked (hyper only de-chunks: the body
+/// would be taken still encoded), then the router. Checked here rather
+/// than in two `axum::middleware::from_fn` layers, which box and clone
+/// the rest of the stack for every request.
+#[derive(Clone)]
+struct NodeService {
+    router: Router,
+    auth: Arc<DataAuth>,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for NodeService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        axum::routing::future::RouteFuture<std::convert::Infallible>,
+    >;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use futures::future::Either;
+        use tower::Service as _;
+        if let Some(refusal) = self.auth.refuse(req.uri().path(), req.headers()) {
+            return Either::Left(std::future::ready(Ok(refusal)));
+        }
+        if let Err(error) = check_transfer_encoding(req.headers()) {
+            return Either::Left(std::future::ready(Ok(error.into_response())));
+        }
+        Either::Right(self.router.clone().call(req))
+    }
 }
 
 async fn empty_key() -> ApiError {
@@ -187,15 +217,6 @@ fn not_allowed(allow: &'static str) -> impl Fn(Method) -> std::future::Ready<Api
     move |method: Method| std::future::ready(ApiError::MethodNotAllowed { method: method.as_str().chars().take(32).collect(), allow })
 }
 
-/// Every request: a transfer coding other than `chunked` is 501 before any
-/// handler reads a body that hyper could only de-chunk.
-async fn refuse_transfer_codings(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match check_transfer_encoding(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
 /// The raw key segment of a `/v1/keys/...` URI.
 fn key_segment(uri: &Uri) -> &str {
     uri.path().strip_prefix(KEY_PATH_PREFIX).unwrap_or("")
@@ -205,9 +226,11 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn key_get(State(node): State<Arc<NodeState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let _timer = node.metrics.start(if method == Method::HEAD { Endpoint::Head } else { Endpoint::Get });
-    respond(get_one(&node, &uri, &headers))
+// Key handlers take the request whole: extracting `Uri` and `HeaderMap`
+// would clone them.
+async fn key_get(State(node): State<Arc<NodeState>>, req: axum::extract::Request) -> Response {
+    let _timer = node.metrics.start(if req.method() == Method::HEAD { Endpoint::Head } else { Endpoint::Get });
+    respond(get_one(&node, req.uri(), req.headers()))
 }
 
 fn get_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
@@ -242,9 +265,10 @@ fn value_response(node: &NodeState, item: &Item, status: StatusCode) -> Response
     response
 }
 
-async fn key_put(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn key_put(State(node): State<Arc<NodeState>>, req: axum::extract::Request) -> Response {
     let _timer = node.metrics.start(Endpoint::Put);
-    respond(put_one(&node, &uri, &headers, body).await)
+    let (parts, body) = req.into_parts();
+    respond(put_one(&node, &parts.uri, &parts.headers, body).await)
 }
 
 async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -295,9 +319,9 @@ async fn put_one(node: &NodeState, uri: &Uri, headers: &HeaderMap, body: Body) -
     Ok((status, [(header::ETAG, format_etag(version))]).into_response())
 }
 
-async fn key_delete(State(node): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn key_delete(State(node): State<Arc<NodeState>>, req: axum::extract::Request) -> Response {
     let _timer = node.metrics.start(Endpoint::Delete);
-    respond(delete_one(&node, &uri, &headers))
+    respond(delete_one(&node, req.uri(), req.headers()))
 }
 
 fn delete_one(node: &NodeState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
