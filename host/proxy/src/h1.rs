@@ -187,10 +187,12 @@ impl NodePool {
             Err(PipeError::Failed { stalled: true, .. }) => return Err(NodeFailure::NoAnswer { within: self.timeout }),
             Err(PipeError::Failed { reason, .. }) => return Err(NodeFailure::Failed(reason)),
         };
-        let alone = async {
+        // Boxed: the fallback (a connect and an exchange) is kilobytes of
+        // state that, inline, would size every piped request's future.
+        let alone = Box::pin(async {
             let _permit = self.open.acquire().await.map_err(|_| "the node's pool is closed".to_string())?;
             self.request_on_connection(from, method, path, headers, extra, body).await
-        };
+        });
         match tokio::time::timeout_at((from + self.timeout).into(), alone).await {
             Ok(result) => result.map_err(NodeFailure::Failed),
             Err(_) => Err(NodeFailure::NoAnswer { within: self.timeout }),

@@ -73,16 +73,17 @@ pub(crate) async fn read_key(
     let response = read_from(shared, &owners, method.clone(), &path, headers, Bytes::new()).await?;
     if response.status == StatusCode::NOT_FOUND
         && owners.len() > 1
-        && let Some(found) = read_replicas(shared, &owners, &path).await
+        && let Some(found) = Box::pin(read_replicas(shared, &owners, &path)).await
     {
         return Ok(found_response(found, condition, &method));
     }
     if response.status == StatusCode::NOT_FOUND && epoch.previous.is_some() {
         let chain = epoch.migration_chain(shared.routing.migration_window());
         if !chain.is_empty() {
-            match migrate_one(shared, &chain, key, &owner_ids(epoch, &positions), &owners, &path).await {
+            // The rare paths are boxed: inline they would size every read's future.
+            match Box::pin(migrate_one(shared, &chain, key, &owner_ids(epoch, &positions), &owners, &path)).await {
                 Migrated::Found(found) => return Ok(found_response(found, condition, &method)),
-                Migrated::Superseded => return read_from(shared, &owners, method, &path, headers, Bytes::new()).await,
+                Migrated::Superseded => return Box::pin(read_from(shared, &owners, method, &path, headers, Bytes::new())).await,
                 Migrated::NotFound => {}
             }
         }

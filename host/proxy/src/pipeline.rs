@@ -165,9 +165,14 @@ impl NodePipes {
         for i in 0..self.slots.len() {
             let index = if i < self.per_worker { own + (turn + i) % self.per_worker } else { (own + i) % self.slots.len() };
             let slot = &self.slots[index];
-            let pipe = match self.open(slot).await {
-                Ok(pipe) => pipe,
-                Err(reason) => return Err(PipeError::Failed { before_answer: true, sent: false, stalled: false, reason }),
+            let pipe = match live(slot) {
+                Some(pipe) => pipe,
+                // Boxed: a connect's state, inline, would size every
+                // request's future (and each future above it).
+                None => match Box::pin(self.open(slot)).await {
+                    Ok(pipe) => pipe,
+                    Err(reason) => return Err(PipeError::Failed { before_answer: true, sent: false, stalled: false, reason }),
+                },
             };
             let (tx, rx) = oneshot::channel();
             let (wake_writer, wake_reader) = {
@@ -203,10 +208,8 @@ impl NodePipes {
     /// The pipe in `slot`, connecting a new one when there is none or it
     /// closed.
     async fn open(&self, slot: &Mutex<Option<Arc<Pipe>>>) -> Result<Arc<Pipe>, String> {
-        if let Some(pipe) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
-            && !pipe.is_closed()
-        {
-            return Ok(pipe.clone());
+        if let Some(pipe) = live(slot) {
+            return Ok(pipe);
         }
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
             .await
@@ -224,6 +227,11 @@ impl NodePipes {
         *current = Some(pipe.clone());
         Ok(pipe)
     }
+}
+
+/// The pipe in `slot` if it is open.
+fn live(slot: &Mutex<Option<Arc<Pipe>>>) -> Option<Arc<Pipe>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|pipe| !pipe.is_closed()).cloned()
 }
 
 impl Drop for NodePipes {

@@ -119,7 +119,10 @@ impl Upstream {
                 }
                 None => headers,
             };
-            self.send_hyper(node, method, path_and_query, headers, body).await?.map_err(|_| ())
+            // Boxed: hyper's client future is kilobytes, and unboxed it would
+            // size every future that awaits `send` (each moved whole when
+            // built), the direct path's included.
+            Box::pin(self.send_hyper(node, method, path_and_query, headers, body)).await?.map_err(|_| ())
         };
         node.latency.observe(start.elapsed().as_secs_f64());
         match result {
