@@ -205,12 +205,9 @@ impl NodePipes {
         Err(PipeError::Busy)
     }
 
-    /// The pipe in `slot`, connecting a new one when there is none or it
-    /// closed.
+    /// Connects a new pipe into `slot`, which [`live`] found empty or
+    /// closed; a pipe another request connected meanwhile wins.
     async fn open(&self, slot: &Mutex<Option<Arc<Pipe>>>) -> Result<Arc<Pipe>, String> {
-        if let Some(pipe) = live(slot) {
-            return Ok(pipe);
-        }
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
             .await
             .map_err(|_| format!("connect timed out after {}", humantime::format_duration(self.connect_timeout)))?

@@ -272,7 +272,7 @@ fn unknown(args: &[Bytes]) -> Reply {
 async fn run_alone(shared: &Arc<Shared>, session: &mut Session, p: &Planned) -> Reply {
     let spec = p.spec.expect("gate let only known commands through");
     if spec.kind == Kind::Server {
-        return timed(shared, spec, cmd::run_data(shared, spec, &p.args)).await;
+        return run_counted(shared, spec, &p.args).await;
     }
     let start = Instant::now();
     let reply = cmd::connection::run(shared, session, spec, &p.args);
@@ -280,21 +280,14 @@ async fn run_alone(shared: &Arc<Shared>, session: &mut Session, p: &Planned) -> 
     reply
 }
 
-/// A data command of a wave, counted and timed under `spec`'s command.
-/// One async fn from the start: an async block handed to [`timed`] makes
-/// one more future around it, and each is moved whole (kilobytes: the
-/// node request's state is inside) when built and when boxed.
-async fn run_counted(shared: &Shared, spec: &'static Spec, args: Vec<Bytes>) -> Reply {
+/// A data or server command run, counted and timed under `spec`'s
+/// command. `args` owned (a wave's command) or borrowed (`run_alone`): one
+/// async fn either way, because an async block wrapped in a timing future
+/// is one more future, and each is moved whole (kilobytes: the node
+/// request's state is inside) when built and when boxed.
+async fn run_counted(shared: &Shared, spec: &'static Spec, args: impl AsRef<[Bytes]>) -> Reply {
     let start = Instant::now();
-    let reply = cmd::run_data(shared, spec, &args).await;
-    count(shared, spec, start, &reply);
-    reply
-}
-
-/// `f`'s reply, counted and timed under `spec`'s command.
-async fn timed(shared: &Shared, spec: &'static Spec, f: impl std::future::Future<Output = Reply>) -> Reply {
-    let start = Instant::now();
-    let reply = f.await;
+    let reply = cmd::run_data(shared, spec, args.as_ref()).await;
     count(shared, spec, start, &reply);
     reply
 }
